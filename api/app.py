@@ -1,0 +1,98 @@
+"""The query API: ``create_app(settings)`` is the composition root; nothing connects at import."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import AsyncIterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import ops, threads
+from api.auth import Authenticator
+from api.cursors import CursorCodec
+from api.http import Context, Timing, endpoint
+from api.problems import Problem
+from shared.db import open_pool
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+
+class _Metrics:
+    """Request count and latency per route, in a registry owned by this app."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("readside_http_requests", "HTTP requests", ["route", "status"], registry=registry)
+        self.latency = Histogram("readside_http_request_seconds", "HTTP request latency", ["route"], registry=registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.requests.labels(path, str(status[0])).inc()
+            self.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = CollectorRegistry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await open_pool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=2.0)
+        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    def ctx(request: Request) -> Context:
+        return request.app.state.ctx
+
+    def route(path: str, handler) -> Route:  # noqa: ANN001
+        return Route(path, endpoint(ctx, handler), methods=["GET"])
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return Problem(404, f"no route {request.url.path!r}").response(Timing().header())
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return Problem(405, f"method {request.method} is not supported here; use GET").response(Timing().header())
+
+    app = Starlette(
+        routes=[
+            route("/healthz", ops.healthz),
+            route("/readyz", ops.readyz),
+            route("/metrics", ops.metrics_endpoint(registry)),
+            route("/v1/admin/projections", ops.admin_projections),
+            route("/v1/threads/preview", threads.preview),
+            route("/v1/threads/summary", threads.summary),
+            route("/v1/threads/{thread_id}/messages", threads.messages),
+        ],
+        exception_handlers={404: not_found, 405: not_allowed},
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Metrics, registry=registry)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ASGI servers (``uvicorn --factory api.app:app_from_env``)."""
+    return create_app(Settings.from_env())

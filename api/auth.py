@@ -1,0 +1,64 @@
+"""Identity from a verified JWT only: the viewer is the token's ``sub``, never a parameter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+from starlette.requests import Request
+
+from api.problems import forbidden, unauthorized
+from shared.settings import Settings
+
+__all__ = ["Authenticator", "Viewer"]
+
+LEEWAY_SECONDS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    sub: str
+    roles: frozenset[str]
+
+    def require(self, role: str) -> None:
+        if role not in self.roles:
+            raise forbidden(f"this endpoint needs the role {role!r}")
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm = settings.jwt_algorithm
+        self.key = settings.jwt_public_key if self.algorithm == "RS256" else settings.jwt_secret
+
+    def __call__(self, request: Request) -> Viewer:
+        header = request.headers.get("authorization")
+        if not header:
+            raise unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self.key,
+                algorithms=[self.algorithm],
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise unauthorized(f"invalid token: {exc}") from None
+        sub, roles = claims.get("sub"), claims.get("roles", [])
+        if not isinstance(sub, str) or not sub:
+            raise unauthorized("invalid token: 'sub' must be a non-empty string")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise unauthorized("invalid token: 'roles' must be a list of strings")
+        return Viewer(sub, frozenset(roles))
+
+
+def make_token(secret: str, sub: str, roles: list[str] | None = None, ttl: int = 3600, algorithm: str = "HS256") -> str:
+    """A token for demos and tests (the core app's identity provider issues real ones)."""
+    import time
+
+    return jwt.encode({"sub": sub, "roles": roles or [], "exp": int(time.time()) + ttl}, secret, algorithm=algorithm)

@@ -1,0 +1,114 @@
+"""The request plumbing shared by every endpoint: timing, problems, ETags, ready-bytes responses."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import AsyncIterator, Awaitable, Callable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import Authenticator
+from api.cursors import CursorCodec
+from api.problems import Problem, bad_param, unavailable
+from shared.settings import Settings
+
+__all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_modified", "parse_position"]
+
+log = logging.getLogger(__name__)
+
+PRIVATE = "private, no-cache"
+PUBLIC = "public, max-age=30"
+
+
+@dataclass
+class Context:
+    settings: Settings
+    pool: AsyncConnectionPool
+    auth: Authenticator
+    cursors: CursorCodec
+
+
+@dataclass
+class Timing:
+    started: float = field(default_factory=time.perf_counter)
+    db: float = 0.0
+
+    @asynccontextmanager
+    async def connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+        t0 = time.perf_counter()
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable: %s", exc)
+            raise unavailable("the database is unavailable; retry shortly") from None
+        finally:
+            self.db += time.perf_counter() - t0
+
+    def header(self) -> str:
+        total = (time.perf_counter() - self.started) * 1000
+        return f"db;dur={self.db * 1000:.2f}, total;dur={total:.2f}"
+
+
+Handler = Callable[[Request, Context, Timing], Awaitable[Response]]
+
+
+def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        timing = Timing()
+        try:
+            response = await handler(request, ctx_getter(request), timing)
+        except Problem as problem:
+            return problem.response(timing.header())
+        response.headers["Server-Timing"] = timing.header()
+        return response
+
+    return run
+
+
+def etag_for(kind: str, version: int, *parts: str) -> str:
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+    return f'W/"{kind}{version}.{digest}"'
+
+
+def _matches(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    return header.strip() == "*" or etag in {t.strip() for t in header.split(",")}
+
+
+def not_modified(request: Request, etag: str, cache_control: str, vary: bool = True) -> Response | None:
+    if not _matches(request, etag):
+        return None
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if vary:
+        headers["Vary"] = "Authorization"
+    return Response(status_code=304, headers=headers)
+
+
+def json_response(body: bytes, etag: str | None, cache_control: str, vary: bool = True) -> Response:
+    headers = {"Cache-Control": cache_control}
+    if etag:
+        headers["ETag"] = etag
+    if vary:
+        headers["Vary"] = "Authorization"
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def parse_position(position: list, kinds: tuple[type, ...]) -> tuple:
+    """A cursor position ``[rfc3339, id]`` back into ``(datetime, id)``."""
+    if len(position) != 2 or not isinstance(position[0], str) or not isinstance(position[1], str):
+        raise bad_param("cursor is not valid")
+    try:
+        return datetime.fromisoformat(position[0]), position[1]
+    except ValueError:
+        raise bad_param("cursor is not valid") from None

@@ -1,0 +1,52 @@
+"""Strict query-parameter parsing: unknown, repeated or out-of-range parameters are a 400."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from api.problems import bad_param
+
+__all__ = ["Query"]
+
+
+class Query:
+    """The query string of one request, checked against the names an endpoint accepts.
+
+    Empty values (``cursor=``) mean "not given".
+    """
+
+    def __init__(self, request: Request, allowed: frozenset[str]) -> None:
+        self.values: dict[str, str] = {}
+        for name, value in request.query_params.multi_items():
+            if name not in allowed:
+                raise bad_param(f"unknown parameter {name!r}; allowed: {', '.join(sorted(allowed))}")
+            if name in self.values:
+                raise bad_param(f"parameter {name!r} given more than once")
+            self.values[name] = value
+
+    def text(self, name: str) -> str | None:
+        value = self.values.get(name, "")
+        return value if value != "" else None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.lstrip("-").isdigit():
+            raise bad_param(f"{name} must be an integer between {low} and {high}, got {raw!r}")
+        value = int(raw)
+        if not low <= value <= high:
+            raise bad_param(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw not in choices:
+            raise bad_param(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    def canonical(self, exclude: tuple[str, ...] = ("cursor",)) -> str:
+        """The parameters in a stable form, for binding cursors and ETags to them."""
+        return "&".join(f"{k}={v}" for k, v in sorted(self.values.items()) if k not in exclude and v != "")

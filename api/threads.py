@@ -1,0 +1,89 @@
+"""``/v1/threads/*``: the viewer's inbox, its summary, and one thread's history."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import queries
+from api.http import PRIVATE, Context, Timing, etag_for, json_response, not_modified, parse_position
+from api.params import Query
+from api.problems import not_found
+from shared.jsonbytes import dumps, rfc3339
+
+__all__ = ["messages", "preview", "summary"]
+
+ROLES = ("client", "provider")
+
+
+async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    q = Query(request, frozenset({"role", "limit", "cursor"}))
+    role = q.choice("role", ROLES)
+    limit = q.integer("limit", 20, 1, 100)
+    cursor = q.text("cursor")
+    scope = f"preview\x1f{viewer.sub}\x1f{role}\x1f{limit}"
+    after = parse_position(ctx.cursors.decode(scope, cursor), ()) if cursor else None
+    async with timing.connection(ctx.pool) as conn:
+        if request.headers.get("if-none-match"):
+            etag = etag_for("v", await queries.viewer_version(conn, viewer.sub), scope, cursor or "")
+            if (hit := not_modified(request, etag, PRIVATE)) is not None:
+                return hit
+        version, rows = await queries.inbox_page(conn, viewer.sub, role, after, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        _, ts, tid = rows[-1]
+        next_cursor = ctx.cursors.encode(scope, [rfc3339(ts), tid])
+    body = b'{"items":[' + b",".join(r[0] for r in rows) + b'],"next_cursor":' + dumps(next_cursor) + b"}"
+    return json_response(body, etag_for("v", version, scope, cursor or ""), PRIVATE)
+
+
+async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    q = Query(request, frozenset({"role"}))
+    role = q.choice("role", ROLES)
+    scope = f"summary\x1f{viewer.sub}\x1f{role}"
+    async with timing.connection(ctx.pool) as conn:
+        if request.headers.get("if-none-match"):
+            etag = etag_for("v", await queries.viewer_version(conn, viewer.sub), scope)
+            if (hit := not_modified(request, etag, PRIVATE)) is not None:
+                return hit
+        version, per_role = await queries.summary(conn, viewer.sub)
+    picked = [per_role.get(r, (0, 0)) for r in ((role,) if role else ROLES)]
+    body = dumps({"unread_total": sum(u for u, _ in picked), "thread_count": sum(c for _, c in picked)})
+    return json_response(body, etag_for("v", version, scope), PRIVATE)
+
+
+async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    thread_id = request.path_params["thread_id"]
+    q = Query(request, frozenset({"limit", "cursor"}))
+    limit = q.integer("limit", 50, 1, 200)
+    cursor = q.text("cursor")
+    scope = f"messages\x1f{viewer.sub}\x1f{thread_id}\x1f{limit}"
+    before = parse_position(ctx.cursors.decode(scope, cursor), ()) if cursor else None
+    async with timing.connection(ctx.pool) as conn:
+        access = await queries.thread_access(conn, thread_id, viewer.sub)
+        if access is None:
+            raise not_found(f"no thread {thread_id!r} for this viewer")
+        role, version = access
+        etag = etag_for("t", version, scope, cursor or "")
+        if (hit := not_modified(request, etag, PRIVATE)) is not None:
+            return hit
+        rows = await queries.message_page(conn, thread_id, role, before, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        _, ts, mid = rows[-1]
+        next_cursor = ctx.cursors.encode(scope, [rfc3339(ts), mid])
+    body = (
+        b'{"messages":['
+        + b",".join(r[0] for r in rows)
+        + b'],"has_more":'
+        + (b"true" if next_cursor else b"false")
+        + b',"next_cursor":'
+        + dumps(next_cursor)
+        + b"}"
+    )
+    return json_response(body, etag, PRIVATE)

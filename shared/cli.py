@@ -1,0 +1,191 @@
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from shared.errors import ConfigError
+from shared.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from projector.service import select
+    from shared.db import migrate
+
+    migrate(_settings().database_url, select(args.only))
+    print("migrated")
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from projector.service import run_projector
+
+    asyncio.run(run_projector(_settings(), args.only))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _settings()  # fail fast on bad configuration, before the server starts
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from shared.kafka import CONTRACT_TOPICS, create_topics
+    from shared.load import run_load
+
+    settings = _settings()
+
+    async def go() -> int:
+        names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
+        await create_topics(settings.kafka_bootstrap, names + [n + ".dlq" for n in names])
+        return await run_load(
+            bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=args.rate,
+            duration=args.duration, seed=args.seed,
+        )
+
+    sent = asyncio.run(go())
+    print(f"sent {sent} events", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import orjson
+
+    from schemas import envelope_json_schema
+
+    text = orjson.dumps(envelope_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    if args.out == "-":
+        sys.stdout.buffer.write(text + b"\n")
+    else:
+        with open(args.out, "wb") as fh:
+            fh.write(text + b"\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from api.ops import projection_status
+    from shared.db import open_pool
+    from shared.jsonbytes import dumps
+
+    async def go() -> list[dict]:
+        pool = await open_pool(_settings().database_url, timeout=5.0)
+        try:
+            async with pool.connection() as conn:
+                return await projection_status(conn)
+        finally:
+            await pool.close()
+
+    status = asyncio.run(go())
+    if args.json:
+        print(dumps({"projections": status}).decode())
+        return 0
+    for p in status:
+        print(f"{p['name']} v{p['version']} {p['state']}  dead_letters={p['dead_letters']} skipped={p['skipped_unknown']}")
+        for part in p["partitions"]:
+            print(f"  {part['topic']}[{part['partition']}] offset={part['offset']} head={part['high_watermark']} lag={part['lag']}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import make_token
+
+    print(make_token(_settings().jwt_secret, args.sub, args.role, ttl=args.ttl))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shared.demo import run_demo
+
+    return run_demo(rate=args.rate, port=args.port, data_dir=args.data_dir, reset=args.reset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="readside", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole stack with embedded servers and a live event stream")
+    p.add_argument("--rate", type=float, default=20.0, help="synthetic events per second (default 20)")
+    p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    p.add_argument("--data-dir", default=".readside", help="where embedded servers keep data (default .readside)")
+    p.add_argument("--reset", action="store_true", help="drop the read tables of a configured database first")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("projector", help="consume the topics into the read tables")
+    p.add_argument("--only", nargs="*", help="projection names (default: all)")
+    p.set_defaults(fn=cmd_projector)
+
+    p = sub.add_parser("api", help="serve the query API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(fn=cmd_api)
+
+    p = sub.add_parser("migrate", help="create or update the read tables")
+    p.add_argument("--only", nargs="*", help="projection names (default: all)")
+    p.set_defaults(fn=cmd_migrate)
+
+    p = sub.add_parser("load", help="publish a realistic synthetic event stream to the broker")
+    p.add_argument("--rate", type=float, default=50.0, help="events per second (default 50)")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(fn=cmd_load)
+
+    p = sub.add_parser("schema", help="write the JSON Schema of the envelope and every payload")
+    p.add_argument("--out", default="-", help="file (default: stdout)")
+    p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("status", help="projections, checkpoints, lag, dead letters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
+    p.add_argument("sub")
+    p.add_argument("--role", action="append", default=[])
+    p.add_argument("--ttl", type=int, default=3600)
+    p.set_defaults(fn=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"readside: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""PostgreSQL plumbing: pools, the engine's own tables, migrations.
+
+The engine's tables (checkpoints, dedupe, dead letters, partition heads, projection state) live
+here; each read model brings its own DDL in its projection module. Every statement is
+idempotent, so ``migrate`` can run at every start.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["CORE_DDL", "connect", "migrate", "open_pool"]
+
+log = logging.getLogger(__name__)
+
+CORE_DDL = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projection  text COLLATE "C" NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    partition   int4 NOT NULL,
+    next_offset int8 NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS dedupe (
+    projection text COLLATE "C" NOT NULL,
+    event_id   text COLLATE "C" NOT NULL,
+    seen_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, event_id)
+);
+CREATE INDEX IF NOT EXISTS dedupe_seen_at ON dedupe (seen_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          bigserial PRIMARY KEY,
+    projection  text COLLATE "C" NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    partition   int4 NOT NULL,
+    "offset"    int8 NOT NULL,
+    key         bytea,
+    value       bytea NOT NULL,
+    reason      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (projection, topic, partition, "offset")
+);
+CREATE TABLE IF NOT EXISTS partition_heads (
+    topic          text COLLATE "C" NOT NULL,
+    partition      int4 NOT NULL,
+    high_watermark int8 NOT NULL,
+    observed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, partition)
+);
+CREATE TABLE IF NOT EXISTS projections (
+    name            text COLLATE "C" PRIMARY KEY,
+    version         int4 NOT NULL,
+    state           text NOT NULL DEFAULT 'live',
+    skipped_unknown int8 NOT NULL DEFAULT 0,
+    last_batch_at   timestamptz
+);
+"""
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection:
+    """A synchronous connection whose session speaks UTC (as every pooled one does)."""
+    return psycopg.connect(url, options="-c TimeZone=UTC", **kwargs)  # type: ignore[arg-type]
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> AsyncConnectionPool:
+    """An open async pool; connections are checked on checkout so a restarted database heals."""
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+def migrate(url: str, projections: Iterable[object]) -> None:
+    """Create the engine's tables and every projection's tables (idempotent)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        # One migration at a time, whoever runs it (demo, projector and API may start together).
+        conn.execute("SELECT pg_advisory_lock(727001)")
+        try:
+            conn.execute(CORE_DDL)
+            for projection in projections:
+                conn.execute(projection.ddl)  # type: ignore[attr-defined]
+                conn.execute(
+                    "INSERT INTO projections (name, version) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (projection.name, projection.version),  # type: ignore[attr-defined]
+                )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(727001)")
+    log.info("migrated %s", url.split("@")[-1])

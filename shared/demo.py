@@ -1,0 +1,140 @@
+"""``readside demo``: the whole stack on one machine, embedded servers where nothing is configured.
+
+Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu) and
+an embedded PostgreSQL; creates topics, migrates, seeds a realistic history, runs the projector
+and the API as child processes, keeps a synthetic stream flowing, and prints a ready ``curl``.
+Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from api.auth import make_token
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.kafka import CONTRACT_TOPICS, create_topics
+from shared.load import publish, run_load, thread_stream
+from shared.errors import ConfigError
+from shared.settings import Settings
+
+__all__ = ["run_demo"]
+
+SEED_THREADS = 300
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", file=sys.stderr, flush=True)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**os.environ, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_inbox(url: str, token: str, procs: list[subprocess.Popen], timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a child process exited early (code {proc.returncode}); see the logs in the data dir")
+        try:
+            r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
+            if r.status_code == 200 and r.json()["items"]:
+                return len(r.json()["items"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the inbox did not fill within {timeout:.0f} s; see the logs in the data dir")
+
+
+def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
+    base = Path(data_dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        if not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
+            broker = EmbeddedBroker(log_path=base / "broker.log")
+            settings = replace(settings, kafka_bootstrap=broker.start())
+            stack.callback(broker.stop)
+            _say(f"embedded Kafka-protocol broker (tansu) at {settings.kafka_bootstrap}")
+        embedded_db = not os.environ.get("READSIDE_DATABASE_URL")
+        if embedded_db:
+            pg = EmbeddedPostgres(base / "pg")
+            settings = replace(settings, database_url=pg.start())
+            stack.callback(pg.stop)
+            _say("embedded PostgreSQL started")
+        from projector.service import select
+        from shared.db import connect, migrate
+
+        if embedded_db or reset:
+            # The embedded broker keeps topics in memory: start the read tables afresh with it.
+            with connect(settings.database_url, autocommit=True) as conn:
+                for projection in select(None):
+                    for table in projection.tables:
+                        conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+                conn.execute("DROP TABLE IF EXISTS checkpoints, dedupe, dead_letters, partition_heads, projections")
+        elif not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
+            raise ConfigError(
+                "the demo's embedded broker starts empty but READSIDE_DATABASE_URL points at a database that may "
+                "hold checkpoints of another broker: use an empty database, or pass --reset to drop the read tables"
+            )
+        migrate(settings.database_url, select(None))
+
+        seed = thread_stream(threads=SEED_THREADS, seed=7)
+        heavy = Counter(
+            r.value["payload"]["client"]["id"] for r in seed if r.value["type"] == "thread.started"
+        ).most_common(1)[0][0]
+
+        async def prepare() -> None:
+            names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
+            await create_topics(settings.kafka_bootstrap, names + [n + ".dlq" for n in names])
+            await publish(seed, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix)
+
+        asyncio.run(prepare())
+        _say(f"published {len(seed)} seed events")
+        env = settings.to_env()
+        procs = [
+            _spawn(["projector"], env, base / "projector.log"),
+            _spawn(["api", "--port", str(port)], env, base / "api.log"),
+        ]
+        for proc in procs:
+            stack.callback(_stop, proc)
+        token = make_token(settings.jwt_secret, heavy, ["technician", "admin"], ttl=7 * 24 * 3600)
+        url = f"http://127.0.0.1:{port}/v1/threads/preview?limit=5"
+        count = _wait_for_inbox(url, token, procs)
+        _say(f"API answering at http://127.0.0.1:{port} ({count} threads in {heavy}'s first page)")
+        print(f"\ncurl -s -H 'Authorization: Bearer {token}' '{url}'\n", flush=True)
+        _say(f"streaming ~{rate:g} events/s; logs in {base}; Ctrl-C stops everything")
+        try:
+            asyncio.run(run_load(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=rate, seed=11))
+        except KeyboardInterrupt:
+            pass
+        _say("stopping")
+    return 0

@@ -1,0 +1,90 @@
+"""Configuration, parsed once at startup from ``READSIDE_*`` environment variables.
+
+A missing required value names the variable; impossible combinations are rejected before any
+work starts. Secrets never appear in ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shared.errors import ConfigError
+
+__all__ = ["Settings"]
+
+DEFAULT_JWT_SECRET = "readside-demo-secret-change-me"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/readside"
+    redis_url: str | None = None
+    jwt_secret: str = field(default=DEFAULT_JWT_SECRET, repr=False)
+    jwt_algorithm: str = "HS256"
+    jwt_public_key: str | None = field(default=None, repr=False)
+    cursor_secret: str = field(default="", repr=False)
+    topic_prefix: str = ""
+    group_prefix: str = "readside"
+    dedupe_days: int = 7
+    batch_max: int = 2000
+    api_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        algorithm = env.get("READSIDE_JWT_ALGORITHM", "HS256").strip().upper() or "HS256"
+        if algorithm not in ("HS256", "RS256"):
+            raise ConfigError(f"READSIDE_JWT_ALGORITHM must be HS256 or RS256, got {algorithm!r}")
+        public_key = env.get("READSIDE_JWT_PUBLIC_KEY") or None
+        if algorithm == "RS256" and not public_key:
+            raise ConfigError("READSIDE_JWT_ALGORITHM=RS256 needs READSIDE_JWT_PUBLIC_KEY (a PEM public key)")
+        secret = env.get("READSIDE_JWT_SECRET") or DEFAULT_JWT_SECRET
+        return cls(
+            kafka_bootstrap=env.get("READSIDE_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
+            database_url=env.get("READSIDE_DATABASE_URL") or cls.database_url,
+            redis_url=env.get("READSIDE_REDIS_URL") or None,
+            jwt_secret=secret,
+            jwt_algorithm=algorithm,
+            jwt_public_key=public_key,
+            cursor_secret=env.get("READSIDE_CURSOR_SECRET") or "cursor:" + secret,
+            topic_prefix=env.get("READSIDE_TOPIC_PREFIX", ""),
+            group_prefix=env.get("READSIDE_GROUP_PREFIX") or "readside",
+            dedupe_days=_int(env, "READSIDE_DEDUPE_DAYS", 7, 1, 3650),
+            batch_max=_int(env, "READSIDE_BATCH_MAX", 2000, 1, 100_000),
+            api_pool_size=_int(env, "READSIDE_API_POOL_SIZE", 10, 1, 200),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env = {
+            "READSIDE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "READSIDE_DATABASE_URL": self.database_url,
+            "READSIDE_JWT_SECRET": self.jwt_secret,
+            "READSIDE_JWT_ALGORITHM": self.jwt_algorithm,
+            "READSIDE_CURSOR_SECRET": self.cursor_secret,
+            "READSIDE_TOPIC_PREFIX": self.topic_prefix,
+            "READSIDE_GROUP_PREFIX": self.group_prefix,
+            "READSIDE_DEDUPE_DAYS": str(self.dedupe_days),
+            "READSIDE_BATCH_MAX": str(self.batch_max),
+        }
+        if self.redis_url:
+            env["READSIDE_REDIS_URL"] = self.redis_url
+        if self.jwt_public_key:
+            env["READSIDE_JWT_PUBLIC_KEY"] = self.jwt_public_key
+        return env
