@@ -1,0 +1,224 @@
+"""The envelope decoder: Kafka record bytes in, a typed event out.
+
+Every record value is one JSON object ``{event_id, type, schema_version, occurred_at, payload}``
+and its key is the aggregate id named for its topic (:data:`TOPICS`). :func:`decode` checks, in
+this order, and stops at the first failure:
+
+1. the value is a JSON object;
+2. the envelope: ``event_id`` a non-empty string, ``type`` a non-empty string,
+   ``schema_version`` an integer (``true`` and ``"1"`` are not), ``occurred_at`` an RFC 3339
+   time with offset, ``payload`` an object — every field required, extra fields ignored;
+3. an unknown ``type`` is returned as :class:`UnknownEvent` (tolerant reader: skip and count);
+4. the topic carries the type;
+5. ``schema_version`` is supported (1), or :data:`UPCASTERS` lift the payload to it;
+6. the payload validates against its model (:data:`PAYLOAD_TYPES`);
+7. the record key, as UTF-8, equals the payload's aggregate id (a missing key is a mismatch).
+
+Any failure raises :class:`InvalidEvent` whose ``reason`` goes to the dead-letter header.
+The registry (:data:`TOPICS`, :data:`PAYLOAD_TYPES`, :data:`UPCASTERS`) lives in
+``schemas.registry`` and is re-exported here.
+An unknown ``schema_version`` of an unknown type is still just an unknown event: the contract
+dead-letters unsupported versions of *known* types only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from schemas._base import parse_rfc3339
+from schemas.registry import (
+    PAYLOAD_TYPES,
+    SUPPORTED_SCHEMA_VERSION,
+    TOPICS,
+    UPCASTERS,
+    topic_of,
+)
+
+__all__ = [
+    "Event",
+    "InvalidEvent",
+    "PAYLOAD_TYPES",
+    "SUPPORTED_SCHEMA_VERSION",
+    "TOPICS",
+    "UPCASTERS",
+    "UnknownEvent",
+    "decode",
+    "envelope_json_schema",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event of a known type; ``payload`` is an instance of ``PAYLOAD_TYPES[type]``."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    payload: BaseModel
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """A well-formed envelope of a type this version does not know: skip it and count it."""
+
+    event_id: str | None
+    type: str
+
+
+class InvalidEvent(Exception):
+    """A poison record: it goes to ``<topic>.dlq`` with ``reason`` and the original bytes.
+
+    ``event_id`` and ``type`` are set when the envelope got far enough to name them (for logs).
+    """
+
+    def __init__(self, reason: str, *, event_id: str | None = None, type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+        self.type = type
+
+
+def _clip(value: str, limit: int = 80) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _kind(value: object) -> str:
+    if value == "":
+        return "an empty string"
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _describe(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts = []
+    for error in errors[:limit]:
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _field(envelope: dict[str, Any], name: str, want: type, label: str) -> Any:
+    if name not in envelope:
+        raise InvalidEvent(f"envelope: missing field {name!r}")
+    value = envelope[name]
+    # `type(value) is int` keeps out bools, which are ints to isinstance.
+    if type(value) is not want or (want is str and not value):
+        raise InvalidEvent(f"envelope: {name!r} must be {label}, got {_kind(value)}")
+    return value
+
+
+def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | UnknownEvent:
+    """Decode one record of base topic ``topic`` (the name without the configured prefix).
+
+    Returns an :class:`Event`, or an :class:`UnknownEvent` for a type not in
+    :data:`PAYLOAD_TYPES`. Raises :class:`InvalidEvent` for a poison record (see the module
+    docstring for the checks), and ``ValueError`` for a topic that is not in :data:`TOPICS`
+    (a wiring mistake, not a bad record). A ``None`` value (a tombstone) is invalid.
+    """
+    if topic not in TOPICS:
+        raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
+    if value is None:
+        raise InvalidEvent("not JSON: empty record value (tombstone)")
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if type(envelope) is not dict:
+        raise InvalidEvent(f"envelope: must be a JSON object, got {_kind(envelope)}")
+
+    event_id: str = _field(envelope, "event_id", str, "a non-empty string")
+    event_type: str = _field(envelope, "type", str, "a non-empty string")
+    version: int = _field(envelope, "schema_version", int, "an integer")
+    occurred_raw: str = _field(envelope, "occurred_at", str, "an RFC 3339 time string")
+    occurred_at = parse_rfc3339(occurred_raw)
+    if occurred_at is None:
+        raise InvalidEvent(
+            f"envelope: 'occurred_at' must be an RFC 3339 time with offset, got {_clip(occurred_raw)}",
+            event_id=event_id,
+            type=event_type,
+        )
+    payload: dict[str, Any] = _field(envelope, "payload", dict, "an object")
+
+    model = PAYLOAD_TYPES.get(event_type)
+    if model is None:
+        return UnknownEvent(event_id, event_type)
+
+    def invalid(reason: str) -> InvalidEvent:
+        return InvalidEvent(reason, event_id=event_id, type=event_type)
+
+    key_field, carried = TOPICS[topic]
+    if event_type not in carried:
+        raise invalid(f"type {event_type!r} is not carried by topic {topic!r}")
+
+    while version != SUPPORTED_SCHEMA_VERSION:
+        upcast = UPCASTERS.get((event_type, version))
+        if upcast is None:
+            raise invalid(f"unsupported schema_version {version}")
+        payload = upcast(payload)
+        version += 1
+
+    try:
+        typed = model.model_validate(payload)
+    except ValidationError as exc:
+        raise invalid(f"payload: {_describe(exc)}") from None
+
+    aggregate_id: str = getattr(typed, key_field)
+    if key is None:
+        raise invalid(f"record key is missing; expected payload {key_field} {_clip(aggregate_id)}")
+    try:
+        key_text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("record key is not UTF-8") from None
+    if key_text != aggregate_id:
+        raise invalid(
+            f"record key {_clip(key_text)} differs from payload {key_field} {_clip(aggregate_id)}"
+        )
+    return Event(event_id, event_type, occurred_at, typed)
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """One JSON Schema (2020-12) document for every record value: a ``oneOf`` of one envelope
+    per event type, told apart by the ``const`` of ``type``, with the payloads in ``$defs``.
+
+    The schema states shapes only; :func:`decode` additionally checks the topic, the record key
+    and, for ``message.created``, that ``sender_id`` is null only for system messages.
+    """
+    models = list(dict.fromkeys(PAYLOAD_TYPES.values()))
+    refs, top = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/$defs/{model}"
+    )
+    variants = []
+    for event_type, model in PAYLOAD_TYPES.items():
+        topic = topic_of(event_type)
+        variants.append(
+            {
+                "title": f"{event_type} envelope",
+                "description": f"Topic `{topic}`; the record key is the payload's "
+                f"`{TOPICS[topic][0]}`.",
+                "type": "object",
+                "properties": {
+                    "event_id": {"type": "string", "minLength": 1},
+                    "type": {"const": event_type},
+                    "schema_version": {"type": "integer", "const": SUPPORTED_SCHEMA_VERSION},
+                    "occurred_at": {"type": "string", "format": "date-time"},
+                    "payload": refs[(model, "validation")],
+                },
+                "required": ["event_id", "type", "schema_version", "occurred_at", "payload"],
+            }
+        )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Readside event envelope",
+        "description": "A Kafka record value. Unknown fields are allowed and ignored, except "
+        "in RequestChanges. Times are RFC 3339 with an offset.",
+        "oneOf": variants,
+        "$defs": top["$defs"],
+    }
