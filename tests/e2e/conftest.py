@@ -1,0 +1,79 @@
+"""One stack per e2e module: its own database and topics, the projector, and the API as a real
+uvicorn process, so requests cross real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from shared.embedded import free_port
+from shared.kafka import CONTRACT_TOPICS, create_topics
+from shared.settings import Settings
+from tests.conftest import InProcessProjector, _with_db
+from tests.support import wait_until
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    base_url: str
+    projector: InProcessProjector
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10.0)
+
+
+@pytest.fixture(scope="module")
+def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    name = f"rs_e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    unique = uuid.uuid4().hex[:10]
+    settings = replace(
+        Settings(),
+        kafka_bootstrap=bootstrap,
+        database_url=_with_db(pg_admin_url, name),
+        topic_prefix=f"e{unique}.",
+        group_prefix=f"g{unique}",
+        jwt_secret="e2e-secret",
+        cursor_secret="e2e-cursor",
+    )
+    names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
+    asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
+    projector = InProcessProjector(settings).start()
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("api") / "api.log", "wb")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+        env={**os.environ, **settings.to_env()},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert api.poll() is None, f"API exited with {api.returncode}"
+        try:
+            return httpx.get(base_url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 30, "the API to be ready")
+    try:
+        yield Stack(settings, base_url, projector)
+    finally:
+        api.terminate()
+        api.wait(10)
+        log.close()
+        projector.stop()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

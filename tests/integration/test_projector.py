@@ -1,0 +1,123 @@
+"""The engine against a real broker and a real PostgreSQL: equality with the fold, dedupe, poison."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.load import publish, thread_stream
+from tests.conftest import InProcessProjector
+from tests.support import (
+    as_event,
+    assert_tables_equal_fold,
+    message,
+    send_raw,
+    started,
+    wait_caught_up,
+    wait_until,
+)
+
+THREAD_TOPICS = ("threads.events", "payments.events")
+
+
+def topics(settings):  # noqa: ANN001, ANN201
+    return [settings.topic_prefix + t for t in THREAD_TOPICS]
+
+
+def test_projected_tables_equal_the_fold_of_all_events(settings, projector):  # noqa: ANN001
+    records = thread_stream(threads=60, seed=3)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    assert_tables_equal_fold(settings.database_url, records)
+
+
+def test_redelivered_events_apply_once(settings, projector):  # noqa: ANN001
+    records = thread_stream(threads=20, seed=4)
+    # a producer retrying: every event sent twice, the copies later in the stream
+    asyncio.run(publish(records + records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    assert_tables_equal_fold(settings.database_url, records)
+    with psycopg.connect(settings.database_url) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'threads'").fetchone()
+    assert n == len(records)
+
+
+def _dlq_records(bootstrap: str, topic: str, count: int) -> list:
+    async def go() -> list:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            out: list = []
+            for _ in range(100):
+                batch = await consumer.getmany(timeout_ms=200)
+                out.extend(r for recs in batch.values() for r in recs)
+                if len(out) >= count:
+                    break
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projected(settings, projector):  # noqa: ANN001
+    t = settings.topic_prefix + "threads.events"
+    good = [started("p1"), message("p1", "m1", 10), message("p1", "m2", 20, sender="u-p", sender_type="provider")]
+    valid_env = good[1].value
+    poison = [
+        (b"p1", b"{not json", "not JSON"),
+        (b"p1", orjson.dumps({**valid_env, "event_id": "x1", "payload": {"thread_id": "p1"}}), "message_id"),
+        (b"p1", orjson.dumps({**valid_env, "event_id": "x2", "payload": {**valid_env["payload"], "created_at": 5}}), "created_at"),
+        (b"p1", orjson.dumps({**valid_env, "event_id": "x3", "schema_version": 2}), "schema_version"),
+        (b"other", orjson.dumps({**valid_env, "event_id": "x4"}), "key"),
+    ]
+    unknown = orjson.dumps({**valid_env, "event_id": "x5", "type": "message.reacted"})
+    items = [(t, r.key.encode(), orjson.dumps(r.value)) for r in good[:1]]
+    items += [(t, k, v) for k, v, _ in poison[:3]]
+    items += [(t, b"p1", unknown)]
+    items += [(t, r.key.encode(), orjson.dumps(r.value)) for r in good[1:]]
+    items += [(t, k, v) for k, v, _ in poison[3:]]
+    asyncio.run(send_raw(settings.kafka_bootstrap, items))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+
+    assert_tables_equal_fold(settings.database_url, good)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute('SELECT value, reason, topic FROM dead_letters ORDER BY "offset"').fetchall()
+        (skipped,) = conn.execute("SELECT skipped_unknown FROM projections WHERE name = 'threads'").fetchone()
+    assert skipped == 1
+    reasons = {bytes(v): reason for v, reason, topic in rows if topic == t}
+    assert len(rows) == len(reasons) == len(poison)
+    for _, value, hint in poison:
+        assert hint in reasons[value], reasons[value]
+    dlq = _dlq_records(settings.kafka_bootstrap, t + ".dlq", len(poison))
+    assert sorted(r.value for r in dlq) == sorted(v for _, v, _ in poison)
+    headers = dict(dlq[0].headers)
+    assert headers["readside-origin-topic"] == t.encode()
+    assert set(headers) == {"readside-error", "readside-origin-topic", "readside-origin-partition", "readside-origin-offset"}
+
+
+def test_graceful_stop_and_resume_from_the_stored_checkpoint(settings):  # noqa: ANN001
+    first, second = thread_stream(threads=15, seed=5), thread_stream(threads=15, seed=6)
+    asyncio.run(publish(first, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    runner = InProcessProjector(settings).start()
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    runner.stop()
+    second = [r for r in second if r.key not in {x.key for x in first}]
+    asyncio.run(publish(second, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    runner = InProcessProjector(settings).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    finally:
+        runner.stop()
+    assert_tables_equal_fold(settings.database_url, first + second)

@@ -1,0 +1,245 @@
+"""Helpers the test tiers share: events, publishing, waiting for a projection to catch up.
+
+Tests wait for conditions (a checkpoint reaching the broker's head), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import Event, decode
+from shared.load import Record
+
+_counter = itertools.count()
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+
+
+def ts(seconds: float) -> str:
+    """An RFC 3339 time ``seconds`` after a fixed origin."""
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def envelope(type_: str, payload: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "event_id": event_id or f"e-{next(_counter)}-{uuid.uuid4().hex[:8]}",
+        "type": type_,
+        "schema_version": 1,
+        "occurred_at": ts(0),
+        "payload": payload,
+    }
+
+
+TOPIC_OF = {
+    "payment.received": ("payments.events", "thread_id"),
+}
+
+
+def record(type_: str, payload: dict[str, Any], event_id: str | None = None) -> Record:
+    topic, key = TOPIC_OF.get(type_, ("threads.events", "thread_id"))
+    return Record(topic, payload[key], envelope(type_, payload, event_id))
+
+
+def as_event(rec: Record) -> Event:
+    event = decode(rec.topic, rec.key.encode(), orjson.dumps(rec.value))
+    assert isinstance(event, Event)
+    return event
+
+
+def started(tid: str, client: str = "u-c", provider: str = "u-p", at: float = 0, **kw: Any) -> Record:
+    payload = {
+        "thread_id": tid,
+        "client": {"id": client, "name": kw.pop("client_name", "Ann Lee"), "avatar_url": kw.pop("client_avatar", None)},
+        "provider": {
+            "id": provider,
+            "name": kw.pop("provider_name", "Bob Khumalo"),
+            "business_name": kw.pop("business_name", "DJ Bob"),
+            "avatar_url": kw.pop("provider_avatar", None),
+        },
+        "service_type": kw.pop("service_type", "live_performance"),
+        "state": kw.pop("state", "pending_quote"),
+        "created_at": ts(at),
+    }
+    assert not kw, kw
+    return record("thread.started", payload)
+
+
+def message(tid: str, mid: str, at: float, sender: str | None = "u-c", sender_type: str = "client", **kw: Any) -> Record:
+    payload = {
+        "thread_id": tid,
+        "message_id": mid,
+        "sender_id": sender,
+        "sender_type": sender_type,
+        "message_type": "system" if sender_type == "system" else "user",
+        "visible_to": kw.pop("visible_to", "both"),
+        "content": kw.pop("content", f"hello {mid}"),
+        "system_key": kw.pop("system_key", None),
+        "system_args": kw.pop("system_args", None),
+        "attachment": kw.pop("attachment", None),
+        "created_at": ts(at),
+    }
+    assert not kw, kw
+    return record("message.created", payload)
+
+
+def read(tid: str, reader: str, up_to: float, at: float) -> Record:
+    return record("message.read", {"thread_id": tid, "reader_id": reader, "read_up_to": ts(up_to), "read_at": ts(at)})
+
+
+def deleted(tid: str, mid: str, at: float) -> Record:
+    return record("message.deleted", {"thread_id": tid, "message_id": mid, "deleted_at": ts(at)})
+
+
+def pinned(tid: str, user: str, value: bool, at: float) -> Record:
+    return record("thread.pinned", {"thread_id": tid, "user_id": user, "pinned": value, "changed_at": ts(at)})
+
+
+def state_changed(tid: str, state: str, at: float) -> Record:
+    return record("thread.state_changed", {"thread_id": tid, "state": state, "changed_at": ts(at)})
+
+
+def payment(tid: str, pid: str, at: float) -> Record:
+    return record(
+        "payment.received",
+        {"thread_id": tid, "payment_id": pid, "amount_cents": 5000, "currency": "ZAR", "received_at": ts(at)},
+    )
+
+
+async def send_raw(bootstrap: str, items: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+    """Send ``(topic, key, value)`` records as they are (for poison tests)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(t, v, key=k) for t, k, v in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def high_watermarks(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Each partition's end, read from Fetch responses (the embedded broker's ListOffsets lags)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(ends[tp] - 1, 0))
+        heads: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + 10
+        while len(heads) < len(tps) and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200)
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    heads[(tp.topic, tp.partition)] = max(hw, ends[tp])
+        return heads
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata for a new topic
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def checkpoints(db_url: str, projection: str) -> dict[tuple[str, int], int]:
+    with psycopg.connect(db_url) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT topic, partition, next_offset FROM checkpoints WHERE projection = %s", (projection,)
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return {}  # the projector has not migrated yet
+    return {(t, p): o for t, p, o in rows}
+
+
+def wait_caught_up(db_url: str, bootstrap: str, projection: str, topics: list[str], timeout: float = 90.0) -> None:
+    """Wait until the projection's checkpoints reach every partition's head."""
+    heads = asyncio.run(high_watermarks(bootstrap, topics))
+
+    def done() -> bool:
+        cps = checkpoints(db_url, projection)
+        return all(cps.get(tp, 0) >= hw for tp, hw in heads.items())
+
+    wait_until(done, timeout, f"{projection} to reach {heads} (at {checkpoints(db_url, projection)})")
+
+
+# -- comparing the tables with the reference fold -------------------------------------------------
+
+def expected_threads(records: Iterable[Record]) -> dict[str, Any]:
+    """What the thread tables must hold after ``records``, computed by the pure fold.
+
+    Dedupe is by ``event_id`` (first wins), as the projector does.
+    """
+    from projector.projections.threads import fold_all, render
+    from shared.jsonbytes import dumps
+
+    seen: set[str] = set()
+    events = []
+    for rec in records:
+        if rec.value["event_id"] in seen:
+            continue
+        seen.add(rec.value["event_id"])
+        events.append(as_event(rec))
+    states = fold_all(events)
+    previews = {}
+    summaries: dict[tuple[str, str], list[int]] = {}
+    for state in states.values():
+        for row in render(state):
+            previews[(row.user_id, row.thread_id)] = (row.role, row.listed, row.unread_count, orjson.loads(dumps(row.item)))
+            if row.listed:
+                s = summaries.setdefault((row.user_id, row.role), [0, 0])
+                s[0] += row.unread_count
+                s[1] += 1
+    messages = {
+        (tid, mid): m.deleted for tid, st in states.items() for mid, m in st.messages.items()
+    }
+    return {"previews": previews, "summaries": {k: tuple(v) for k, v in summaries.items()}, "messages": messages}
+
+
+def actual_threads(db_url: str) -> dict[str, Any]:
+    with psycopg.connect(db_url) as conn:
+        previews = {
+            (u, t): (role, listed, unread, orjson.loads(item))
+            for u, t, role, listed, unread, item in conn.execute(
+                "SELECT user_id, thread_id, role, listed, unread_count, item FROM thread_previews"
+            )
+        }
+        summaries = {
+            (u, r): (unread, count)
+            for u, r, unread, count in conn.execute("SELECT user_id, role, unread_total, thread_count FROM thread_summaries")
+            if (unread, count) != (0, 0)
+        }
+        messages = {(t, m): d for t, m, d in conn.execute("SELECT thread_id, message_id, deleted FROM thread_messages")}
+    return {"previews": previews, "summaries": summaries, "messages": messages}
+
+
+def assert_tables_equal_fold(db_url: str, records: list[Record]) -> None:
+    expected, actual = expected_threads(records), actual_threads(db_url)
+    for part in ("messages", "summaries", "previews"):
+        exp, act = expected[part], actual[part]
+        missing = [k for k in exp if k not in act][:5]
+        extra = [k for k in act if k not in exp][:5]
+        wrong = [(k, exp[k], act[k]) for k in exp if k in act and exp[k] != act[k]][:3]
+        assert not (missing or extra or wrong), f"{part}: missing={missing} extra={extra} wrong={wrong}"
