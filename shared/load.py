@@ -335,7 +335,8 @@ class _ThreadSim(_Sim):
         if rng.random() < 0.07:
             kind = rng.choice(("image", "file"))
             ext = "jpg" if kind == "image" else "pdf"
-            attachment = {"kind": kind, "url": f"https://cdn.example/uploads/{self.id}/{rng.getrandbits(32):08x}.{ext}"}
+            url = f"https://cdn.example/uploads/{self.id}/{rng.getrandbits(32):08x}.{ext}"
+            attachment = {"kind": kind, "url": url}
             content = "" if rng.random() < 0.6 else content
         visible = "both" if rng.random() < 0.95 else rng.choice(("client", "provider"))
         return self._message(now, sender, content, None, None, attachment, visible)
@@ -453,15 +454,13 @@ class _RequestSim(_Sim):
         elif roll < 0.50 or (roll >= 0.80 and not self.messages):
             out = self.emit("request.updated", {**p, "changes": self._changes(), "updated_at": _iso(t)}, t)
         elif roll < 0.80:
-            role = "requester" if rng.random() < 0.5 else "technician"
-            sender = self.requester if role == "requester" else rng.choice(sorted(self.assignees) or self.techs)
+            role, sender = self._someone()
             self.messages.append((t, sender))
             out = self.emit("request.message_created", {
                 **p, "message_id": self.w.next_id("rm"), "sender_id": sender, "sender_role": role,
                 "content": _sentences(rng, _TICKET_LINES), "created_at": _iso(t)}, t)
         else:
-            role = "requester" if rng.random() < 0.5 else "technician"
-            reader = self.requester if role == "requester" else rng.choice(sorted(self.assignees) or self.techs)
+            role, reader = self._someone()
             up_to = max(self.marks.get(reader, -1), self.messages[-1][0])
             self.marks[reader] = up_to
             out = self.emit("request.message_read", {**p, "reader_id": reader, "reader_role": role,
@@ -469,6 +468,12 @@ class _RequestSim(_Sim):
         self.remaining -= 1
         self.done = self.remaining <= 0 or self.status == "closed"
         return [out]
+
+    def _someone(self) -> tuple[str, str]:
+        """(role, user id): the requester, or a technician — an assignee where there is one."""
+        if self.rng.random() < 0.5:
+            return "requester", self.requester
+        return "technician", self.rng.choice(sorted(self.assignees) or self.techs)
 
     def _changes(self) -> dict[str, Any]:
         rng, changes = self.rng, {}
@@ -520,7 +525,8 @@ class _ProviderSim(_Sim):
             "location": None if rng.random() < 0.1 else rng.choice(_PLACES),
             "hourly_rate_cents": None if rng.random() < 0.1 else rng.randrange(30_000, 400_000, 500),
             "price_visible": rng.random() < 0.8,
-            "custom_subtitle": None if rng.random() < 0.6 else f"{rng.randint(2, 20)} years of {category.strip().lower()}",
+            "custom_subtitle": None if rng.random() < 0.6
+            else f"{rng.randint(2, 20)} years of {category.strip().lower()}",
             "status": rng.choices(("active", "inactive", "suspended"), weights=(90, 7, 3))[0]}
         self.remaining = 1 + int(60 * rng.random() ** 3)  # a few popular providers, a long tail
         self.bookings = self.reviews = 0
@@ -766,7 +772,8 @@ async def run_load(*, bootstrap: str, prefix: str = "", rate: float = 50.0, dura
             sent += len(pending)
             if time.monotonic() - report_at >= 5.0:
                 now = time.monotonic()
-                print(f"readside load: {sent} events sent, {(sent - reported) / (now - report_at):.0f} events/s",
+                per_second = (sent - reported) / (now - report_at)
+                print(f"readside load: {sent} events sent, {per_second:.0f} events/s",
                       file=sys.stderr, flush=True)
                 report_at, reported = now, sent
             wait = min(0.2, sent / rate - (time.monotonic() - began))

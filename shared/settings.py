@@ -14,7 +14,7 @@ from shared.errors import ConfigError
 
 __all__ = ["Settings"]
 
-DEFAULT_JWT_SECRET = "readside-demo-secret-change-me"
+DEFAULT_JWT_SECRET = "readside-demo-secret-change-me-in-production"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

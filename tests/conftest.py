@@ -85,7 +85,7 @@ def settings(bootstrap: str, db_url: str) -> Settings:
         database_url=db_url,
         topic_prefix=f"t{unique}.",
         group_prefix=f"g{unique}",
-        jwt_secret="test-secret",
+        jwt_secret="test-secret-0123456789-abcdefghijklmnop",
         cursor_secret="test-cursor-secret",
         batch_max=500,
     )

@@ -44,7 +44,7 @@ def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFa
         database_url=_with_db(pg_admin_url, name),
         topic_prefix=f"e{unique}.",
         group_prefix=f"g{unique}",
-        jwt_secret="e2e-secret",
+        jwt_secret="e2e-secret-0123456789-abcdefghijklmnop",
         cursor_secret="e2e-cursor",
     )
     names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]

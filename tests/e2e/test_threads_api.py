@@ -79,7 +79,7 @@ def test_summary_counts_listed_threads(loaded):  # noqa: ANN001
     with loaded.client() as http:
         r = http.get("/v1/threads/summary", headers=auth(loaded, "u-ann"))
         bob = http.get("/v1/threads/summary", params={"role": "provider"}, headers=auth(loaded, "u-bob"))
-    assert r.json() == {"unread_total": 23, "thread_count": 25}
+    assert r.json() == {"unread_total": 24, "thread_count": 25}  # t05 is read
     assert bob.json()["thread_count"] == 26
 
 
@@ -131,9 +131,9 @@ def test_payment_reveals_the_personalized_video_thread(loaded):  # noqa: ANN001
         pytest.param({}, id="missing"),
         pytest.param({"Authorization": "Bearer not-a-jwt"}, id="garbled"),
         pytest.param({"Authorization": "Basic dTpw"}, id="wrong-scheme"),
-        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) - 60}, "e2e-secret", algorithm="HS256")}, id="expired"),
-        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) + 60}, "wrong", algorithm="HS256")}, id="wrong-signature"),
-        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann"}, "e2e-secret", algorithm="HS256")}, id="no-exp"),
+        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) - 60}, "e2e-secret-0123456789-abcdefghijklmnop", algorithm="HS256")}, id="expired"),
+        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) + 60}, "wrong-secret-0123456789-abcdefghijklmnop", algorithm="HS256")}, id="wrong-signature"),
+        pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann"}, "e2e-secret-0123456789-abcdefghijklmnop", algorithm="HS256")}, id="no-exp"),
         pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) + 60}, None, algorithm="none")}, id="alg-none"),
     ],
 )
