@@ -91,6 +91,7 @@ class ProjectionRunner:
         self.lock = asyncio.Lock()
         self.positions: dict[TopicPartition, int] = {}
         self.epochs: dict[TopicPartition, int] = {}
+        self.gap_checked: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
         self.events = 0
@@ -156,10 +157,20 @@ class ProjectionRunner:
                     await self._ensure_positions()
                     epochs = dict(self.epochs)
                     batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
+                    committed = None
                     async with self.lock:
-                        batch = {tp: recs for tp, recs in batch.items() if self.epochs.get(tp) == epochs.get(tp)}
+                        stale = [tp for tp in batch if self.epochs.get(tp) != epochs.get(tp)]
+                        for tp in stale:
+                            # fetched across a seek or rebalance: drop, and rewind the fetch position
+                            del batch[tp]
+                            if tp in self.positions and tp in self.consumer.assignment():
+                                self.consumer.seek(tp, self.positions[tp])
                         if batch:
-                            await self._process(batch)
+                            committed = await self._process(batch)
+                    if committed is not None:
+                        # Outside the lock: Kafka's commit waits for a rebalance to finish, and the
+                        # rebalance waits for the lock (on_partitions_revoked).
+                        await self._after_commit(*committed)
                     if time.monotonic() - last_cleanup > 600:
                         await self._cleanup_dedupe()
                         last_cleanup = time.monotonic()
@@ -185,16 +196,26 @@ class ProjectionRunner:
                 await self.seek_to_checkpoints(missing)
 
     # -- one batch ---------------------------------------------------------------------------
-    async def _process(self, batch: dict) -> None:
+    async def _process(self, batch: dict) -> tuple[dict[TopicPartition, tuple[int, int]], set[str]] | None:
+        """Decode, dedupe, fold and commit one batch; returns what committed (None: nothing)."""
         name = self.projection.name
         items: list[_Incoming] = []
         dead: list[tuple[_Incoming, str]] = []
         skipped = 0
         ranges: dict[TopicPartition, tuple[int, int]] = {}
+        assert self.consumer is not None
         for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
             start = self.positions.get(tp)
             records = [r for r in batch[tp] if start is not None and r.offset >= start]
             if not records or start is None:
+                continue
+            if records[0].offset > start and self.gap_checked.get(tp) != start:
+                # aiokafka's own offset reset can race our seek; never skip records silently.
+                # Seek back once; a gap still there afterwards is the broker's (control records).
+                log.info("%s: %s[%d] fetched from %d, checkpoint is %d: seeking back", name, tp.topic, tp.partition, records[0].offset, start)
+                self.gap_checked[tp] = start
+                self.consumer.seek(tp, start)
+                self.epochs[tp] = self.epochs.get(tp, 0) + 1
                 continue
             ranges[tp] = (start, records[-1].offset + 1)
             base = tp.topic[len(self.prefix):]
@@ -211,7 +232,7 @@ class ProjectionRunner:
                     continue
                 items.append(_Incoming(tp, r.offset, r.key, r.value, decoded))
         if not ranges:
-            return
+            return None
         changed: set[str] = set()
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -226,7 +247,7 @@ class ProjectionRunner:
             self.positions[tp] = end
         self.batches += 1
         self.events += sum(end - start for start, end in ranges.values())
-        await self._after_commit(ranges, changed)
+        return ranges, changed
 
     async def _fence(self, conn: psycopg.AsyncConnection, ranges: dict[TopicPartition, tuple[int, int]]) -> None:
         tps = list(ranges)
@@ -329,8 +350,9 @@ class ProjectionRunner:
     async def _after_commit(self, ranges: dict[TopicPartition, tuple[int, int]], changed: set[str]) -> None:
         assert self.consumer is not None
         try:
-            await self.consumer.commit({tp: end for tp, (_, end) in ranges.items()})
-        except KafkaError as exc:  # for tooling only: PostgreSQL holds the truth
+            async with asyncio.timeout(5):
+                await self.consumer.commit({tp: end for tp, (_, end) in ranges.items()})
+        except (KafkaError, TimeoutError) as exc:  # for tooling only: PostgreSQL holds the truth
             log.debug("%s: kafka offset commit skipped: %s", self.projection.name, exc)
         if self.on_commit and changed:
             try:
