@@ -177,13 +177,15 @@ def sql_timing(url: str, heavy: list[str], runs: int) -> tuple[list[float], list
     base_sql, out = baseline.preview_sql(None), ([], [])
 
     async def go() -> None:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
+        connect = psycopg.AsyncConnection.connect
+        async with await connect(url, autocommit=True, options="-c TimeZone=UTC") as proj, \
+                await connect(url, autocommit=True, options=baseline.PG_OPTIONS) as base:
             for i in range(runs):
                 u = heavy[i % len(heavy)]
                 t0 = time.perf_counter()
-                await inbox_page(conn, u, None, None, 101)
+                await inbox_page(proj, u, None, None, 101)
                 t1 = time.perf_counter()
-                await (await conn.execute(base_sql, {"u": u, "n": 101})).fetchall()
+                await (await base.execute(base_sql, {"u": u, "n": 101})).fetchall()
                 out[0].append((t1 - t0) * 1000)
                 out[1].append((time.perf_counter() - t1) * 1000)
 
