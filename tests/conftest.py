@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from dataclasses import replace
@@ -55,9 +57,12 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     elif _answers(LOCAL_PG):
         yield LOCAL_PG
     else:
-        pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")))
+        # Outside pytest's tmp tree, which pytest re-chmods to 0700 (the server runs unprivileged).
+        data = Path(tempfile.mkdtemp(prefix="readside-test-pg-"))
+        pg = EmbeddedPostgres(data / "pg")
         yield pg.start()
         pg.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _with_db(url: str, name: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -95,8 +97,17 @@ def test_broker_on_a_taken_port_fails_with_the_log(broker: EmbeddedBroker, tmp_p
         EmbeddedBroker(port=broker.port, log_path=tmp_path / "taken.log").start()
 
 
-def test_postgres_answers_and_reuses_its_data_dir(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg")
+@pytest.fixture
+def pg_dir() -> Iterator[Path]:
+    # Not under pytest's tmp tree: pytest re-chmods its root to 0700 at every session start,
+    # which locks the unprivileged postgres user out when sessions overlap.
+    path = Path(tempfile.mkdtemp(prefix="readside-test-pg-"))
+    yield path / "pg"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_postgres_answers_and_reuses_its_data_dir(pg_dir: Path) -> None:
+    server = EmbeddedPostgres(pg_dir)
     url = server.start()
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -108,7 +119,7 @@ def test_postgres_answers_and_reuses_its_data_dir(tmp_path: Path) -> None:
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=2).close()
 
-    with EmbeddedPostgres(tmp_path / "pg") as again:
+    with EmbeddedPostgres(pg_dir) as again:
         with psycopg.connect(again.url) as conn:
             assert conn.execute("select x from kept").fetchone() == (42,)
 
