@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from typing import AsyncIterator
 
@@ -18,6 +19,7 @@ from api.auth import Authenticator
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
 from api.problems import Problem
+from shared.cache import Cache
 from shared.db import open_pool
 from shared.settings import Settings
 
@@ -54,14 +56,21 @@ class _Metrics:
 
 def create_app(settings: Settings) -> Starlette:
     registry = CollectorRegistry()
+    renders = Counter("readside_renders", "List bodies rendered from PostgreSQL", ["projection"], registry=registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=2.0)
-        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
+        cache = Cache(settings.redis_url) if settings.redis_url else None
+        etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
+        app.state.ctx = Context(
+            settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key, renders=renders
+        )
         try:
             yield
         finally:
+            if cache is not None:
+                await cache.close()
             await pool.close()
 
     def ctx(request: Request) -> Context:

@@ -8,7 +8,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -18,6 +18,7 @@ from starlette.responses import Response
 from api.auth import Authenticator
 from api.cursors import CursorCodec
 from api.problems import Problem, bad_param, unavailable
+from shared.cache import Cache
 from shared.settings import Settings
 
 __all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_modified", "parse_position"]
@@ -34,12 +35,17 @@ class Context:
     pool: AsyncConnectionPool
     auth: Authenticator
     cursors: CursorCodec
+    cache: Cache | None = None
+    etag_key: bytes = b""
+    lag: dict[str, tuple[float, str]] = field(default_factory=dict)
+    renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
 
 
 @dataclass
 class Timing:
     started: float = field(default_factory=time.perf_counter)
     db: float = 0.0
+    cache: float = 0.0
 
     @asynccontextmanager
     async def connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -55,7 +61,8 @@ class Timing:
 
     def header(self) -> str:
         total = (time.perf_counter() - self.started) * 1000
-        return f"db;dur={self.db * 1000:.2f}, total;dur={total:.2f}"
+        app = total - (self.db + self.cache) * 1000
+        return f"cache;dur={self.cache * 1000:.2f}, db;dur={self.db * 1000:.2f}, app;dur={app:.2f}, total;dur={total:.2f}"
 
 
 Handler = Callable[[Request, Context, Timing], Awaitable[Response]]

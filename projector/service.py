@@ -12,12 +12,13 @@ from aiokafka import AIOKafkaProducer
 from projector.engine import OnCommit, ProjectionRunner
 from projector.projection import Projection
 from projector.projections import REGISTRY
+from shared.cache import Cache, CacheDown
 from shared.db import migrate, open_pool
 from shared.errors import ConfigError
 from shared.kafka import create_topics
 from shared.settings import Settings
 
-__all__ = ["run_projector", "select"]
+__all__ = ["Invalidator", "run_projector", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,40 @@ def select(names: Sequence[str] | None) -> list[Projection]:
     if unknown:
         raise ConfigError(f"unknown projection(s) {unknown}; known: {sorted(REGISTRY)}")
     return [REGISTRY[n] for n in names]
+
+
+class Invalidator:
+    """After each commit, bump the cache versions of what changed (ARCHITECTURE invariant 8).
+
+    If Redis is down the keys wait in ``pending`` and are retried every second; cached bodies
+    also expire (TTL), which bounds staleness if this process dies with bumps pending.
+    """
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.pending: set[str] = set()
+
+    async def __call__(self, projection: str, keys: set[str]) -> None:
+        self.pending |= keys
+        await self.flush()
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        keys, self.pending = self.pending, set()
+        try:
+            await self.cache.bump(keys)
+        except CacheDown:
+            self.pending |= keys
+            log.warning("cache down: %d version bump(s) pending", len(self.pending))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                await self.flush()
+        await self.flush()
 
 
 async def run_projector(
@@ -52,11 +87,19 @@ async def run_projector(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 * 1024 * 1024, acks="all"
     )
     await producer.start()
+    cache = Cache(settings.redis_url) if settings.redis_url else None
+    tasks = []
+    if cache is not None and on_commit is None:
+        invalidator = Invalidator(cache)
+        on_commit = invalidator
+        tasks.append(invalidator.run(stop))
     try:
         runners = [ProjectionRunner(settings, p, pool, producer, on_commit) for p in projections]
         log.info("projector running: %s", ", ".join(p.name for p in projections))
-        await asyncio.gather(*(r.run(stop) for r in runners))
+        await asyncio.gather(*(r.run(stop) for r in runners), *tasks)
     finally:
         await producer.stop()
         await pool.close()
+        if cache is not None:
+            await cache.close()
         log.info("projector stopped")

@@ -1,7 +1,7 @@
 """``readside demo``: the whole stack on one machine, embedded servers where nothing is configured.
 
-Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu) and
-an embedded PostgreSQL; creates topics, migrates, seeds a realistic history, runs the projector
+Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu), an
+embedded PostgreSQL and an embedded Valkey (the cache); creates topics, migrates, seeds a realistic history, runs the projector
 and the API as child processes, keeps a synthetic stream flowing, and prints a ready ``curl``.
 Ctrl-C (or SIGTERM) stops every process it started.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from api.auth import make_token
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
 from shared.kafka import CONTRACT_TOPICS, create_topics
 from shared.load import publish, run_load, thread_stream
 from shared.errors import ConfigError
@@ -84,6 +84,11 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
             settings = replace(settings, kafka_bootstrap=broker.start())
             stack.callback(broker.stop)
             _say(f"embedded Kafka-protocol broker (tansu) at {settings.kafka_bootstrap}")
+        if not os.environ.get("READSIDE_REDIS_URL"):
+            valkey = EmbeddedValkey(data_dir=base / "valkey")
+            settings = replace(settings, redis_url=valkey.start())
+            stack.callback(valkey.stop)
+            _say(f"embedded Valkey (cache) at {settings.redis_url}")
         embedded_db = not os.environ.get("READSIDE_DATABASE_URL")
         if embedded_db:
             pg = EmbeddedPostgres(base / "pg")

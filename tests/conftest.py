@@ -145,3 +145,17 @@ def projector(settings: Settings) -> Iterator[InProcessProjector]:
     runner = InProcessProjector(settings).start()
     yield runner
     runner.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``READSIDE_TEST_REDIS_URL`` if set, else an embedded Valkey of the session's own."""
+    configured = os.environ.get("READSIDE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    from shared.embedded import EmbeddedValkey
+
+    server = EmbeddedValkey(data_dir=tmp_path_factory.mktemp("valkey"))
+    yield server.start()
+    server.stop()

@@ -4,11 +4,13 @@ uvicorn process, so requests cross real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -32,8 +34,8 @@ class Stack:
         return httpx.Client(base_url=self.base_url, timeout=10.0)
 
 
-@pytest.fixture(scope="module")
-def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str | None = None) -> Iterator[Stack]:
     name = f"rs_e2e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -42,6 +44,7 @@ def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFa
         Settings(),
         kafka_bootstrap=bootstrap,
         database_url=_with_db(pg_admin_url, name),
+        redis_url=redis_url,
         topic_prefix=f"e{unique}.",
         group_prefix=f"g{unique}",
         jwt_secret="e2e-secret-0123456789-abcdefghijklmnop",
@@ -51,7 +54,7 @@ def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFa
     asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
     projector = InProcessProjector(settings).start()
     port = free_port()
-    log = open(tmp_path_factory.mktemp("api") / "api.log", "wb")
+    log = open(logs / "api.log", "wb")
     api = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
         env={**os.environ, **settings.to_env()},
@@ -67,8 +70,8 @@ def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFa
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, 30, "the API to be ready")
     try:
+        wait_until(ready, 30, "the API to be ready")
         yield Stack(settings, base_url, projector)
     finally:
         api.terminate()
@@ -77,3 +80,9 @@ def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFa
         projector.stop()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api")) as s:
+        yield s

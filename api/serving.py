@@ -1,0 +1,183 @@
+"""Serving a list response: cache, ETag/304, read-your-writes, freshness — one path for all.
+
+    serve(request, ctx, timing, Spec(...)) -> Response
+
+With a cache: one Redis GET gives the scope's version; a matching ``If-None-Match`` is a 304
+from that alone; otherwise the body stored under (version, parameters) is a HIT, or it is
+rendered once per burst (single-flight) and stored — a MISS. Without a cache, or while Redis is
+down or slow, the version comes from PostgreSQL (one primary-key lookup) and the body from one
+query. ETags are weak and keyed with a server secret, so nobody can forge one for a scope they
+were never served.
+
+Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
+(the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
+projection that reads that topic has committed past the offset, then bypasses the cache read.
+``X-Readside-Consistency`` says ``caught-up`` or ``timeout``.
+
+Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; seconds=<s>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.http import Context, Timing
+from api.problems import bad_param
+
+__all__ = ["RYW_TIMEOUT", "Spec", "etag", "serve"]
+
+RYW_TIMEOUT = 2.0
+LAG_REFRESH = 1.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    projection: str
+    version_key: str  # cache scope, bumped by the projector (e.g. ``viewer:u-1``)
+    scope: str  # everything the body depends on besides the version
+    render: Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, bytes]]]  # -> (pg version, body)
+    pg_version: Callable[[psycopg.AsyncConnection], Awaitable[int]]
+    cache_control: str
+    vary: bool = True
+    cacheable: bool = True
+
+
+def etag(ctx: Context, kind: str, version: int, scope: str) -> str:
+    digest = hmac.new(ctx.etag_key, f"{kind}{version}\x1f{scope}".encode(), hashlib.blake2b).hexdigest()[:20]
+    return f'W/"{kind}{version}.{digest}"'
+
+
+def _matches(request: Request, tag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    # "*" is not honoured: it would answer 304 without the access check of the scope.
+    return bool(header) and tag in {t.strip() for t in header.split(",")}
+
+
+def _headers(spec: Spec, tag: str) -> dict[str, str]:
+    headers = {"ETag": tag, "Cache-Control": spec.cache_control}
+    if spec.vary:
+        headers["Vary"] = "Authorization"
+    return headers
+
+
+async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
+    extra: dict[str, str] = {}
+    positions = _positions(request)
+    if positions:
+        extra["X-Readside-Consistency"] = "caught-up" if await _wait_for(ctx, timing, positions) else "timeout"
+    extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
+    cache = ctx.cache if spec.cacheable else None
+    if cache is not None:
+        extra["X-Cache"] = "MISS"
+        t0 = time.perf_counter()
+        version = await cache.version(spec.version_key)
+        timing.cache += time.perf_counter() - t0
+        if version is not None:
+            tag = etag(ctx, "r", version, spec.scope)
+            if _matches(request, tag):
+                extra["X-Cache"] = "HIT"
+                return Response(status_code=304, headers=_headers(spec, tag) | extra)
+            key = cache.body_key(version, spec.scope)
+            if not positions:
+                t0 = time.perf_counter()
+                body = await cache.get(key)
+                timing.cache += time.perf_counter() - t0
+                if body is not None:
+                    extra["X-Cache"] = "HIT"
+                    return _ok(body, _headers(spec, tag) | extra)
+
+            async def render() -> bytes:
+                async with timing.connection(ctx.pool) as conn:
+                    _count(ctx, spec)
+                    return (await spec.render(conn))[1]
+
+            body = await cache.single_flight(key, render)
+            return _ok(body, _headers(spec, tag) | extra)
+    async with timing.connection(ctx.pool) as conn:
+        if request.headers.get("if-none-match"):
+            tag = etag(ctx, "p", await spec.pg_version(conn), spec.scope)
+            if _matches(request, tag):
+                return Response(status_code=304, headers=_headers(spec, tag) | extra)
+        _count(ctx, spec)
+        version, body = await spec.render(conn)
+    return _ok(body, _headers(spec, etag(ctx, "p", version, spec.scope)) | extra)
+
+
+def _count(ctx: Context, spec: Spec) -> None:
+    if ctx.renders is not None:
+        ctx.renders.labels(spec.projection).inc()
+
+
+def _ok(body: bytes, headers: dict[str, str]) -> Response:
+    return Response(body, media_type="application/json", headers=headers)
+
+
+# -- read-your-writes ------------------------------------------------------------------------
+
+def _positions(request: Request) -> list[tuple[str, int, int]]:
+    raw = request.headers.get("x-readside-after")
+    if not raw:
+        return []
+    out = []
+    for part in raw.split(","):
+        topic, _, rest = part.strip().rpartition(":")
+        topic, _, partition = topic.rpartition(":")
+        try:
+            out.append((topic, int(partition), int(rest)))
+        except ValueError:
+            raise bad_param("X-Readside-After must be '<topic>:<partition>:<offset>', comma-separated") from None
+        if not topic:
+            raise bad_param("X-Readside-After must be '<topic>:<partition>:<offset>', comma-separated")
+    return out
+
+
+async def _wait_for(ctx: Context, timing: Timing, positions: list[tuple[str, int, int]]) -> bool:
+    """True once every named position is committed by the projections reading its topic."""
+    topics = [t for t, _, _ in positions]
+    parts = [p for _, p, _ in positions]
+    offsets = [o for _, _, o in positions]
+    deadline = time.monotonic() + RYW_TIMEOUT
+    while True:
+        async with timing.connection(ctx.pool) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM unnest(%b::text[], %b::int4[], %b::int8[]) AS w(topic, part, off) "
+                "WHERE NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.topic = w.topic AND c.partition = w.part "
+                "AND c.next_offset > w.off) ",
+                (topics, parts, offsets),
+            )
+            (pending,) = await cur.fetchone()  # type: ignore[misc]
+        if pending == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+# -- freshness -------------------------------------------------------------------------------
+
+async def _lag(ctx: Context, timing: Timing, projection: str) -> str:
+    cached = ctx.lag.get(projection)
+    now = time.monotonic()
+    if cached and cached[0] > now:
+        return cached[1]
+    async with timing.connection(ctx.pool) as conn:
+        cur = await conn.execute(
+            "SELECT coalesce(sum(greatest(h.high_watermark - c.next_offset, 0)), 0), "
+            "coalesce(extract(epoch FROM now() - min(c.updated_at) FILTER (WHERE h.high_watermark > c.next_offset)), 0) "
+            "FROM checkpoints c JOIN partition_heads h ON h.topic = c.topic AND h.partition = c.partition "
+            "WHERE c.projection = %s",
+            (projection,),
+        )
+        events, seconds = await cur.fetchone()  # type: ignore[misc]
+    value = f"events={int(events)}; seconds={float(seconds):.1f}"
+    ctx.lag[projection] = (now + LAG_REFRESH, value)
+    return value

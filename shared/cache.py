@@ -1,0 +1,161 @@
+"""Redis (or Valkey) in front of PostgreSQL: versions, ready response bodies, single-flight.
+
+Keys (never scanned, never pattern-deleted):
+- ``rs:v:<key>``           the version of one cacheable scope (``viewer:<id>``, ``thread:<id>``,
+                           ``providers:<category>`` …). The projector INCRs it after each commit
+                           that changed the scope; a missing version is created with a time-based
+                           start (``SET NX``), so versions never repeat after a flush or eviction.
+- ``rs:b:<digest>``        a ready JSON body, keyed by the version it was rendered under plus the
+                           normalized parameters; expires after ``ttl`` ± 20 % (bounds memory and
+                           the rare crash between commit and bump).
+- ``rs:l:<digest>``        a short single-flight lock while one process renders a missing body.
+- channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers.
+
+Every call has a short timeout; after a failure the cache is skipped for ``cooldown`` seconds
+(answers come from PostgreSQL) and then tried again, so it recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from typing import Awaitable, Callable, Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["Cache", "CacheDown"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "rs:"
+CHANNEL = PREFIX + "changed"
+
+
+class Cache:
+    def __init__(self, url: str, *, timeout: float = 0.1, ttl: int = 300, cooldown: float = 1.0) -> None:
+        self.client = aioredis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
+            health_check_interval=0, protocol=2,
+        )
+        self.timeout = timeout
+        self.ttl = ttl
+        self.cooldown = cooldown
+        self._down_until = 0.0
+        self._flights: dict[str, asyncio.Future[bytes]] = {}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- availability ----------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("cache unavailable (%s); serving from PostgreSQL for %.1fs", exc, self.cooldown)
+        self._down_until = time.monotonic() + self.cooldown
+
+    async def _call(self, coro: Awaitable):  # noqa: ANN202
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await coro
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            raise CacheDown from exc
+
+    # -- versions ----------------------------------------------------------------------------
+    async def version(self, key: str) -> int | None:
+        """The scope's current version (created if missing); None when the cache is down."""
+        if not self.available:
+            return None
+        try:
+            value = await self._call(self.client.get(PREFIX + "v:" + key))
+            if value is None:
+                start = time.time_ns() // 1000
+                await self._call(self.client.set(PREFIX + "v:" + key, start, nx=True))
+                value = await self._call(self.client.get(PREFIX + "v:" + key))
+            return int(value)
+        except CacheDown:
+            return None
+
+    async def bump(self, keys: Iterable[str]) -> None:
+        """After a commit: a new version for every changed scope, in one round trip. Raises when down."""
+        keys = sorted(keys)
+        if not keys:
+            return
+        start = time.time_ns() // 1000
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            # INCR on a missing key would restart at 1 and could meet an old body: start from now.
+            pipe.set(PREFIX + "v:" + key, start, nx=True)
+            pipe.incr(PREFIX + "v:" + key)
+        pipe.publish(CHANNEL, "\n".join(keys))
+        try:
+            async with asyncio.timeout(max(self.timeout * 10, 1.0)):
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CacheDown from exc
+
+    # -- bodies ------------------------------------------------------------------------------
+    @staticmethod
+    def body_key(version: int, scope: str) -> str:
+        return PREFIX + "b:" + hashlib.blake2b(f"{version}\x1f{scope}".encode(), digest_size=16).hexdigest()
+
+    async def get(self, body_key: str) -> bytes | None:
+        try:
+            return await self._call(self.client.get(body_key))
+        except CacheDown:
+            return None
+
+    async def single_flight(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Render a missing body once per burst: in-process callers share one future; other
+        processes wait briefly on a Redis lock and read the stored result."""
+        flight = self._flights.get(body_key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._flights[body_key] = future
+        try:
+            body = await self._render_once(body_key, render)
+            future.set_result(body)
+            return body
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
+            raise
+        finally:
+            del self._flights[body_key]
+
+    async def _render_once(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        lock = PREFIX + "l:" + body_key[len(PREFIX) + 2 :]
+        try:
+            owner = await self._call(self.client.set(lock, b"1", nx=True, px=2000))
+        except CacheDown:
+            return await render()
+        if not owner:
+            for _ in range(50):  # another process renders it: wait up to ~0.5 s
+                await asyncio.sleep(0.01)
+                body = await self.get(body_key)
+                if body is not None:
+                    return body
+                if not self.available:
+                    break
+        body = await render()
+        try:
+            ttl = int(self.ttl * random.uniform(0.8, 1.2))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(body_key, body, ex=ttl)
+            pipe.delete(lock)
+            await self._call(pipe.execute())
+        except CacheDown:
+            pass
+        return body
+
+
+class CacheDown(Exception):
+    """The cache did not answer in time; callers fall back to PostgreSQL."""
