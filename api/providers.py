@@ -1,0 +1,108 @@
+"""``GET /v1/providers`` (public): one category's active providers, in one of three orders.
+
+Parameters: ``category`` (normalized as profiles are; absent: all categories), ``sort``
+(``most_booked`` default, ``top_rated``, ``newest``), ``limit`` 1..50 (default 12), ``cursor``,
+``fields`` (comma list from ``FIELDS``, trimmed, case-sensitive; empty: all; ``id`` always).
+Unknown parameters or fields are a 400. No token needed; ``Cache-Control: public, max-age=30``.
+The weak ETag comes from the listing's version (``listing_versions``, or the cache's copy of
+it), so a 304 costs one primary-key lookup or one cache GET.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import provider_queries as queries
+from api.http import PUBLIC, Context, Timing
+from api.params import Query
+from api.problems import bad_param
+from api.serving import Spec, serve
+from projector.projections.providers import FIELDS, normalize_category
+from projector.projections.providers_store import listing_key
+from shared.jsonbytes import dumps, loads
+
+__all__ = ["list_providers", "parse_fields"]
+
+SORTS = ("most_booked", "top_rated", "newest")
+
+
+def parse_fields(raw: str | None) -> tuple[str, ...] | None:
+    """The chosen fields in serving order (``id`` first), or None for all of them."""
+    if raw is None:
+        return None
+    names = {part.strip() for part in raw.split(",")} - {""}
+    unknown = sorted(names - set(FIELDS))
+    if unknown:
+        raise bad_param(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(FIELDS)}")
+    if not names or names >= set(FIELDS) - {"id"}:
+        return None
+    return tuple(f for f in FIELDS if f == "id" or f in names)
+
+
+def _position(raw: list, sort: str) -> tuple[Any, ...]:
+    """A decoded cursor back into ``(sort keys..., provider_id)``; anything else is a 400."""
+    kinds = [t for _, t in queries.ORDERS[sort]]
+    if len(raw) != len(kinds) + 1 or not isinstance(raw[-1], str):
+        raise bad_param("cursor is not valid")
+    values: list[Any] = []
+    for value, kind in zip(raw, kinds):
+        if kind == "numeric":
+            try:
+                number = Decimal(value) if isinstance(value, str) else None
+            except InvalidOperation:
+                number = None
+            if number is None or not number.is_finite():
+                raise bad_param("cursor is not valid")
+            values.append(number)
+        elif type(value) is int:
+            values.append(value)
+        else:
+            raise bad_param("cursor is not valid")
+    return (*values, raw[-1])
+
+
+def _encode_keys(keys: tuple[Any, ...]) -> list[Any]:
+    return [str(k) if isinstance(k, Decimal) else k for k in keys]
+
+
+async def list_providers(request: Request, ctx: Context, timing: Timing) -> Response:
+    q = Query(request, frozenset({"category", "sort", "limit", "cursor", "fields"}))
+    raw_category = q.text("category")
+    category = normalize_category(raw_category) if raw_category is not None else None
+    sort: str = q.choice("sort", SORTS, "most_booked")  # type: ignore[assignment]
+    limit = q.integer("limit", 12, 1, 50)
+    fields = parse_fields(q.text("fields"))
+    cursor = q.text("cursor")
+    key = listing_key(category)
+    bound = "\x1f".join(
+        ("providers", "all" if category is None else "c:" + category, sort, str(limit), ",".join(fields or ("*",)))
+    )
+    after = _position(ctx.cursors.decode(bound, cursor), sort) if cursor else None
+
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
+        version, total, rows = await queries.provider_page(conn, key, category, sort, after, limit + 1)
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            _, keys, pid = rows[-1]
+            next_cursor = ctx.cursors.encode(bound, [*_encode_keys(keys), pid])
+        if fields is None:
+            items = [item for item, _, _ in rows]
+        else:
+            items = [dumps({f: full[f] for f in fields}) for full in (loads(item) for item, _, _ in rows)]
+        body = (
+            b'{"items":[' + b",".join(items) + b'],"next_cursor":' + dumps(next_cursor)
+            + b',"total":' + str(total).encode() + b"}"
+        )
+        return version, body
+
+    return await serve(
+        request, ctx, timing,
+        Spec("providers", key, f"{bound}\x1f{cursor or ''}", render,
+             lambda conn: queries.listing_version(conn, key), PUBLIC, vary=False),
+    )

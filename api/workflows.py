@@ -1,0 +1,55 @@
+"""``GET /v1/workflows`` (the viewer's workflows, templates included) and ``GET /v1/templates``
+(every template, any owner). Both need a token; deleted workflows are left out; order
+``updated_at`` then ``id``, both descending; ``limit`` 1..100 (default 20). Weak ETags come from
+the list's version (per owner, or the templates list; or the cache's copy of it), so a 304
+costs one primary-key lookup or one cache GET.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import workflow_queries as queries
+from api.http import PRIVATE, Context, Timing, parse_position
+from api.params import Query
+from api.serving import Spec, serve
+from projector.projections.workflows_store import TEMPLATES_KEY, owner_key
+from shared.jsonbytes import dumps, rfc3339
+
+__all__ = ["my_workflows", "templates"]
+
+
+async def my_workflows(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    return await _page(request, ctx, timing, "workflows", viewer.sub, owner_key(viewer.sub), viewer.sub)
+
+
+async def templates(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    return await _page(request, ctx, timing, "templates", viewer.sub, TEMPLATES_KEY, None)
+
+
+async def _page(
+    request: Request, ctx: Context, timing: Timing, name: str, viewer: str, key: str, owner_id: str | None
+) -> Response:
+    q = Query(request, frozenset({"limit", "cursor"}))
+    limit = q.integer("limit", 20, 1, 100)
+    cursor = q.text("cursor")
+    bound = f"{name}\x1f{viewer}\x1f{limit}"
+    after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
+
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
+        version, rows = await queries.workflow_page(conn, key, owner_id, after, limit + 1)
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            _, ts, wid = rows[-1]
+            next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), wid])
+        return version, b'{"items":[' + b",".join(r[0] for r in rows) + b'],"next_cursor":' + dumps(next_cursor) + b"}"
+
+    return await serve(
+        request, ctx, timing,
+        Spec("workflows", key, f"{bound}\x1f{cursor or ''}", render, lambda conn: queries.list_version(conn, key), PRIVATE),
+    )
