@@ -1,0 +1,101 @@
+"""``/v1/requests/technician-views`` and ``.../counts``: the support desk's views, technicians only.
+
+Precedence: 401 (no valid token), then 403 (no role ``technician``), then 400 (parameters).
+``view`` defaults to ``unassigned``, ``ticket_type`` to ``all``; ``page`` >= 1 (a page past the end
+is empty with the right ``total``); ``per_page`` 1..100 (default 20); ``business_unit_id`` is an
+integer, empty meaning "not given"; technicians see every business unit.
+
+Caching: the body depends on the scope's version (``requests:*`` or ``requests:<unit>``, bumped by
+the projector) and — through the time windows (``recently_updated``, ``recently_solved``,
+``new_today``) — on the clock, which moves requests out of a window with no event at all. So the
+ETag and the cache key also carry the current UTC minute: a response (or a 304) is at most one
+minute behind the clock's effect on the windows, and never behind an event by more than the
+projection lag. Each body is rendered with the exact time of the request.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import request_queries as queries
+from api.http import PRIVATE, Context, Timing
+from api.params import Query
+from api.serving import Spec, serve
+from projector.projections.requests import TICKET_TYPES, VIEWS
+from projector.projections.requests_store import version_key
+from shared.jsonbytes import dumps
+
+__all__ = ["technician_counts", "technician_views"]
+
+MAX_PAGE = 2**31 - 1
+INT8 = (-(2**63), 2**63 - 1)
+
+
+def _business_unit(q: Query) -> int | None:
+    if q.text("business_unit_id") is None:
+        return None
+    return q.integer("business_unit_id", 0, *INT8)
+
+
+def _counts(counts: queries.Counts, view: str) -> dict[str, dict[str, int]]:
+    return {
+        "counts": {v: counts.total(v) for v in VIEWS},
+        "filter_counts": {t: counts.total(view, t) for t in TICKET_TYPES},
+    }
+
+
+def _clock(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M")
+
+
+async def technician_views(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    viewer.require("technician")
+    q = Query(request, frozenset({"view", "business_unit_id", "ticket_type", "page", "per_page"}))
+    view = q.choice("view", VIEWS, "unassigned")
+    business_unit = _business_unit(q)
+    ticket_type = q.choice("ticket_type", TICKET_TYPES, "all")
+    page = q.integer("page", 1, 1, MAX_PAGE)
+    per_page = q.integer("per_page", 20, 1, 100)
+    now = datetime.now(UTC)
+    scope = "\x1f".join(
+        ("technician-views", viewer.sub, view, str(business_unit), str(ticket_type), str(page), str(per_page), _clock(now))
+    )
+
+    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
+        result = await queries.technician_views(
+            conn, viewer.sub, business_unit, now, (view, ticket_type, (page - 1) * per_page, per_page)  # type: ignore[arg-type]
+        )
+        tail = dumps(
+            {**_counts(result.counts, view), "total": result.counts.total(view, ticket_type), "page": page, "per_page": per_page}
+        )
+        return result.version, b'{"data":[' + b",".join(result.items) + b"]," + tail[1:]
+
+    return await serve(
+        request, ctx, timing,
+        Spec("requests", version_key(business_unit), scope, render,
+             lambda conn: queries.scope_version(conn, business_unit), PRIVATE),
+    )
+
+
+async def technician_counts(request: Request, ctx: Context, timing: Timing) -> Response:
+    viewer = ctx.auth(request)
+    viewer.require("technician")
+    q = Query(request, frozenset({"view", "business_unit_id"}))
+    view = q.choice("view", VIEWS, "unassigned")
+    business_unit = _business_unit(q)
+    now = datetime.now(UTC)
+    scope = "\x1f".join(("technician-counts", viewer.sub, view, str(business_unit), _clock(now)))
+
+    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
+        result = await queries.technician_views(conn, viewer.sub, business_unit, now)
+        return result.version, dumps(_counts(result.counts, view))
+
+    return await serve(
+        request, ctx, timing,
+        Spec("requests", version_key(business_unit), scope, render,
+             lambda conn: queries.scope_version(conn, business_unit), PRIVATE),
+    )
