@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import ops, threads
+from api import ops, providers, threads, workflows
+from api import requests as requests_api
 from api.auth import Authenticator
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
@@ -94,6 +95,11 @@ def create_app(settings: Settings) -> Starlette:
             route("/v1/threads/preview", threads.preview),
             route("/v1/threads/summary", threads.summary),
             route("/v1/threads/{thread_id}/messages", threads.messages),
+            route("/v1/providers", providers.list_providers),
+            route("/v1/workflows", workflows.my_workflows),
+            route("/v1/templates", workflows.templates),
+            route("/v1/requests/technician-views/counts", requests_api.technician_counts),
+            route("/v1/requests/technician-views", requests_api.technician_views),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
