@@ -32,7 +32,8 @@ from projector.projections.threads import message_preview
 from shared.jsonbytes import dumps, rfc3339
 from shared.settings import Settings
 
-PG_OPTIONS = "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan"
+# Its best session settings: custom plans (see create_app) and sorts in memory (~10% faster).
+PG_OPTIONS = "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan -c work_mem=64MB"
 BASELINE_DDL = """
 CREATE TABLE threads_base (
     thread_id text COLLATE "C" PRIMARY KEY,

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SQL alone p50: lookup {pct(proj_sql, 0.5):.2f} ms vs compute-on-read {pct(base_sql, 0.5):.2f} ms "
           f"= {pct(base_sql, 0.5) / pct(proj_sql, 0.5):.0f}x")
     for r in (proj, p304, b):
+        if len(r.latencies) < 20:
+            print(f"{r.label}: only {len(r.latencies)} requests measured; use a longer --duration")
         if r.errors:
             print(f"{r.label}: {r.errors} errors, first: {r.first_error}")
     if res["mismatches"]:
