@@ -17,20 +17,22 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
 from api.auth import make_token
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
 from shared.kafka import CONTRACT_TOPICS, create_topics
-from shared.load import publish, run_load, thread_stream
+from shared.load import mixed_stream, publish, run_load
 from shared.errors import ConfigError
 from shared.settings import Settings
 
 __all__ = ["run_demo"]
 
-SEED_THREADS = 300
+SEED_SCALE = 15  # mixed_stream: 300 threads, 150 requests, 150 providers, 75 workflows
 
 
 def _say(text: str) -> None:
@@ -112,9 +114,16 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
             )
         migrate(settings.database_url, select(None))
 
-        seed = thread_stream(threads=SEED_THREADS, seed=7)
+        # A history of the last 30 days; whatever the simulations would do after now is left to the live load.
+        now = datetime.now(UTC)
+        cutoff = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        seed = [r for r in mixed_stream(SEED_SCALE, seed=7, start=now - timedelta(days=30))
+                if r.value["occurred_at"] <= cutoff]
         heavy = Counter(
             r.value["payload"]["client"]["id"] for r in seed if r.value["type"] == "thread.started"
+        ).most_common(1)[0][0]
+        category = Counter(
+            r.value["payload"]["category"] for r in seed if r.value["type"] == "provider.profile_updated"
         ).most_common(1)[0][0]
 
         async def prepare() -> None:
@@ -136,6 +145,13 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
         count = _wait_for_inbox(url, token, procs)
         _say(f"API answering at http://127.0.0.1:{port} ({count} threads in {heavy}'s first page)")
         print(f"\ncurl -s -H 'Authorization: Bearer {token}' '{url}'\n", flush=True)
+        base_url = f"http://127.0.0.1:{port}"
+        _say("the other endpoints, with the same token (a technician and admin too):")
+        for path in ("/v1/threads/summary", "/v1/workflows?limit=5", "/v1/templates?limit=5",
+                     "/v1/requests/technician-views?view=all_unsolved&per_page=5",
+                     "/v1/requests/technician-views/counts", "/v1/admin/projections"):
+            print(f"curl -s -H 'Authorization: Bearer {token}' '{base_url}{path}'", flush=True)
+        print(f"curl -s '{base_url}/v1/providers?category={quote(category)}&sort=most_booked&limit=5'\n", flush=True)
         _say(f"streaming ~{rate:g} events/s; logs in {base}; Ctrl-C stops everything")
         try:
             asyncio.run(run_load(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=rate, seed=11))
