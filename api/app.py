@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=2.0)
-        cache = Cache(settings.redis_url) if settings.redis_url else None
+        cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
         etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
         app.state.ctx = Context(
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key, renders=renders

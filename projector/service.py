@@ -87,7 +87,7 @@ async def run_projector(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 * 1024 * 1024, acks="all"
     )
     await producer.start()
-    cache = Cache(settings.redis_url) if settings.redis_url else None
+    cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
     tasks = []
     if cache is not None and on_commit is None:
         invalidator = Invalidator(cache)

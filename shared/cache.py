@@ -32,6 +32,7 @@ __all__ = ["Cache", "CacheDown"]
 log = logging.getLogger(__name__)
 
 PREFIX = "rs:"
+FLIGHT_GRACE = 1.0  # seconds a finished render stays shared in-process
 CHANNEL = PREFIX + "changed"
 
 
@@ -118,17 +119,24 @@ class Cache:
         flight = self._flights.get(body_key)
         if flight is not None:
             return await asyncio.shield(flight)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._flights[body_key] = future
         try:
             body = await self._render_once(body_key, render)
             future.set_result(body)
+            # A caller whose cache GET missed just before this flight landed would otherwise
+            # render again: the result stays shared for a moment (the key names its version).
+            loop.call_later(FLIGHT_GRACE, self._land, body_key, future)
             return body
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
+            self._land(body_key, future)
             raise
-        finally:
+
+    def _land(self, body_key: str, future: asyncio.Future[bytes]) -> None:
+        if self._flights.get(body_key) is future:
             del self._flights[body_key]
 
     async def _render_once(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:

@@ -62,6 +62,8 @@ class Settings:
     # the projector's own /healthz, /readyz, /metrics; 0 = not served
     projector_port: int = 0
     projector_host: str = "127.0.0.1"
+    # a cache call slower than this (x2 for a whole call) counts as "Redis down" for a second
+    cache_timeout: float = 0.25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             stall_after=_seconds(env, "READSIDE_STALL_AFTER", 60.0, 0.1, 7 * 86400),
             projector_port=_int(env, "READSIDE_PROJECTOR_PORT", 0, 0, 65535),
             projector_host=env.get("READSIDE_PROJECTOR_HOST") or cls.projector_host,
+            cache_timeout=_seconds(env, "READSIDE_CACHE_TIMEOUT", 0.25, 0.005, 10.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -107,6 +110,7 @@ class Settings:
             "READSIDE_STALL_AFTER": repr(self.stall_after),
             "READSIDE_PROJECTOR_PORT": str(self.projector_port),
             "READSIDE_PROJECTOR_HOST": self.projector_host,
+            "READSIDE_CACHE_TIMEOUT": repr(self.cache_timeout),
         }
         if self.redis_url:
             env["READSIDE_REDIS_URL"] = self.redis_url

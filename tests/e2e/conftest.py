@@ -35,7 +35,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str | None = None) -> Iterator[Stack]:
+def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str | None = None,
+                  cache_timeout: float | None = None) -> Iterator[Stack]:
     name = f"rs_e2e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -50,6 +51,8 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
         jwt_secret="e2e-secret-0123456789-abcdefghijklmnop",
         cursor_secret="e2e-cursor",
     )
+    if cache_timeout is not None:
+        settings = replace(settings, cache_timeout=cache_timeout)
     names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
     asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
     projector = InProcessProjector(settings).start()

@@ -34,7 +34,11 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]
 
 @pytest.fixture(scope="module")
 def cached(bootstrap: str, pg_admin_url: str, valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=valkey.url) as s:
+    # These tests are about what the cache serves, not about its timeout: a generous one, so a
+    # loaded CI machine's slow event loop does not send requests to the PostgreSQL fallback
+    # (a killed Redis refuses at once, whatever the timeout).
+    with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=valkey.url,
+                       cache_timeout=2.0) as s:
         yield s
 
 

@@ -25,6 +25,7 @@ def test_to_env_reproduces_every_setting() -> None:
             "READSIDE_STALL_AFTER": "2.5",
             "READSIDE_PROJECTOR_PORT": "9100",
             "READSIDE_PROJECTOR_HOST": "0.0.0.0",
+            "READSIDE_CACHE_TIMEOUT": "0.05",
         }
     )
     again = Settings.from_env(custom.to_env())
