@@ -30,6 +30,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds, got {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -44,6 +57,11 @@ class Settings:
     dedupe_days: int = 7
     batch_max: int = 2000
     api_pool_size: int = 10
+    # a projection with lag whose checkpoints have not moved for this long is "stalled"
+    stall_after: float = 60.0
+    # the projector's own /healthz, /readyz, /metrics; 0 = not served
+    projector_port: int = 0
+    projector_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +86,9 @@ class Settings:
             dedupe_days=_int(env, "READSIDE_DEDUPE_DAYS", 7, 1, 3650),
             batch_max=_int(env, "READSIDE_BATCH_MAX", 2000, 1, 100_000),
             api_pool_size=_int(env, "READSIDE_API_POOL_SIZE", 10, 1, 200),
+            stall_after=_seconds(env, "READSIDE_STALL_AFTER", 60.0, 0.1, 7 * 86400),
+            projector_port=_int(env, "READSIDE_PROJECTOR_PORT", 0, 0, 65535),
+            projector_host=env.get("READSIDE_PROJECTOR_HOST") or cls.projector_host,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -82,6 +103,10 @@ class Settings:
             "READSIDE_GROUP_PREFIX": self.group_prefix,
             "READSIDE_DEDUPE_DAYS": str(self.dedupe_days),
             "READSIDE_BATCH_MAX": str(self.batch_max),
+            "READSIDE_API_POOL_SIZE": str(self.api_pool_size),
+            "READSIDE_STALL_AFTER": repr(self.stall_after),
+            "READSIDE_PROJECTOR_PORT": str(self.projector_port),
+            "READSIDE_PROJECTOR_HOST": self.projector_host,
         }
         if self.redis_url:
             env["READSIDE_REDIS_URL"] = self.redis_url
