@@ -1,0 +1,225 @@
+"""Operator views against a real broker and PostgreSQL: ``readside status``, the projector's own
+``/readyz`` and ``/metrics``, and the admin endpoint. The CLI runs as a real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from shared.embedded import free_port
+from shared.load import Record, publish, thread_stream
+from shared.settings import Settings
+from tests.conftest import InProcessProjector
+from tests.support import wait_caught_up, wait_until
+
+THREAD_TOPICS = ("threads.events", "payments.events")
+
+
+def topics(settings: Settings) -> list[str]:
+    return [settings.topic_prefix + t for t in THREAD_TOPICS]
+
+
+def readside(settings: Settings, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    """``readside <args>`` as an operator runs it, configured by ``settings``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in ok, f"readside {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    return orjson.loads(readside(settings, "status", "--json").stdout)
+
+
+def projection(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [p for p in doc["projections"] if p["name"] == name]
+    return found
+
+
+def send(settings: Settings, records: list[Record]) -> None:
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+
+
+def fresh_keys(records: list[Record], seen: list[Record]) -> list[Record]:
+    keys = {r.key for r in seen}
+    return [r for r in records if r.key not in keys]
+
+
+def test_status_shows_the_lag_a_stopped_projector_left_then_stalled_then_the_catch_up(settings: Settings) -> None:
+    settings = replace(settings, stall_after=1.5)
+    first = thread_stream(threads=10, seed=11)
+    send(settings, first)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    runner.stop()
+
+    caught_up = projection(status(settings), "threads")
+    assert (caught_up["state"], caught_up["stalled"], caught_up["lag"], caught_up["lag_seconds"]) == ("live", False, 0, 0.0)
+    assert sum(p["offset"] for p in caught_up["partitions"]) == len(first)
+    assert {p["topic"] for p in caught_up["partitions"]} == set(topics(settings))
+
+    # the projector is down: only the broker knows about these
+    second = fresh_keys(thread_stream(threads=10, seed=12), first)
+    send(settings, second)
+    doc = status(settings)
+    assert doc["heads_from"] == "broker"
+    behind = projection(doc, "threads")
+    assert behind["lag"] == len(second)
+    assert sum(p["high_watermark"] for p in behind["partitions"]) == len(first) + len(second)
+    assert all(p["lag"] == p["high_watermark"] - p["offset"] for p in behind["partitions"])
+
+    stalled = wait_until(
+        lambda: (p := projection(status(settings), "threads"))["state"] == "stalled" and p, 60, "threads to be stalled"
+    )
+    assert stalled["stalled"] is True and stalled["lag"] == len(second)
+    assert all(p["stalled"] == (p["lag"] > 0) for p in stalled["partitions"])
+    table = readside(settings, "status").stdout
+    assert "stalled" in table and "threads" in table and "HIGH WATERMARK" in table
+
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    finally:
+        runner.stop()
+    again = projection(status(settings), "threads")
+    assert (again["state"], again["stalled"], again["lag"]) == ("live", False, 0)
+    assert sum(p["offset"] for p in again["partitions"]) == len(first) + len(second)
+
+
+def test_status_falls_back_to_the_recorded_heads_when_the_broker_is_unreachable(settings: Settings) -> None:
+    records = thread_stream(threads=5, seed=13)
+    send(settings, records)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    finally:
+        runner.stop()
+    unreachable = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    doc = status(unreachable)
+    assert doc["heads_from"] == "partition_heads" and doc["broker_error"]
+    threads = projection(doc, "threads")
+    assert threads["lag"] == 0 and sum(p["high_watermark"] for p in threads["partitions"]) == len(records)
+    table = readside(unreachable, "status").stdout
+    assert "READSIDE_KAFKA_BOOTSTRAP" in table
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{want} not in /metrics:\n{text}")
+
+
+def test_projector_readyz_is_503_naming_a_stalled_projection_until_it_moves_again(settings: Settings) -> None:
+    port = free_port()
+    settings = replace(settings, stall_after=1.5, projector_port=port)
+    base = f"http://127.0.0.1:{port}"
+    first = thread_stream(threads=8, seed=14)
+    send(settings, first)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, 30, "the projector to be ready")
+        assert httpx.get(base + "/healthz").json() == {"status": "ok"}
+
+        second = fresh_keys(thread_stream(threads=8, seed=15), first)
+        # Something holds the checkpoint rows (a long migration, a forgotten psql session):
+        # the projector is up but cannot commit.
+        with psycopg.connect(settings.database_url) as blocker:
+            blocker.execute("SELECT 1 FROM checkpoints WHERE projection = 'threads' FOR UPDATE")
+            send(settings, second)
+            ready = wait_until(
+                lambda: (r := httpx.get(base + "/readyz")).status_code == 503 and r, 60, "/readyz to report the stall"
+            )
+            assert ready.headers["content-type"] == "application/problem+json"
+            problem = ready.json()
+            assert problem["status"] == 503 and problem["stalled"] == ["threads"]
+            assert "threads" in problem["detail"]
+            metrics = wait_until(
+                lambda: (t := httpx.get(base + "/metrics").text)
+                and _metric(t, "readside_projection_lag_events", projection="threads") == len(second)
+                and t,
+                30,
+                "the lag gauge",
+            )
+            assert _metric(metrics, "readside_projection_stalled", projection="threads") == 1
+            assert _metric(metrics, "readside_projection_lag_seconds", projection="threads") > 0
+            assert projection(status(settings), "threads")["state"] == "stalled"
+            blocker.rollback()
+
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, 30, "/readyz to recover")
+        metrics = httpx.get(base + "/metrics").text
+        assert _metric(metrics, "readside_projection_stalled", projection="threads") == 0
+        assert _metric(metrics, "readside_projection_lag_events", projection="threads") == 0
+        assert _metric(metrics, "readside_projector_events_total", projection="threads") == len(first) + len(second)
+    finally:
+        runner.stop()
+
+
+def test_admin_endpoint_returns_the_figures_of_status_json(settings: Settings, tmp_path: Path) -> None:
+    first = thread_stream(threads=6, seed=16)
+    send(settings, first)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    finally:
+        runner.stop()
+    send(settings, fresh_keys(thread_stream(threads=6, seed=17), first))  # lag only the broker knows
+
+    port = free_port()
+    with open(tmp_path / "api.log", "wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+            env={**os.environ, **settings.to_env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert api.poll() is None, f"API exited; see {tmp_path / 'api.log'}"
+            try:
+                return httpx.get(base + "/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, 30, "the API")
+        token = readside(settings, "token", "ops-1", "--role", "admin").stdout.strip()
+        response = httpx.get(base + "/v1/admin/projections", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        from_api = response.json()
+        from_cli = status(settings)
+    finally:
+        api.terminate()
+        api.wait(10)
+
+    def figures(doc: dict[str, Any]) -> Any:
+        drop = {"lag_seconds"}  # read a moment apart: the pending events aged in between
+        return [
+            {k: v for k, v in p.items() if k not in drop} | {"partitions": [{k: v for k, v in q.items() if k not in drop} for q in p["partitions"]]}
+            for p in doc["projections"]
+        ]
+
+    assert from_api["heads_from"] == from_cli["heads_from"] == "broker"
+    assert figures(from_api) == figures(from_cli)
+    threads = projection(from_api, "threads")
+    assert threads["lag"] > 0 and {"version", "state", "partitions"} <= set(threads)
+    assert {"offset", "high_watermark", "lag"} <= set(threads["partitions"][0])
