@@ -1,4 +1,4 @@
-"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, token."""
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq, token."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ async def _database(settings: Settings) -> AsyncIterator[_Database]:
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CommandError(f"cannot reach PostgreSQL at {where}: {reason}; check READSIDE_DATABASE_URL") from None
+    except psycopg.errors.UndefinedColumn:
+        raise CommandError(f"the tables in {where} are from an older version: run `readside migrate` first") from None
     except psycopg.errors.UndefinedTable:
         raise CommandError(
             f"no Readside tables in {where} yet: run `readside migrate` (or start the projector) first"
@@ -154,6 +156,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from projector import dlq
+    from shared.jsonbytes import dumps
+
+    settings = _settings()
+
+    async def go():  # noqa: ANN202
+        async with _database(settings) as db, db.connection() as conn:
+            return await dlq.list_dead_letters(conn, args.projection, args.limit)
+
+    letters, total = asyncio.run(go())
+    if args.json:
+        items = [{k: v for k, v in dlq.show_json(d).items() if k not in ("value_json", "value_text")} for d in letters]
+        print(dumps({"dead_letters": items, "total": total}).decode())
+    else:
+        print(dlq.render_list(letters, total, args.projection))
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    from projector import dlq
+    from shared.jsonbytes import dumps
+
+    settings = _settings()
+
+    async def go():  # noqa: ANN202
+        async with _database(settings) as db, db.connection() as conn:
+            return await dlq.get(conn, args.id)
+
+    letter = asyncio.run(go())
+    if letter is None:
+        raise CommandError(f"no dead letter #{args.id} (replayed already?); `readside dlq list` shows the ids")
+    print(dumps(dlq.show_json(letter)).decode() if args.json else dlq.render_show(letter))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from projector import dlq
+
+    if bool(args.ids) == bool(args.all):
+        raise CommandError("say which dead letters: their ids, or --all (either may be narrowed by --projection)")
+    settings = _settings()
+
+    def progress(done: int, total: int) -> None:
+        print(f"replayed {done}/{total} dead letter(s)…", file=sys.stderr)
+
+    async def go() -> dlq.ReplayResult:
+        async with _database(settings) as db:
+            return await dlq.replay(db, settings, ids=args.ids or None, projection=args.projection, progress=progress)
+
+    result = asyncio.run(go())
+    for letter, reason in result.failing:
+        print(f"#{letter.id} {letter.projection} {letter.origin}: still failing: {reason}")
+    for missing in result.missing:
+        print(f"#{missing}: no such dead letter" + (f" of {args.projection}" if args.projection else "")
+              + " (replayed already, or another replay holds it)")
+    if result.cache_error:
+        print(f"warning: cache versions not bumped ({result.cache_error}); cached bodies expire within 5 minutes", file=sys.stderr)
+    summary = f"replayed {result.replayed}, still failing {len(result.failing)}, duplicates skipped {result.duplicates}"
+    if result.ignored:
+        summary += f", dropped {result.ignored} of a type the projection no longer handles"
+    print(summary)
+    return 1 if result.failing or result.missing else 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import make_token
 
@@ -215,6 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("dlq", help="dead letters: list, show, replay after a fix")
+    dlq_sub = p.add_subparsers(dest="dlq_command", required=True)
+    q = dlq_sub.add_parser("list", help="the newest dead letters: origin, size, reason")
+    q.add_argument("--projection", help="only this projection's")
+    q.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    q.set_defaults(fn=cmd_dlq_list)
+    q = dlq_sub.add_parser("show", help="one dead letter: reason, origin, key, the original value")
+    q.add_argument("id", type=int)
+    q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    q.set_defaults(fn=cmd_dlq_show)
+    q = dlq_sub.add_parser(
+        "replay",
+        help="re-decode with today's schemas and apply those that pass (once each)",
+        description="Re-decode dead letters with the current schemas. Those that pass are applied "
+        "through their projection (with the dedupe table: an event already applied is skipped) and "
+        "removed; those that still fail stay, with the new reason. Exit status 1 when some still fail.",
+    )
+    q.add_argument("ids", nargs="*", type=int, help="dead letter ids (see `readside dlq list`)")
+    q.add_argument("--all", action="store_true", help="every dead letter")
+    q.add_argument("--projection", help="only this projection's")
+    q.set_defaults(fn=cmd_dlq_replay)
 
     p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
     p.add_argument("sub")

@@ -15,12 +15,15 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
+import redis
 
+from projector.projections import REGISTRY
+from shared.db import migrate
 from shared.embedded import free_port
 from shared.load import Record, publish, thread_stream
 from shared.settings import Settings
 from tests.conftest import InProcessProjector
-from tests.support import wait_caught_up, wait_until
+from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
 
 THREAD_TOPICS = ("threads.events", "payments.events")
 
@@ -223,3 +226,99 @@ def test_admin_endpoint_returns_the_figures_of_status_json(settings: Settings, t
     threads = projection(from_api, "threads")
     assert threads["lag"] > 0 and {"version", "state", "partitions"} <= set(threads)
     assert {"offset", "high_watermark", "lag"} <= set(threads["partitions"][0])
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    return orjson.loads(readside(settings, "dlq", "list", "--json").stdout)["dead_letters"]
+
+
+def wait_dead_letters(settings: Settings, count: int) -> list[dict[str, Any]]:
+    return wait_until(lambda: len(d := dead_letters(settings)) == count and d, 60, f"{count} dead letter(s)")
+
+
+def test_dlq_list_and_show_give_reason_origin_key_and_the_original_value(settings: Settings) -> None:
+    t = settings.topic_prefix + "threads.events"
+    good = [started("d1"), message("d1", "m1", 10)]
+    invalid = orjson.dumps({**good[1].value, "event_id": "bad-1", "payload": {"thread_id": "d1"}})
+    garbage = b"\xff\x00{not json"
+    items = [(t, r.key.encode(), orjson.dumps(r.value)) for r in good] + [(t, b"d1", invalid), (t, b"d1", garbage)]
+    asyncio.run(send_raw(settings.kafka_bootstrap, items))
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    finally:
+        runner.stop()
+
+    listed = dead_letters(settings)
+    assert [d["projection"] for d in listed] == ["threads", "threads"]
+    assert listed[0]["id"] > listed[1]["id"]  # newest first
+    by_size = {d["value_bytes"]: d for d in listed}
+    assert "message_id" in by_size[len(invalid)]["reason"] and "not JSON" in by_size[len(garbage)]["reason"]
+    assert all(d["topic"] == t and d["key"] == "d1" for d in listed)
+    table = readside(settings, "dlq", "list").stdout
+    assert "REASON" in table and "message_id" in table and "2 dead letter(s)" in table
+    newest = orjson.loads(readside(settings, "dlq", "list", "--limit", "1", "--json").stdout)
+    assert [d["id"] for d in newest["dead_letters"]] == [listed[0]["id"]] and newest["total"] == 2
+
+    shown = readside(settings, "dlq", "show", str(by_size[len(invalid)]["id"])).stdout
+    assert f"topic {t}, partition {by_size[len(invalid)]['partition']}, offset {by_size[len(invalid)]['offset']}" in shown
+    assert '\n  "event_id": "bad-1",' in shown  # pretty-printed
+    assert "message_id" in shown
+    shown = readside(settings, "dlq", "show", str(by_size[len(garbage)]["id"])).stdout
+    assert "not JSON; shown escaped" in shown and "\\xff\\x00{not json" in shown
+    missing = readside(settings, "dlq", "show", "999999", ok=(1,))
+    assert "no dead letter #999999" in missing.stderr
+
+
+def test_dlq_replay_applies_a_fixed_dead_letter_once_however_often_and_keeps_what_still_fails(
+    settings: Settings, redis_url: str
+) -> None:
+    settings = replace(settings, redis_url=redis_url)
+    t = settings.topic_prefix + "threads.events"
+    migrate(settings.database_url, [REGISTRY["threads"]])
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        # a too-strict migration: previews longer than 40 characters now fail the fold
+        conn.execute("ALTER TABLE thread_messages ADD CONSTRAINT preview_short CHECK (char_length(preview) <= 40)")
+    long = message("r1", "m2", 20, content="A long message that a too-strict constraint rejects, for now.")
+    still_invalid = orjson.dumps({**long.value, "event_id": "bad-2", "payload": {"thread_id": "r1"}})
+    records = [started("r1"), message("r1", "m1", 10), long, message("r1", "m3", 30, sender="u-p", sender_type="provider")]
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        send(settings, records)
+        asyncio.run(send_raw(settings.kafka_bootstrap, [(t, b"r1", still_invalid)]))
+        first = wait_dead_letters(settings, 2)
+        send(settings, [long])  # the producer re-sends it (same event id): it fails again
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        letters = wait_dead_letters(settings, 3)
+    finally:
+        runner.stop()
+    fold_failures = sorted(d["id"] for d in letters if d["reason"].startswith("fold error"))
+    (invalid_id,) = [d["id"] for d in first if "message_id" in d["reason"]]
+    assert len(fold_failures) == 2 and "CheckViolation" in letters[0]["reason"] + letters[1]["reason"]
+
+    before_fix = readside(settings, "dlq", "replay", "--all", ok=(1,)).stdout
+    assert "replayed 0, still failing 3, duplicates skipped 0" in before_fix
+    assert f"#{invalid_id} threads" in before_fix and "still failing: payload: message_id" in before_fix
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE thread_messages DROP CONSTRAINT preview_short")  # the fix
+    cache = redis.Redis.from_url(redis_url)
+    version = int(cache.get("rs:v:thread:r1") or 0)
+
+    once = readside(settings, "dlq", "replay", str(fold_failures[0])).stdout
+    assert "replayed 1, still failing 0, duplicates skipped 0" in once
+    assert int(cache.get("rs:v:thread:r1") or 0) > version  # cached bodies follow the replay
+    again = readside(settings, "dlq", "replay", str(fold_failures[1])).stdout  # the re-sent copy
+    assert "replayed 0, still failing 0, duplicates skipped 1" in again
+    gone = readside(settings, "dlq", "replay", str(fold_failures[0]), ok=(1,)).stdout
+    assert f"#{fold_failures[0]}: no such dead letter" in gone and "replayed 0" in gone
+    rest = readside(settings, "dlq", "replay", "--all", "--projection", "threads", ok=(1,)).stdout
+    assert "replayed 0, still failing 1, duplicates skipped 0" in rest
+
+    assert_tables_equal_fold(settings.database_url, records)  # m2 once: summaries are kept by deltas
+    (remaining,) = dead_letters(settings)
+    assert (remaining["id"], remaining["retries"]) == (invalid_id, 2)  # the two --all replays
+    assert projection(status(settings), "threads")["dead_letters"] == 1
+    cache.close()
