@@ -138,7 +138,7 @@ class Monitor:
                 "and at `readside status`.",
                 stalled=[p.name for p in stalled],
             )
-        return 200, {"status": "ready", "projections": {p.name: p.state for p in self.status.projections}}
+        return 200, {"status": "ready", "projections": {p.name: p.shown_state for p in self.status.projections}}
 
 
 def build_app(monitor: Monitor) -> Starlette:

@@ -12,8 +12,12 @@ checkpoint, high watermark, lag in events and in seconds, when the checkpoint la
   when the broker cannot tell, the time since the checkpoint last moved. 0 when caught up.
 - **Stalled**: lag > 0, the checkpoint has not moved for ``stall_after`` seconds, and the oldest
   pending event is older than that too (so an idle partition that just received an event is not
-  stalled). A stalled projection whose ``projections.state`` is ``live`` shows state ``stalled``;
-  any other state (``rebuilding``) is shown as stored, with ``stalled`` true.
+  stalled).
+
+In JSON (``readside status --json`` and the admin endpoint alike) ``state`` is what
+``projections.state`` holds — the contract's ``live`` | ``rebuilding`` — and ``stalled`` is a
+boolean beside it, so a client written against the contract never meets a value it does not know.
+The table (and ``/readyz``) show the two combined: a stalled ``live`` projection reads ``stalled``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class PartitionStatus:
 class ProjectionStatus:
     name: str
     version: int
-    state: str  # projections.state ("live", "rebuilding"), or "stalled" for a stalled live one
+    state: str  # projections.state: "live", "rebuilding"
     stalled: bool
     lag: int
     lag_seconds: float | None
@@ -57,6 +61,11 @@ class ProjectionStatus:
     skipped_unknown: int
     last_batch_at: datetime | None
     partitions: tuple[PartitionStatus, ...]
+
+    @property
+    def shown_state(self) -> str:
+        """``state``, except that a stalled live projection reads ``stalled``."""
+        return "stalled" if self.stalled and self.state == "live" else self.state
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +163,7 @@ def summarize(
             ProjectionStatus(
                 name=name,
                 version=version,
-                state="stalled" if stalled and state == "live" else state,
+                state=state,
                 stalled=stalled,
                 lag=sum(p.lag for p in parts),
                 lag_seconds=max(known) if known else (None if parts else 0.0),
@@ -219,7 +228,7 @@ def render(status: Status, bootstrap: str) -> str:
         format_table(
             ["PROJECTION", "VERSION", "STATE", "LAG", "LAG TIME", "DEAD LETTERS", "SKIPPED", "LAST BATCH"],
             [
-                [p.name, p.version, p.state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown, since(p.last_batch_at)]
+                [p.name, p.version, p.shown_state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown, since(p.last_batch_at)]
                 for p in status.projections
             ],
             right=(1, 3, 4, 5, 6),
@@ -240,7 +249,7 @@ def render(status: Status, bootstrap: str) -> str:
     lines.append("")
     lines.append(
         format_table(
-            ["PROJECTION", "TOPIC", "PARTITION", "CHECKPOINT", "HIGH WATERMARK", "LAG", "LAG TIME", "CHECKPOINT MOVED", ""],
+            ["PROJECTION", "TOPIC", "PARTITION", "CHECKPOINT", "HIGH WATERMARK", "LAG", "LAG TIME", "CHECKPOINT MOVED", "NOTE"],
             rows,
             right=(2, 3, 4, 5, 6),
         )

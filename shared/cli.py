@@ -200,7 +200,8 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     settings = _settings()
 
     def progress(done: int, total: int) -> None:
-        print(f"replayed {done}/{total} dead letter(s)…", file=sys.stderr)
+        if total > dlq.CHUNK:  # more than one transaction: say how far
+            print(f"{done}/{total} dead letter(s) processed…", file=sys.stderr)
 
     async def go() -> dlq.ReplayResult:
         async with _database(settings) as db:
