@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsError
 
 __all__ = ["BrokerHeads", "BrokerUnavailable", "CONTRACT_TOPICS", "Head", "TOPIC_CONFIG", "create_topics"]
 
@@ -87,7 +87,10 @@ class BrokerHeads:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
-            max_partition_fetch_bytes=4 * 1024 * 1024,  # a pending record may be 1.5 MB
+            # Only the first pending record of each partition is wanted: keep reads small while a
+            # projection catches up. A bigger first batch (1 MB workflow versions) still comes
+            # whole from Apache Kafka when it leads a fetch; otherwise its time is left unknown.
+            max_partition_fetch_bytes=256 * 1024,
             request_timeout_ms=int(self.timeout * 1000) + 1000,
             client_id="readside-status",
         )
@@ -127,7 +130,10 @@ class BrokerHeads:
             return tp in first or max(hw, ends.get(tp, 0)) <= positions.get((tp.topic, tp.partition), 0)
 
         while not all(settled(tp) for tp in tps) and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=100)
+            try:
+                batch = await consumer.getmany(timeout_ms=100)
+            except RecordTooLargeError:
+                break  # the heads are in; the partitions without a first record fall back
             for tp, records in batch.items():
                 start = positions.get((tp.topic, tp.partition), 0)
                 pending = [r for r in records if r.offset >= start]
