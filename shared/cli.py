@@ -235,6 +235,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(rate=args.rate, port=args.port, data_dir=args.data_dir, reset=args.reset)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="readside", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -288,11 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_sub = p.add_subparsers(dest="dlq_command", required=True)
     q = dlq_sub.add_parser("list", help="the newest dead letters: origin, size, reason")
     q.add_argument("--projection", help="only this projection's")
-    q.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    q.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
     q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     q.set_defaults(fn=cmd_dlq_list)
     q = dlq_sub.add_parser("show", help="one dead letter: reason, origin, key, the original value")
-    q.add_argument("id", type=int)
+    q.add_argument("id", type=_positive)
     q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     q.set_defaults(fn=cmd_dlq_show)
     q = dlq_sub.add_parser(
@@ -302,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "through their projection (with the dedupe table: an event already applied is skipped) and "
         "removed; those that still fail stay, with the new reason. Exit status 1 when some still fail.",
     )
-    q.add_argument("ids", nargs="*", type=int, help="dead letter ids (see `readside dlq list`)")
+    q.add_argument("ids", nargs="*", type=_positive, help="dead letter ids (see `readside dlq list`)")
     q.add_argument("--all", action="store_true", help="every dead letter")
     q.add_argument("--projection", help="only this projection's")
     q.set_defaults(fn=cmd_dlq_replay)
