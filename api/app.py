@@ -22,6 +22,7 @@ from api.http import Context, Timing, endpoint
 from api.problems import Problem
 from shared.cache import Cache
 from shared.db import open_pool
+from shared.kafka import BrokerHeads
 from shared.settings import Settings
 
 __all__ = ["create_app"]
@@ -65,7 +66,8 @@ def create_app(settings: Settings) -> Starlette:
         cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
         etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
         app.state.ctx = Context(
-            settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key, renders=renders
+            settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
+            renders=renders, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0),
         )
         try:
             yield

@@ -19,6 +19,7 @@ from api.auth import Authenticator
 from api.cursors import CursorCodec
 from api.problems import Problem, bad_param, unavailable
 from shared.cache import Cache
+from shared.kafka import BrokerHeads
 from shared.settings import Settings
 
 __all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_modified", "parse_position"]
@@ -39,6 +40,7 @@ class Context:
     etag_key: bytes = b""
     lag: dict[str, tuple[float, str]] = field(default_factory=dict)
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
+    heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
 
 
 @dataclass

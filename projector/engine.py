@@ -239,6 +239,8 @@ class ProjectionRunner:
                 await self._fence(conn, ranges)
                 fresh = await self._dedupe(conn, items)
                 poison = await self._apply_isolating(conn, fresh, changed)
+                if poison:
+                    await self._forget_dedupe(conn, poison)
                 dead.extend(poison)
                 if dead:
                     await self._dead_letter(conn, dead)
@@ -280,6 +282,17 @@ class ProjectionRunner:
         )
         new = {row[0] for row in await cur.fetchall()}
         return [item for eid, item in first.items() if eid in new]
+
+    async def _forget_dedupe(self, conn: psycopg.AsyncConnection, poison: list[tuple[_Incoming, str]]) -> None:
+        """A dead-lettered event was not applied: its id must not count as seen.
+
+        Otherwise ``readside dlq replay`` (or a producer re-sending it) would skip it as a
+        duplicate. These ids were inserted by this very batch (``_dedupe`` keeps only new ones).
+        """
+        await conn.execute(
+            "DELETE FROM dedupe WHERE projection = %s AND event_id = ANY(%b::text[])",
+            (self.projection.name, [item.event.event_id for item, _ in poison if item.event is not None]),
+        )
 
     async def _apply_isolating(
         self, conn: psycopg.AsyncConnection, items: list[_Incoming], changed: set[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -74,6 +75,24 @@ async def run_projector(
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
     projections = select(names)
+    if not settings.projector_port:
+        return await _run(settings, projections, stop, on_commit, None)
+    from projector import http
+
+    sock = http.bind(settings)  # first: a port in use fails the start, not the first probe
+    try:
+        await _run(settings, projections, stop, on_commit, sock)
+    finally:
+        sock.close()
+
+
+async def _run(
+    settings: Settings,
+    projections: list[Projection],
+    stop: asyncio.Event | None,
+    on_commit: OnCommit | None,
+    sock: socket.socket | None,
+) -> None:
     await asyncio.to_thread(migrate, settings.database_url, projections)
     if stop is None:
         stop = asyncio.Event()
@@ -82,7 +101,8 @@ async def run_projector(
             loop.add_signal_handler(sig, stop.set)
     topics = [settings.topic_prefix + t for p in projections for t in p.topics]
     await create_topics(settings.kafka_bootstrap, [t + ".dlq" for t in topics])
-    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 2, timeout=30.0)
+    # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor
+    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 3, timeout=30.0)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 * 1024 * 1024, acks="all"
     )
@@ -95,6 +115,12 @@ async def run_projector(
         tasks.append(invalidator.run(stop))
     try:
         runners = [ProjectionRunner(settings, p, pool, producer, on_commit) for p in projections]
+        if sock is not None:
+            from projector import http
+
+            monitor = http.Monitor(settings, [p.name for p in projections], runners)
+            tasks += [monitor.run(pool, stop), http.serve(http.build_app(monitor), sock, stop)]
+            log.info("projector endpoint on http://%s:%d (/healthz, /readyz, /metrics)", *sock.getsockname()[:2])
         log.info("projector running: %s", ", ".join(p.name for p in projections))
         await asyncio.gather(*(r.run(stop) for r in runners), *tasks)
     finally:

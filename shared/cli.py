@@ -1,12 +1,16 @@
-"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, token."""
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq, token."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from typing import AsyncIterator
+
+import psycopg
 
 from shared.errors import ConfigError
 from shared.settings import Settings
@@ -16,6 +20,44 @@ __all__ = ["main"]
 
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+class CommandError(Exception):
+    """Stops a command with a message that says what to do, and exit status 1."""
+
+
+class _Database:
+    """Connections for an operator command: one at a time, opened directly, so an unreachable
+    server fails at once with libpq's own reason (a pool would retry in the background)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=5, options="-c TimeZone=UTC"
+        )
+        async with conn:
+            yield conn
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[_Database]:
+    """The database of an operator command; one that is unreachable or was never migrated
+    becomes a :class:`CommandError` naming the fix."""
+    where = settings.database_url.split("@")[-1]
+    try:
+        yield _Database(settings.database_url)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot reach PostgreSQL at {where}: {reason}; check READSIDE_DATABASE_URL") from None
+    except psycopg.errors.UndefinedColumn:
+        raise CommandError(f"the tables in {where} are from an older version: run `readside migrate` first") from None
+    except psycopg.errors.UndefinedTable:
+        raise CommandError(
+            f"no Readside tables in {where} yet: run `readside migrate` (or start the projector) first"
+        ) from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -28,9 +70,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_projector(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from projector.service import run_projector
 
-    asyncio.run(run_projector(_settings(), args.only))
+    settings = _settings()
+    if args.port is not None:
+        settings = replace(settings, projector_port=args.port)
+    if args.host is not None:
+        settings = replace(settings, projector_host=args.host)
+    asyncio.run(run_projector(settings, args.only))
     return 0
 
 
@@ -85,27 +134,92 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from api.ops import projection_status
-    from shared.db import open_pool
+    from projector.status import collect, render
+    from shared.kafka import BrokerHeads
     from shared.jsonbytes import dumps
 
-    async def go() -> list[dict]:
-        pool = await open_pool(_settings().database_url, timeout=5.0)
-        try:
-            async with pool.connection() as conn:
-                return await projection_status(conn)
-        finally:
-            await pool.close()
+    settings = _settings()
+    if not args.verbose:  # an unreachable broker is reported in the output, once
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    async def go():  # noqa: ANN202
+        async with _database(settings) as pool:
+            return await collect(
+                pool, BrokerHeads(settings.kafka_bootstrap), prefix=settings.topic_prefix, stall_after=settings.stall_after
+            )
 
     status = asyncio.run(go())
     if args.json:
-        print(dumps({"projections": status}).decode())
-        return 0
-    for p in status:
-        print(f"{p['name']} v{p['version']} {p['state']}  dead_letters={p['dead_letters']} skipped={p['skipped_unknown']}")
-        for part in p["partitions"]:
-            print(f"  {part['topic']}[{part['partition']}] offset={part['offset']} head={part['high_watermark']} lag={part['lag']}")
+        print(dumps(status.as_json()).decode())
+    else:
+        print(render(status, settings.kafka_bootstrap))
     return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from projector import dlq
+    from shared.jsonbytes import dumps
+
+    settings = _settings()
+
+    async def go():  # noqa: ANN202
+        async with _database(settings) as db, db.connection() as conn:
+            return await dlq.list_dead_letters(conn, args.projection, args.limit)
+
+    letters, total = asyncio.run(go())
+    if args.json:
+        items = [{k: v for k, v in dlq.show_json(d).items() if k not in ("value_json", "value_text")} for d in letters]
+        print(dumps({"dead_letters": items, "total": total}).decode())
+    else:
+        print(dlq.render_list(letters, total, args.projection))
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    from projector import dlq
+    from shared.jsonbytes import dumps
+
+    settings = _settings()
+
+    async def go():  # noqa: ANN202
+        async with _database(settings) as db, db.connection() as conn:
+            return await dlq.get(conn, args.id)
+
+    letter = asyncio.run(go())
+    if letter is None:
+        raise CommandError(f"no dead letter #{args.id} (replayed already?); `readside dlq list` shows the ids")
+    print(dumps(dlq.show_json(letter)).decode() if args.json else dlq.render_show(letter))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from projector import dlq
+
+    if bool(args.ids) == bool(args.all):
+        raise CommandError("say which dead letters: their ids, or --all (either may be narrowed by --projection)")
+    settings = _settings()
+
+    def progress(done: int, total: int) -> None:
+        if total > dlq.CHUNK:  # more than one transaction: say how far
+            print(f"{done}/{total} dead letter(s) processed…", file=sys.stderr)
+
+    async def go() -> dlq.ReplayResult:
+        async with _database(settings) as db:
+            return await dlq.replay(db, settings, ids=args.ids or None, projection=args.projection, progress=progress)
+
+    result = asyncio.run(go())
+    for letter, reason in result.failing:
+        print(f"#{letter.id} {letter.projection} {letter.origin}: still failing: {reason}")
+    for missing in result.missing:
+        print(f"#{missing}: no such dead letter" + (f" of {args.projection}" if args.projection else "")
+              + " (replayed already, or another replay holds it)")
+    if result.cache_error:
+        print(f"warning: cache versions not bumped ({result.cache_error}); cached bodies expire within 5 minutes", file=sys.stderr)
+    summary = f"replayed {result.replayed}, still failing {len(result.failing)}, duplicates skipped {result.duplicates}"
+    if result.ignored:
+        summary += f", dropped {result.ignored} of a type the projection no longer handles"
+    print(summary)
+    return 1 if result.failing or result.missing else 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -119,6 +233,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shared.demo import run_demo
 
     return run_demo(rate=args.rate, port=args.port, data_dir=args.data_dir, reset=args.reset)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("projector", help="consume the topics into the read tables")
     p.add_argument("--only", nargs="*", help="projection names (default: all)")
+    p.add_argument("--port", type=int, help="serve /healthz, /readyz, /metrics here (default: READSIDE_PROJECTOR_PORT; 0: none)")
+    p.add_argument("--host", help="address of that endpoint (default: READSIDE_PROJECTOR_HOST, 127.0.0.1)")
     p.set_defaults(fn=cmd_projector)
 
     p = sub.add_parser("api", help="serve the query API")
@@ -157,9 +283,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="-", help="file (default: stdout)")
     p.set_defaults(fn=cmd_schema)
 
-    p = sub.add_parser("status", help="projections, checkpoints, lag, dead letters")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "status",
+        help="per projection and partition: state, checkpoint, high watermark, lag, dead letters",
+        description="Per projection: version, state (live, rebuilding, stalled), lag, dead letters, "
+        "last batch; per partition: checkpoint, high watermark (from the broker when it answers, "
+        "else as last recorded by the projector), lag in events and seconds. A projection is "
+        "stalled when it has lag and its checkpoints have not moved for READSIDE_STALL_AFTER seconds.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("dlq", help="dead letters: list, show, replay after a fix")
+    dlq_sub = p.add_subparsers(dest="dlq_command", required=True)
+    q = dlq_sub.add_parser("list", help="the newest dead letters: origin, size, reason")
+    q.add_argument("--projection", help="only this projection's")
+    q.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
+    q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    q.set_defaults(fn=cmd_dlq_list)
+    q = dlq_sub.add_parser("show", help="one dead letter: reason, origin, key, the original value")
+    q.add_argument("id", type=_positive)
+    q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    q.set_defaults(fn=cmd_dlq_show)
+    q = dlq_sub.add_parser(
+        "replay",
+        help="re-decode with today's schemas and apply those that pass (once each)",
+        description="Re-decode dead letters with the current schemas. Those that pass are applied "
+        "through their projection (with the dedupe table: an event already applied is skipped) and "
+        "removed; those that still fail stay, with the new reason. Exit status 1 when some still fail.",
+    )
+    q.add_argument("ids", nargs="*", type=_positive, help="dead letter ids (see `readside dlq list`)")
+    q.add_argument("--all", action="store_true", help="every dead letter")
+    q.add_argument("--projection", help="only this projection's")
+    q.set_defaults(fn=cmd_dlq_replay)
 
     p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
     p.add_argument("sub")
@@ -184,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"readside: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"readside: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -43,8 +43,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     value       bytea NOT NULL,
     reason      text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    retries     int4 NOT NULL DEFAULT 0,
+    retried_at  timestamptz,
     UNIQUE (projection, topic, partition, "offset")
 );
+-- `readside dlq replay` counts its attempts (tables created before it get the columns here)
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retries int4 NOT NULL DEFAULT 0;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retried_at timestamptz;
 CREATE TABLE IF NOT EXISTS partition_heads (
     topic          text COLLATE "C" NOT NULL,
     partition      int4 NOT NULL,
