@@ -39,6 +39,7 @@ class Context:
     etag_key: bytes = b""
     lag: dict[str, tuple[float, str]] = field(default_factory=dict)
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
+    changes: Any = None  # api.changes.Hub when Redis is configured (GET /v1/events)
 
 
 @dataclass
