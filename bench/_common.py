@@ -199,10 +199,14 @@ class Connection:
         self._rw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def get(self, path: str, headers: dict[str, str]) -> tuple[int, dict[bytes, bytes], bytes]:
-        if self._rw is None:
-            self._rw = await asyncio.open_connection(self.host, int(self.port), limit=1 << 22)
         raw = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+        if self._rw is not None:
+            try:
+                return await _get(*self._rw, raw)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.close()  # the server closed an idle keep-alive connection (uvicorn: after 5 s)
+        self._rw = await asyncio.open_connection(self.host, int(self.port), limit=1 << 22)
         return await _get(*self._rw, raw)
 
     def close(self) -> None:

@@ -54,7 +54,9 @@ from shared.kafka import create_topics
 from shared.settings import Settings
 
 TOPICS = ("threads.events", "payments.events")
-CACHED, PLAIN = "api+redis", "api (no redis)"
+CACHED, PLAIN, SSE = "api+redis", "api (no redis)", "api+redis, SSE"
+MODES = (CACHED, PLAIN, SSE)
+LABELS = {CACHED: "(d) poll api+redis", PLAIN: "(d) poll api (no redis)", SSE: "(e) SSE push + refetch"}
 
 
 @contextlib.contextmanager
@@ -161,56 +163,115 @@ def envelope(type_: str, payload: dict, when: str) -> bytes:
 
 @dataclass
 class Probe:
-    """One watched thread: when each of its messages was published, and first seen per API."""
+    """One watched thread: when each of its messages was published, and first seen per mode."""
 
     thread_id: str
     viewer: str
     counterparty: str
     published: list[float] = field(default_factory=list)
-    seen: dict[str, list[float]] = field(default_factory=lambda: {CACHED: [], PLAIN: []})
+    seen: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
     listed: set[str] = field(default_factory=set)
 
-    def mark(self, api: str, count: int, at: float) -> None:
-        self.listed.add(api)
-        seen = self.seen[api]
+    def mark(self, mode: str, count: int, at: float) -> None:
+        self.listed.add(mode)
+        seen = self.seen[mode]
         while len(seen) < count:
             seen.append(at)
 
 
 @dataclass
 class PollStats:
-    polls: int = 0
+    polls: int = 0  # preview GETs
     not_modified: int = 0
+    pushed: int = 0  # SSE ``changed`` events received
     errors: int = 0
     first_error: str = ""
 
+    def failed(self, what: str) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or what
 
-async def poller(api: str, base_url: str, path: str, headers: dict[str, str], probes: dict[str, Probe],
-                 interval: float, stop: asyncio.Event, stats: PollStats) -> None:
-    """A frontend polling with its ETag: every ``interval`` seconds, until ``stop``."""
-    conn, etag = Connection(base_url), None
+
+class Inbox:
+    """A frontend's copy of one viewer's preview: refetched with its ETag, marking the probes it shows."""
+
+    def __init__(self, mode: str, base_url: str, path: str, headers: dict[str, str], probes: dict[str, Probe],
+                 stats: PollStats) -> None:
+        self.mode, self.path, self.headers, self.probes, self.stats = mode, path, headers, probes, stats
+        self.conn, self.etag = Connection(base_url), None
+
+    async def refetch(self) -> None:
+        status, head, body = await self.conn.get(self.path, self.headers | ({"if-none-match": self.etag} if self.etag else {}))
+        seen_at = time.perf_counter()
+        self.stats.polls += 1
+        if status == 200:
+            self.etag = head[b"etag"].decode()
+            for item in orjson.loads(body)["items"]:
+                probe = self.probes.get(item["thread_id"])
+                if probe is not None:
+                    probe.mark(self.mode, item["meta"]["message_count"], seen_at)
+        elif status == 304:
+            self.stats.not_modified += 1
+        else:
+            self.stats.failed(f"{status} {body[:200]!r}")
+
+
+async def poller(inbox: Inbox, interval: float, stop: asyncio.Event) -> None:
+    """Polling: refetch every ``interval`` seconds, until ``stop``."""
     try:
         while not stop.is_set():
             t0 = time.perf_counter()
-            status, head, body = await conn.get(path, headers | ({"if-none-match": etag} if etag else {}))
-            t1 = time.perf_counter()
-            stats.polls += 1
-            if status == 200:
-                etag = head[b"etag"].decode()
-                for item in orjson.loads(body)["items"]:
-                    probe = probes.get(item["thread_id"])
-                    if probe is not None:
-                        probe.mark(api, item["meta"]["message_count"], t1)
-            elif status == 304:
-                stats.not_modified += 1
-            else:
-                stats.errors += 1
-                stats.first_error = stats.first_error or f"{status} {body[:200]!r}"
+            await inbox.refetch()
             if (pause := interval - (time.perf_counter() - t0)) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
     finally:
-        conn.close()
+        inbox.conn.close()
+
+
+async def pushed(inbox: Inbox, base_url: str, viewer: str, stop: asyncio.Event) -> None:
+    """Push: hold ``GET /v1/events`` open; refetch on ``ready`` and on each ``changed viewer:<sub>``
+    (changes that arrive during a refetch coalesce into one more refetch)."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    wanted = orjson.dumps({"scope": f"viewer:{viewer}"})
+    dirty = asyncio.Event()
+
+    async def listen() -> None:
+        writer.write((f"GET /v1/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in inbox.headers.items()) + "\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            inbox.stats.failed(head.split(b"\r\n", 1)[0].decode())
+            return
+        buffer = b""
+        while True:  # chunked transfer coding, then "\n\n"-separated events
+            size = int((await reader.readline()).strip(), 16)
+            if size == 0:
+                inbox.stats.failed("the event stream ended")
+                return
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if b"event: ready" in event or b"data: " + wanted in event:
+                    inbox.stats.pushed += event.startswith(b"event: changed")
+                    dirty.set()
+
+    listening, stopping = asyncio.create_task(listen()), asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set() and not listening.done():
+            waiting = asyncio.create_task(dirty.wait())
+            await asyncio.wait((waiting, listening, stopping), return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if dirty.is_set():
+                dirty.clear()
+                await inbox.refetch()
+    finally:
+        for task in (listening, stopping):
+            task.cancel()
+        await asyncio.gather(listening, stopping, return_exceptions=True)
+        writer.close()
+        inbox.conn.close()
 
 
 async def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN001
@@ -233,13 +294,15 @@ async def freshness(args: argparse.Namespace, settings: Settings, cached_url: st
     clock = Clock(api_preview.EPOCH + timedelta(days=120))
     path = f"/v1/threads/preview?limit={args.limit}"
     stop = asyncio.Event()
-    stats = {api: PollStats() for api in (CACHED, PLAIN)}
-    pollers = [
-        asyncio.create_task(poller(api, url, path, auth(args.jwt_secret, viewer),
-                                   {t: p for t, p in probes.items() if p.viewer == viewer},
-                                   args.poll_interval, stop, stats[api]))
-        for api, url in ((CACHED, cached_url), (PLAIN, plain_url)) for viewer in watched
-    ]
+    stats = {m: PollStats() for m in MODES}
+
+    def inbox(mode: str, url: str, viewer: str) -> Inbox:
+        mine = {t: p for t, p in probes.items() if p.viewer == viewer}
+        return Inbox(mode, url, path, auth(args.jwt_secret, viewer), mine, stats[mode])
+
+    clients = [asyncio.create_task(poller(inbox(mode, url, v), args.poll_interval, stop))
+               for mode, url in ((CACHED, cached_url), (PLAIN, plain_url)) for v in watched]
+    clients += [asyncio.create_task(pushed(inbox(SSE, cached_url, v), cached_url, v, stop)) for v in watched]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
     await producer.start()
     try:
@@ -254,14 +317,20 @@ async def freshness(args: argparse.Namespace, settings: Settings, cached_url: st
             }, when), key=p.thread_id.encode())
         await producer.flush()
         say(f"(d) {len(order)} watched threads for {len(watched)} viewers published; waiting for the projector "
-            "(consumer-group join) to list them in both APIs")
-        await wait_for("the watched threads to be listed", lambda: all(len(p.listed) == 2 for p in order), 90)
-        for s in stats.values():
-            s.polls = s.not_modified = 0
+            "(consumer-group join) to list them in every mode")
+        try:
+            await wait_for("the watched threads to be listed", lambda: all(len(p.listed) == len(MODES) for p in order), 90)
+        except TimeoutError:
+            for mode, st in stats.items():
+                say(f"  {mode}: listed {sum(mode in p.listed for p in order)}/{len(order)}, {st.polls} GETs, "
+                    f"{st.errors} errors {st.first_error}")
+            raise
+        for st in stats.values():
+            st.polls = st.not_modified = st.pushed = 0
 
         total = int(args.rate * args.fresh_seconds)
-        say(f"(d) publishing {total:,} message.created at {args.rate:g}/s for {args.fresh_seconds:g}s, "
-            f"{len(pollers)} pollers every {args.poll_interval * 1000:g} ms")
+        say(f"(d) publishing {total:,} message.created at {args.rate:g}/s for {args.fresh_seconds:g}s; "
+            f"{2 * len(watched)} pollers every {args.poll_interval * 1000:g} ms, {len(watched)} SSE listeners")
         futures = []
         began = report = time.perf_counter()
         for i in range(total):
@@ -279,26 +348,24 @@ async def freshness(args: argparse.Namespace, settings: Settings, cached_url: st
             futures.append(await producer.send(topic, value, key=p.thread_id.encode()))
             if time.perf_counter() - report >= 2:
                 report = time.perf_counter()
-                seen = {api: sum(len(p.seen[api]) for p in order) for api in (CACHED, PLAIN)}
-                say(f"  published {i + 1:,}/{total:,}, visible: {CACHED} {seen[CACHED]:,}, {PLAIN} {seen[PLAIN]:,}")
+                seen = ", ".join(f"{m} {sum(len(p.seen[m]) for p in order):,}" for m in MODES)
+                say(f"  published {i + 1:,}/{total:,}; visible: {seen}")
         last_send = time.perf_counter()
         acked = sum(1 for r in await asyncio.gather(*futures, return_exceptions=True) if not isinstance(r, BaseException))
-        polling_s = time.perf_counter() - began
         with contextlib.suppress(TimeoutError):
             await wait_for("every event to be visible", lambda: all(
-                len(p.seen[api]) == len(p.published) for p in order for api in (CACHED, PLAIN)), args.settle)
-        polling_s = time.perf_counter() - began
+                len(p.seen[m]) == len(p.published) for p in order for m in MODES), args.settle)
+        elapsed = time.perf_counter() - began
     finally:
         stop.set()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        for task in clients:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                say(f"a client failed: {task.exception()!r}")
+        await asyncio.gather(*clients, return_exceptions=True)
         await producer.stop()
-    out: dict = {"sent": total, "acked": acked, "rate": (total - 1) / (last_send - began) if total > 1 else 0.0,
-                 "stats": stats, "polling_s": polling_s}
-    for api in (CACHED, PLAIN):
-        lat = sorted((s - t) * 1000 for p in order for t, s in zip(p.published, p.seen[api]))
-        out[api] = lat
-        out[api + " missing"] = total - len(lat)
-    return out
+    lat = {m: sorted((s - t) * 1000 for p in order for t, s in zip(p.published, p.seen[m])) for m in MODES}
+    return {"sent": total, "acked": acked, "rate": (total - 1) / (last_send - began) if total > 1 else 0.0,
+            "stats": stats, "elapsed": elapsed, "lat": lat, "missing": {m: total - len(lat[m]) for m in MODES}}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -330,26 +397,27 @@ def report_serving(args: argparse.Namespace, sizes: int, srv: dict) -> None:
 
 
 def report_freshness(args: argparse.Namespace, fresh: dict) -> None:
-    rows = [("freshness, publish -> visible", "events", "p50 ms", "p90 ms", "p99 ms", "max ms", "missing",
-             "polls/s", "304 share", "p50 vs uncached")]
-    plain_p50 = pct(fresh[PLAIN], 0.5)
-    for api in (CACHED, PLAIN):
-        lat, st = fresh[api], fresh["stats"][api]
-        rows.append((f"(d) {api}", f"{len(lat):,}", f"{pct(lat, 0.5):.1f}", f"{pct(lat, 0.9):.1f}",
-                     f"{pct(lat, 0.99):.1f}", f"{lat[-1]:.1f}" if lat else "-", str(fresh[api + " missing"]),
-                     f"{st.polls / fresh['polling_s']:,.0f}", f"{st.not_modified / st.polls:.0%}" if st.polls else "-",
-                     f"{pct(lat, 0.5) / plain_p50:.2f}x" if lat and plain_p50 else "-"))
+    rows = [("publish -> visible in the API", "events", "p50 ms", "p90 ms", "p99 ms", "max ms", "missing",
+             "GETs/s", "304 share", "p50 vs uncached")]
+    lat, base = fresh["lat"], pct(fresh["lat"][PLAIN], 0.5)
+    for mode in MODES:
+        got, st = lat[mode], fresh["stats"][mode]
+        rows.append((LABELS[mode], f"{len(got):,}", f"{pct(got, 0.5):.1f}", f"{pct(got, 0.9):.1f}",
+                     f"{pct(got, 0.99):.1f}", f"{got[-1]:.1f}" if got else "-", str(fresh["missing"][mode]),
+                     f"{st.polls / fresh['elapsed']:,.0f}", f"{st.not_modified / st.polls:.0%}" if st.polls else "-",
+                     f"{pct(got, 0.5) / base:.2f}x" if got and base else "-"))
     print()
-    print(table(f"(d) {fresh['sent']:,} message.created at {fresh['rate']:,.1f} events/s achieved "
+    print(table(f"(d) freshness: {fresh['sent']:,} message.created at {fresh['rate']:,.1f} events/s achieved "
                 f"(asked {args.rate:g}/s, {fresh['acked']:,} acked) over {len(args.watched)} viewers x "
-                f"{args.threads_per_viewer} threads; real projector + broker; one poller per viewer and API "
-                f"every {args.poll_interval * 1000:g} ms", rows))
-    print(f"freshness at {fresh['rate']:,.0f} events/s: {CACHED} p50 {pct(fresh[CACHED], 0.5):.1f} ms "
-          f"p99 {pct(fresh[CACHED], 0.99):.1f} ms | {PLAIN} p50 {plain_p50:.1f} ms p99 {pct(fresh[PLAIN], 0.99):.1f} ms"
-          f" (each includes up to {args.poll_interval * 1000:g} ms of poll interval)")
-    for api, st in fresh["stats"].items():
+                f"{args.threads_per_viewer} threads; real projector and broker; per viewer one poller per API "
+                f"every {args.poll_interval * 1000:g} ms and one SSE listener", rows))
+    print(f"freshness at {fresh['rate']:,.0f} events/s, p50/p99 ms: "
+          + " | ".join(f"{m} {pct(lat[m], 0.5):.1f}/{pct(lat[m], 0.99):.1f}" for m in MODES)
+          + f" (polling includes up to {args.poll_interval * 1000:g} ms of poll interval; "
+          f"SSE received {fresh['stats'][SSE].pushed:,} changed events)")
+    for mode, st in fresh["stats"].items():
         if st.errors:
-            print(f"{api} pollers: {st.errors} errors, first: {st.first_error}")
+            print(f"{mode}: {st.errors} errors, first: {st.first_error}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         report_serving(args, listed // len(heavy), srv)
     if fresh is not None:
         report_freshness(args, fresh)
-    bad = (srv and (srv["problems"] or srv["renders"])) or (fresh and (fresh[CACHED + " missing"] or fresh[PLAIN + " missing"]))
+    bad = (srv and (srv["problems"] or srv["renders"])) or (fresh and any(fresh["missing"].values()))
     return 1 if bad else 0
 
 
