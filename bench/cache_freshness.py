@@ -15,13 +15,19 @@ HIT), the load client measures, for the heaviest viewers:
 (a) cached 200s (X-Cache: HIT), (b) uncached 200s, (c) 304s from Redis with If-None-Match,
 (c') 304s from PostgreSQL.
 
-(d) Freshness: a real projector process (``readside projector --only threads``) consumes a real
-broker (``READSIDE_BENCH_KAFKA_BOOTSTRAP``, default an embedded tansu). The watched viewers each
-get a few new threads; then ``message.created`` events are published at a steady rate, round
-robin over those threads. Pollers (one per viewer and API) poll the preview with If-None-Match;
-an event is visible once a response shows its thread's ``meta.message_count`` reaching it. The
-figure is publish (just before the producer's send) → the first response that shows it,
-received, both on this process's clock.
+(d) Freshness: a real projector process (``readside projector --only threads``, with Redis, so it
+bumps versions and publishes them on ``rs:changed``) consumes a real broker
+(``READSIDE_BENCH_KAFKA_BOOTSTRAP``, default an embedded tansu). The watched viewers each get a
+few new threads; then ``message.created`` events are published at a steady rate, round robin over
+those threads. An event is visible once a read shows its thread's ``meta.message_count``
+reaching it. Readers, side by side on the same events:
+(d0) one SQL poller on ``thread_previews`` — when the projector's commit made it visible, no HTTP;
+(d)  per viewer, one poller per API, polling the preview with If-None-Match every
+     ``--poll-interval``;
+(e)  per viewer, one ``GET /v1/events`` stream on the cached API, refetching the preview (with its
+     ETag) on each ``changed viewer:<sub>`` — push instead of polling.
+The figure is publish (just before the producer's send) → the first read that shows it, received,
+both on this process's clock.
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ from shared.kafka import create_topics
 from shared.settings import Settings
 
 TOPICS = ("threads.events", "payments.events")
-CACHED, PLAIN, SSE = "api+redis", "api (no redis)", "api+redis, SSE"
-MODES = (CACHED, PLAIN, SSE)
-LABELS = {CACHED: "(d) poll api+redis", PLAIN: "(d) poll api (no redis)", SSE: "(e) SSE push + refetch"}
+CACHED, PLAIN, SSE, SQL = "api+redis", "api (no redis)", "api+redis, SSE", "sql"
+MODES = (SQL, PLAIN, CACHED, SSE)
+LABELS = {SQL: "(d0) SQL poll of committed rows", PLAIN: "(d) poll api (no redis)", CACHED: "(d) poll api+redis",
+          SSE: "(e) SSE push + refetch"}
 
 
 @contextlib.contextmanager
@@ -184,6 +191,7 @@ class PollStats:
     polls: int = 0  # preview GETs
     not_modified: int = 0
     pushed: int = 0  # SSE ``changed`` events received
+    server_ms: list[float] = field(default_factory=list)  # Server-Timing total of the 200s
     errors: int = 0
     first_error: str = ""
 
@@ -206,6 +214,9 @@ class Inbox:
         self.stats.polls += 1
         if status == 200:
             self.etag = head[b"etag"].decode()
+            total = re.search(rb"total;dur=([0-9.]+)", head.get(b"server-timing", b""))
+            if total:
+                self.stats.server_ms.append(float(total.group(1)))
             for item in orjson.loads(body)["items"]:
                 probe = self.probes.get(item["thread_id"])
                 if probe is not None:
@@ -274,6 +285,26 @@ async def pushed(inbox: Inbox, base_url: str, viewer: str, stop: asyncio.Event) 
         inbox.conn.close()
 
 
+async def sql_poller(url: str, probes: dict[str, Probe], interval: float, stop: asyncio.Event, stats: PollStats) -> None:
+    """No HTTP at all: when the projector's commit makes an event visible in ``thread_previews``."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            waiting = [p for p in list(probes.values()) if SQL not in p.listed or len(p.seen[SQL]) < len(p.published)]
+            if waiting:
+                cur = await conn.execute("SELECT thread_id, item FROM thread_previews WHERE user_id = ANY(%s) "
+                                         "AND thread_id = ANY(%s)", (sorted({p.viewer for p in waiting}),
+                                                                     [p.thread_id for p in waiting]))
+                rows = await cur.fetchall()
+                seen_at = time.perf_counter()
+                stats.polls += 1
+                for tid, item in rows:
+                    probes[tid].mark(SQL, orjson.loads(item)["meta"]["message_count"], seen_at)
+            if (pause := interval - (time.perf_counter() - t0)) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+
+
 async def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not condition():
@@ -282,79 +313,111 @@ async def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN00
         await asyncio.sleep(0.05)
 
 
+class Watched:
+    """The watched threads: ``threads_per_viewer`` active ones per viewer, each retired after
+    ``messages_per_thread`` messages for a new one, so threads stay as short as real ones (the
+    projector re-renders a touched thread from its whole history)."""
+
+    def __init__(self, viewers: list[str], threads_per_viewer: int, messages_per_thread: int) -> None:
+        self.tag, self.count, self.limit = uuid.uuid4().hex[:6], 0, messages_per_thread
+        self.all: dict[str, Probe] = {}
+        self.of: dict[str, dict[str, Probe]] = {v: {} for v in viewers}
+        self.active = [self.new(v) for v in viewers for _ in range(threads_per_viewer)]
+
+    def new(self, viewer: str) -> Probe:
+        self.count += 1
+        probe = Probe(f"fresh-{self.tag}-{self.count}", viewer, f"u-fresh-{self.tag}-{self.count}")
+        self.all[probe.thread_id] = self.of[viewer][probe.thread_id] = probe
+        return probe
+
+    def next(self, i: int) -> tuple[Probe, bool]:
+        """The thread of the ``i``-th message, and whether it is a new one to start first."""
+        slot = i % len(self.active)
+        if len(self.active[slot].published) < self.limit:
+            return self.active[slot], False
+        self.active[slot] = self.new(self.active[slot].viewer)
+        return self.active[slot], True
+
+
+def thread_started(p: Probe, when: str) -> bytes:
+    return envelope("thread.started", {
+        "thread_id": p.thread_id,
+        "client": {"id": p.viewer, "name": "Watched Viewer", "avatar_url": None},
+        "provider": {"id": p.counterparty, "name": "Probe Sender", "business_name": "Probe Co",
+                     "avatar_url": "https://cdn.example/probe.jpg"},
+        "service_type": "live_performance", "state": "pending_quote", "created_at": when,
+    }, when)
+
+
+def message_created(p: Probe, i: int, when: str) -> bytes:
+    return envelope("message.created", {
+        "thread_id": p.thread_id, "message_id": f"m-{i}", "sender_id": p.counterparty,
+        "sender_type": "provider", "message_type": "user", "visible_to": "both",
+        "content": f"probe {i}", "system_key": None, "system_args": None, "attachment": None,
+        "created_at": when,
+    }, when)
+
+
 async def freshness(args: argparse.Namespace, settings: Settings, cached_url: str, plain_url: str,
-                    watched: list[str]) -> dict:
-    prefix, tag = settings.topic_prefix, uuid.uuid4().hex[:6]
-    topic = prefix + "threads.events"
-    probes = {
-        f"fresh-{tag}-{v}-{k}": Probe(f"fresh-{tag}-{v}-{k}", viewer, f"u-fresh-{tag}-{k}")
-        for v, viewer in enumerate(watched) for k in range(args.threads_per_viewer)
-    }
-    order = list(probes.values())
+                    viewers: list[str]) -> dict:
+    topic = settings.topic_prefix + "threads.events"
+    watched = Watched(viewers, args.threads_per_viewer, args.messages_per_thread)
     clock = Clock(api_preview.EPOCH + timedelta(days=120))
     path = f"/v1/threads/preview?limit={args.limit}"
     stop = asyncio.Event()
     stats = {m: PollStats() for m in MODES}
 
     def inbox(mode: str, url: str, viewer: str) -> Inbox:
-        mine = {t: p for t, p in probes.items() if p.viewer == viewer}
-        return Inbox(mode, url, path, auth(args.jwt_secret, viewer), mine, stats[mode])
+        return Inbox(mode, url, path, auth(args.jwt_secret, viewer), watched.of[viewer], stats[mode])
 
     clients = [asyncio.create_task(poller(inbox(mode, url, v), args.poll_interval, stop))
-               for mode, url in ((CACHED, cached_url), (PLAIN, plain_url)) for v in watched]
-    clients += [asyncio.create_task(pushed(inbox(SSE, cached_url, v), cached_url, v, stop)) for v in watched]
+               for mode, url in ((CACHED, cached_url), (PLAIN, plain_url)) for v in viewers]
+    clients += [asyncio.create_task(pushed(inbox(SSE, cached_url, v), cached_url, v, stop)) for v in viewers]
+    clients.append(asyncio.create_task(sql_poller(settings.database_url, watched.all, args.poll_interval, stop, stats[SQL])))
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
     await producer.start()
     try:
-        for p in order:
-            when = clock.next()
-            await producer.send(topic, envelope("thread.started", {
-                "thread_id": p.thread_id,
-                "client": {"id": p.viewer, "name": "Watched Viewer", "avatar_url": None},
-                "provider": {"id": p.counterparty, "name": "Probe Sender", "business_name": "Probe Co",
-                             "avatar_url": "https://cdn.example/probe.jpg"},
-                "service_type": "live_performance", "state": "pending_quote", "created_at": when,
-            }, when), key=p.thread_id.encode())
+        for p in watched.active:
+            await producer.send(topic, thread_started(p, clock.next()), key=p.thread_id.encode())
         await producer.flush()
-        say(f"(d) {len(order)} watched threads for {len(watched)} viewers published; waiting for the projector "
+        say(f"(d) {len(watched.active)} threads for {len(viewers)} viewers published; waiting for the projector "
             "(consumer-group join) to list them in every mode")
         try:
-            await wait_for("the watched threads to be listed", lambda: all(len(p.listed) == len(MODES) for p in order), 90)
+            await wait_for("the watched threads to be listed",
+                           lambda: all(len(p.listed) == len(MODES) for p in watched.active), 90)
         except TimeoutError:
             for mode, st in stats.items():
-                say(f"  {mode}: listed {sum(mode in p.listed for p in order)}/{len(order)}, {st.polls} GETs, "
-                    f"{st.errors} errors {st.first_error}")
+                say(f"  {mode}: listed {sum(mode in p.listed for p in watched.active)}/{len(watched.active)}, "
+                    f"{st.polls} reads, {st.errors} errors {st.first_error}")
             raise
         for st in stats.values():
             st.polls = st.not_modified = st.pushed = 0
 
         total = int(args.rate * args.fresh_seconds)
         say(f"(d) publishing {total:,} message.created at {args.rate:g}/s for {args.fresh_seconds:g}s; "
-            f"{2 * len(watched)} pollers every {args.poll_interval * 1000:g} ms, {len(watched)} SSE listeners")
-        futures = []
+            f"{2 * len(viewers)} HTTP pollers and one SQL poller every {args.poll_interval * 1000:g} ms, "
+            f"{len(viewers)} SSE listeners")
+        futures, started = [], 0
         began = report = time.perf_counter()
         for i in range(total):
             if (ahead := began + i / args.rate - time.perf_counter()) > 0:
                 await asyncio.sleep(ahead)
-            p = order[i % len(order)]
-            when = clock.next()
-            value = envelope("message.created", {
-                "thread_id": p.thread_id, "message_id": f"m-{i}", "sender_id": p.counterparty,
-                "sender_type": "provider", "message_type": "user", "visible_to": "both",
-                "content": f"probe {i}", "system_key": None, "system_args": None, "attachment": None,
-                "created_at": when,
-            }, when)
+            p, new = watched.next(i)
+            if new:
+                futures.append(await producer.send(topic, thread_started(p, clock.next()), key=p.thread_id.encode()))
+                started += 1
+            value = message_created(p, i, clock.next())
             p.published.append(time.perf_counter())
             futures.append(await producer.send(topic, value, key=p.thread_id.encode()))
             if time.perf_counter() - report >= 2:
                 report = time.perf_counter()
-                seen = ", ".join(f"{m} {sum(len(p.seen[m]) for p in order):,}" for m in MODES)
+                seen = ", ".join(f"{m} {sum(len(p.seen[m]) for p in watched.all.values()):,}" for m in MODES)
                 say(f"  published {i + 1:,}/{total:,}; visible: {seen}")
         last_send = time.perf_counter()
         acked = sum(1 for r in await asyncio.gather(*futures, return_exceptions=True) if not isinstance(r, BaseException))
         with contextlib.suppress(TimeoutError):
             await wait_for("every event to be visible", lambda: all(
-                len(p.seen[m]) == len(p.published) for p in order for m in MODES), args.settle)
+                len(p.seen[m]) == len(p.published) for p in watched.all.values() for m in MODES), args.settle)
         elapsed = time.perf_counter() - began
     finally:
         stop.set()
@@ -363,9 +426,11 @@ async def freshness(args: argparse.Namespace, settings: Settings, cached_url: st
                 say(f"a client failed: {task.exception()!r}")
         await asyncio.gather(*clients, return_exceptions=True)
         await producer.stop()
-    lat = {m: sorted((s - t) * 1000 for p in order for t, s in zip(p.published, p.seen[m])) for m in MODES}
-    return {"sent": total, "acked": acked, "rate": (total - 1) / (last_send - began) if total > 1 else 0.0,
-            "stats": stats, "elapsed": elapsed, "lat": lat, "missing": {m: total - len(lat[m]) for m in MODES}}
+    probes = list(watched.all.values())
+    lat = {m: sorted((s - t) * 1000 for p in probes for t, s in zip(p.published, p.seen[m])) for m in MODES}
+    return {"sent": total, "started": started, "acked": acked, "elapsed": elapsed, "lat": lat, "stats": stats,
+            "rate": (total + started - 1) / (last_send - began) if total > 1 else 0.0,
+            "missing": {m: total - len(lat[m]) for m in MODES}}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -383,7 +448,7 @@ def report_serving(args: argparse.Namespace, sizes: int, srv: dict) -> None:
     print(table(f"GET /v1/threads/preview?limit={args.limit} — {messages:,} messages, {threads:,} threads, "
                 f"{len(args.heavy)} viewers with ~{sizes:,} listed threads each; {args.concurrency} concurrent, "
                 f"{args.workers} worker(s) per API, {args.duration:g}s per phase", rows))
-    print(f"bodies rendered by the cached API during (a)-(c'): {srv['renders']:.0f} (0 = every 200 was a HIT)")
+    print(f"bodies rendered by the cached API during the serving phases: {srv['renders']:.0f} (0 = every 200 was a HIT)")
     hit, r304 = srv["hit"], srv["r304"]
     print(f"preview limit={args.limit}: cached HIT {hit.rps:,.0f} req/s p50 {hit.p(0.5):.2f} ms p99 {hit.p(0.99):.2f} ms"
           f" | uncached {base.rps:,.0f} req/s p50 {base.p(0.5):.2f} ms p99 {base.p(0.99):.2f} ms"
@@ -397,20 +462,22 @@ def report_serving(args: argparse.Namespace, sizes: int, srv: dict) -> None:
 
 
 def report_freshness(args: argparse.Namespace, fresh: dict) -> None:
-    rows = [("publish -> visible in the API", "events", "p50 ms", "p90 ms", "p99 ms", "max ms", "missing",
-             "GETs/s", "304 share", "p50 vs uncached")]
+    rows = [("publish -> visible", "events", "p50 ms", "p90 ms", "p99 ms", "max ms", "missing",
+             "reads/s", "304 share", "200s: server p50 ms", "p50 vs uncached")]
     lat, base = fresh["lat"], pct(fresh["lat"][PLAIN], 0.5)
     for mode in MODES:
         got, st = lat[mode], fresh["stats"][mode]
         rows.append((LABELS[mode], f"{len(got):,}", f"{pct(got, 0.5):.1f}", f"{pct(got, 0.9):.1f}",
                      f"{pct(got, 0.99):.1f}", f"{got[-1]:.1f}" if got else "-", str(fresh["missing"][mode]),
                      f"{st.polls / fresh['elapsed']:,.0f}", f"{st.not_modified / st.polls:.0%}" if st.polls else "-",
+                     f"{pct(sorted(st.server_ms), 0.5):.2f}" if st.server_ms else "-",
                      f"{pct(got, 0.5) / base:.2f}x" if got and base else "-"))
     print()
-    print(table(f"(d) freshness: {fresh['sent']:,} message.created at {fresh['rate']:,.1f} events/s achieved "
-                f"(asked {args.rate:g}/s, {fresh['acked']:,} acked) over {len(args.watched)} viewers x "
-                f"{args.threads_per_viewer} threads; real projector and broker; per viewer one poller per API "
-                f"every {args.poll_interval * 1000:g} ms and one SSE listener", rows))
+    print(table(f"(d) freshness: {fresh['sent']:,} message.created + {fresh['started']:,} thread.started at "
+                f"{fresh['rate']:,.1f} events/s achieved (asked {args.rate:g}/s; {fresh['acked']:,} acked) for "
+                f"{len(args.watched)} viewers x {args.threads_per_viewer} active threads of "
+                f"{args.messages_per_thread} messages; real projector and broker; per viewer one poller per API "
+                f"every {args.poll_interval * 1000:g} ms and one SSE listener; one SQL poller", rows))
     print(f"freshness at {fresh['rate']:,.0f} events/s, p50/p99 ms: "
           + " | ".join(f"{m} {pct(lat[m], 0.5):.1f}/{pct(lat[m], 0.99):.1f}" for m in MODES)
           + f" (polling includes up to {args.poll_interval * 1000:g} ms of poll interval; "
@@ -434,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers per API (default 1)")
     p.add_argument("--rate", type=float, default=200.0, help="(d) events per second (default 200)")
     p.add_argument("--fresh-seconds", type=float, default=20.0, help="(d) seconds of publishing (default 20)")
-    p.add_argument("--threads-per-viewer", type=int, default=5, help="(d) watched threads per viewer (default 5)")
+    p.add_argument("--threads-per-viewer", type=int, default=5, help="(d) active threads per viewer (default 5)")
+    p.add_argument("--messages-per-thread", type=int, default=20,
+                   help="(d) messages before a thread is replaced by a new one (default 20)")
     p.add_argument("--poll-interval", type=float, default=0.01, help="(d) seconds between polls (default 0.01)")
     p.add_argument("--partitions", type=int, default=3, help="(d) partitions per topic (default 3)")
     p.add_argument("--settle", type=float, default=30.0, help="(d) seconds to wait for the last events")
