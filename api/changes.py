@@ -17,13 +17,15 @@ Public provider listings (``providers…``) are not streamed: their responses ar
 A listener keeps the scopes it has not sent yet as an ordered set, so a slow client costs at
 most one entry per scope. Nothing is replayed: if the subscription breaks, every listener is
 closed (its stream ends; the client reconnects and refetches with its ETags) and the next join
-subscribes again — or fails with ``ChangesUnavailable`` while Redis is down.
+subscribes again — or fails with ``ChangesUnavailable`` while Redis is down (at once, for a
+second after a failed attempt, so reconnecting clients do not queue behind connect timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from typing import Awaitable, Callable, Iterable
 
@@ -86,10 +88,13 @@ class Listener:
 
 
 class Hub:
-    def __init__(self, redis_url: str, participants: Participants, *, connect_timeout: float = 1.0) -> None:
+    def __init__(self, redis_url: str, participants: Participants, *, connect_timeout: float = 1.0,
+                 cooldown: float = 1.0) -> None:
         self._url = redis_url
         self._participants = participants
         self._connect_timeout = connect_timeout
+        self._cooldown = cooldown
+        self._down_until = 0.0  # after a failed subscribe, joins fail at once until then
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._all: set[Listener] = set()
@@ -106,7 +111,13 @@ class Hub:
         returns can be missed). Raises ``ChangesUnavailable``."""
         async with self._lock:
             if self._task is None or self._task.done():
-                self._task = await self._subscribe()
+                if time.monotonic() < self._down_until:
+                    raise ChangesUnavailable("Redis did not answer a moment ago")
+                try:
+                    self._task = await self._subscribe()
+                except ChangesUnavailable:
+                    self._down_until = time.monotonic() + self._cooldown
+                    raise
             listener = Listener(viewer)
             self._all.add(listener)
             self._by_user.setdefault(viewer.sub, set()).add(listener)
@@ -136,7 +147,7 @@ class Hub:
         # No retries inside redis-py: a silent reconnect would lose messages without telling us.
         client = aioredis.from_url(
             self._url, socket_connect_timeout=self._connect_timeout, socket_timeout=None,
-            health_check_interval=30, retry=Retry(NoBackoff(), 0), protocol=2,
+            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 0), protocol=2,
         )
         pubsub = client.pubsub()
         try:

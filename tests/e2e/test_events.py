@@ -17,7 +17,7 @@ from shared.cache import Cache
 from shared.embedded import EmbeddedValkey
 from shared.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, started
+from tests.support import message, started, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,13 @@ def test_redis_down_ends_open_streams_and_new_ones_get_503_until_it_is_back(
         assert down.status_code == 503 and down.json()["type"] == "/problems/unavailable"
     finally:
         valkey.restart()
-    after = connect(viewer)
-    assert after.response.status_code == 200 and after.next() == ("ready", "{}")
+
+    def reconnected() -> EventReader | None:  # as a client does, every few seconds (``retry:``)
+        reader = connect(viewer)
+        return reader if reader.response.status_code == 200 else None
+
+    after = wait_until(reconnected, 30, "a stream to open again")
+    assert after.next() == ("ready", "{}")
 
 
 @pytest.fixture(scope="module")
