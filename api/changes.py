@@ -102,10 +102,6 @@ class Hub:
         self._technicians: set[Listener] = set()
         self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
-    @property
-    def listeners(self) -> int:
-        return len(self._all)
-
     async def join(self, viewer: Viewer) -> Listener:
         """A listener for ``viewer``, once the subscription is live (nothing published after this
         returns can be missed). Raises ``ChangesUnavailable``."""
