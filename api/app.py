@@ -14,9 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import ops, providers, threads, workflows
+from api import events, ops, providers, queries, threads, workflows
 from api import requests as requests_api
 from api.auth import Authenticator
+from api.changes import Hub
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
 from api.problems import Problem
@@ -64,14 +65,22 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=2.0)
         cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
+
+        async def participants(thread_ids: list[str]) -> dict[str, tuple[str, str]]:
+            async with pool.connection(timeout=2.0) as conn:
+                return await queries.thread_participants(conn, thread_ids)
+
+        hub = Hub(settings.redis_url, participants) if settings.redis_url else None
         etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
         app.state.ctx = Context(
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
-            renders=renders, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0),
+            renders=renders, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
         )
         try:
             yield
         finally:
+            if hub is not None:
+                await hub.close()
             if cache is not None:
                 await cache.close()
             await pool.close()
@@ -94,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/readyz", ops.readyz),
             route("/metrics", ops.metrics_endpoint(registry)),
             route("/v1/admin/projections", ops.admin_projections),
+            route("/v1/events", events.stream),
             route("/v1/threads/preview", threads.preview),
             route("/v1/threads/summary", threads.summary),
             route("/v1/threads/{thread_id}/messages", threads.messages),

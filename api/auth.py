@@ -19,6 +19,7 @@ LEEWAY_SECONDS = 10
 class Viewer:
     sub: str
     roles: frozenset[str]
+    expires_at: float | None = None  # the token's ``exp`` (Unix seconds)
 
     def require(self, role: str) -> None:
         if role not in self.roles:
@@ -54,7 +55,7 @@ class Authenticator:
             raise unauthorized("invalid token: 'sub' must be a non-empty string")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise unauthorized("invalid token: 'roles' must be a list of strings")
-        return Viewer(sub, frozenset(roles))
+        return Viewer(sub, frozenset(roles), float(claims["exp"]))
 
 
 def make_token(secret: str, sub: str, roles: list[str] | None = None, ttl: int = 3600, algorithm: str = "HS256") -> str:

@@ -41,6 +41,7 @@ class Context:
     lag: dict[str, tuple[float, str]] = field(default_factory=dict)
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
+    changes: Any = None  # api.changes.Hub when Redis is configured (GET /v1/events)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import psycopg
 
-__all__ = ["inbox_page", "message_page", "summary", "thread_access", "viewer_version"]
+__all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
 
 
 async def viewer_version(conn: psycopg.AsyncConnection, user_id: str) -> int:
@@ -65,6 +65,15 @@ async def thread_access(conn: psycopg.AsyncConnection, thread_id: str, user_id: 
     )
     row = await cur.fetchone()
     return (row[0], row[1]) if row else None
+
+
+async def thread_participants(conn: psycopg.AsyncConnection, thread_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``{thread_id: (client_id, provider_id)}`` for the started threads among ``thread_ids``."""
+    cur = await conn.execute(
+        "SELECT thread_id, client_id, provider_id FROM threads WHERE thread_id = ANY(%s) AND client_id IS NOT NULL",
+        (thread_ids,),
+    )
+    return {tid: (client, provider) for tid, client, provider in await cur.fetchall()}
 
 
 async def message_page(

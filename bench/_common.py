@@ -191,6 +191,30 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: 
     return int(lines[0].split(b" ", 2)[1]), headers, (await reader.readexactly(length) if length else b"")
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection for scripted GETs (checks, pollers), same client as ``hammer``."""
+
+    def __init__(self, base_url: str) -> None:
+        self.host, _, self.port = base_url.removeprefix("http://").partition(":")
+        self._rw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, dict[bytes, bytes], bytes]:
+        raw = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+        if self._rw is not None:
+            try:
+                return await _get(*self._rw, raw)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.close()  # the server closed an idle keep-alive connection (uvicorn: after 5 s)
+        self._rw = await asyncio.open_connection(self.host, int(self.port), limit=1 << 22)
+        return await _get(*self._rw, raw)
+
+    def close(self) -> None:
+        if self._rw is not None:
+            self._rw[1].close()
+            self._rw = None
+
+
 async def hammer(label: str, base_url: str, path: str, headers: Sequence[dict[str, str]], *, expect: int,
                  concurrency: int, duration: float, warmup: float) -> LoadResult:
     """``concurrency`` keep-alive connections sending GET ``path`` for ``warmup`` + ``duration`` s.

@@ -95,6 +95,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=5,  # open /v1/events streams never finish by themselves
     )
     return 0
 

@@ -1,0 +1,231 @@
+"""Live change notifications: one Redis subscription per API process, fanned out to listeners.
+
+The projector publishes the scopes of every version bump on ``rs:changed`` (``shared/cache.py``).
+``Hub`` subscribes once, when the first listener joins, and routes each scope only to the
+listeners allowed to read what it versions:
+
+- ``viewer:<sub>``, ``workflows:<sub>``  that viewer;
+- ``thread:<id>``                         the thread's two participants (looked up in PostgreSQL
+                                          and remembered, least recently used forgotten first:
+                                          participants never change once a thread has started);
+- ``templates``                           every viewer (anyone may list templates);
+- ``requests:<scope>``                    viewers with the role ``technician``.
+
+Public provider listings (``providers…``) are not streamed: their responses are
+``public, max-age=30`` anyway. Unknown scopes are dropped.
+
+A listener keeps the scopes it has not sent yet as an ordered set, so a slow client costs at
+most one entry per scope. Nothing is replayed: if the subscription breaks, every listener is
+closed (its stream ends; the client reconnects and refetches with its ETags) and the next join
+subscribes again — or fails with ``ChangesUnavailable`` while Redis is down (at once, for a
+second after a failed attempt, so reconnecting clients do not queue behind connect timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Awaitable, Callable, Iterable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from api.auth import Viewer
+from projector.projections.workflows_store import TEMPLATES_KEY
+from shared.cache import CHANNEL
+
+__all__ = ["ChangesUnavailable", "Hub", "Listener"]
+
+log = logging.getLogger(__name__)
+
+Participants = Callable[[list[str]], Awaitable[dict[str, tuple[str, str]]]]
+
+MAX_PENDING = 10_000  # scopes a listener may owe its client before it is closed (it refetches all)
+KNOWN_THREADS = 100_000  # participants remembered per process
+
+
+class ChangesUnavailable(Exception):
+    """Redis could not be subscribed to in time."""
+
+
+class Listener:
+    """One stream's inbox of changed scopes."""
+
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+        self.closed = False
+        self._pending: dict[str, None] = {}
+        self._wake = asyncio.Event()
+
+    def push(self, scope: str) -> None:
+        if self.closed or scope in self._pending:
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self.close()
+            return
+        self._pending[scope] = None
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next(self, timeout: float) -> list[str]:
+        """The scopes changed since the last call, oldest first; [] after ``timeout`` or when closed."""
+        if not self._pending and not self.closed:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._wake.clear()
+        scopes = list(self._pending)
+        self._pending.clear()
+        return scopes
+
+
+class Hub:
+    def __init__(self, redis_url: str, participants: Participants, *, connect_timeout: float = 1.0,
+                 cooldown: float = 1.0) -> None:
+        self._url = redis_url
+        self._participants = participants
+        self._connect_timeout = connect_timeout
+        self._cooldown = cooldown
+        self._down_until = 0.0  # after a failed subscribe, joins fail at once until then
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._all: set[Listener] = set()
+        self._by_user: dict[str, set[Listener]] = {}
+        self._technicians: set[Listener] = set()
+        self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    async def join(self, viewer: Viewer) -> Listener:
+        """A listener for ``viewer``, once the subscription is live (nothing published after this
+        returns can be missed). Raises ``ChangesUnavailable``."""
+        async with self._lock:
+            if self._task is None or self._task.done():
+                if time.monotonic() < self._down_until:
+                    raise ChangesUnavailable("Redis did not answer a moment ago")
+                try:
+                    self._task = await self._subscribe()
+                except ChangesUnavailable:
+                    self._down_until = time.monotonic() + self._cooldown
+                    raise
+            listener = Listener(viewer)
+            self._all.add(listener)
+            self._by_user.setdefault(viewer.sub, set()).add(listener)
+            if "technician" in viewer.roles:
+                self._technicians.add(listener)
+            return listener
+
+    def leave(self, listener: Listener) -> None:
+        listener.close()
+        self._all.discard(listener)
+        self._technicians.discard(listener)
+        same = self._by_user.get(listener.viewer.sub)
+        if same is not None:
+            same.discard(listener)
+            if not same:
+                del self._by_user[listener.viewer.sub]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._close_all()
+
+    # -- the subscription ----------------------------------------------------------------------
+    async def _subscribe(self) -> asyncio.Task[None]:
+        # No retries inside redis-py: a silent reconnect would lose messages without telling us.
+        client = aioredis.from_url(
+            self._url, socket_connect_timeout=self._connect_timeout, socket_timeout=None,
+            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 0), protocol=2,
+        )
+        pubsub = client.pubsub()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await pubsub.subscribe(CHANNEL)
+                while (await pubsub.get_message(timeout=self._connect_timeout) or {}).get("type") != "subscribe":
+                    pass  # the confirmation: from here on, every publish reaches us
+        except (RedisError, OSError, TimeoutError) as exc:
+            await _close_quietly(pubsub, client)
+            log.warning("change feed: cannot subscribe to %s: %s", CHANNEL, exc)
+            raise ChangesUnavailable(str(exc) or type(exc).__name__) from exc
+        log.info("change feed: subscribed to %s", CHANNEL)
+        return asyncio.create_task(self._run(pubsub, client), name="readside-change-feed")
+
+    async def _run(self, pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
+                if message is not None and message["type"] == "message":
+                    await self.dispatch(message["data"].decode().split("\n"))
+        except (RedisError, OSError) as exc:
+            log.warning("change feed lost (%s): closing %d stream(s)", exc, len(self._all))
+        except Exception:  # noqa: BLE001 - a bug: end the streams rather than go silent
+            log.exception("change feed failed: closing %d stream(s)", len(self._all))
+        finally:
+            self._close_all()
+            await _close_quietly(pubsub, client)
+
+    def _close_all(self) -> None:
+        for listener in list(self._all):
+            self.leave(listener)
+
+    # -- routing -------------------------------------------------------------------------------
+    async def dispatch(self, scopes: Iterable[str]) -> None:
+        """Hand each scope to the listeners allowed to see it."""
+        if not self._all:
+            return
+        threads: list[str] = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            if kind in ("viewer", "workflows"):
+                for listener in self._by_user.get(rest, ()):
+                    listener.push(scope)
+            elif kind == "thread":
+                threads.append(rest)
+            elif scope == TEMPLATES_KEY:
+                for listener in self._all:
+                    listener.push(scope)
+            elif kind == "requests":
+                for listener in self._technicians:
+                    listener.push(scope)
+        if threads:
+            for thread_id, users in (await self._who(threads)).items():
+                for user in users:
+                    for listener in self._by_user.get(user, ()):
+                        listener.push(f"thread:{thread_id}")
+
+    async def _who(self, thread_ids: list[str]) -> dict[str, tuple[str, str]]:
+        found = {}
+        for t in thread_ids:
+            if t in self._known:
+                self._known.move_to_end(t)
+                found[t] = self._known[t]
+        missing = [t for t in dict.fromkeys(thread_ids) if t not in found]
+        if missing:
+            try:
+                looked_up = await self._participants(missing)
+            except Exception as exc:  # noqa: BLE001 - the feed must outlive a database hiccup
+                # Participants' viewer:<sub> scopes still arrive for every change of their inbox.
+                log.warning("change feed: participants of %d thread(s) unavailable: %s", len(missing), exc)
+                looked_up = {}
+            for thread_id, users in looked_up.items():  # a stub (not started) is not returned: asked again
+                self._known[thread_id] = users
+                found[thread_id] = users
+            while len(self._known) > KNOWN_THREADS:
+                self._known.popitem(last=False)
+        return found
+
+
+async def _close_quietly(pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:
+    for closing in (pubsub.aclose, client.aclose):
+        try:
+            await closing()
+        except (RedisError, OSError):
+            pass
