@@ -47,8 +47,11 @@ class Cache:
         self.cooldown = cooldown
         self._down_until = 0.0
         self._flights: dict[str, asyncio.Future[bytes]] = {}
+        self._stores: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        if self._stores:
+            await asyncio.gather(*self._stores, return_exceptions=True)
         await self.client.aclose()
 
     # -- availability ----------------------------------------------------------------------
@@ -154,6 +157,14 @@ class Cache:
                 if not self.available:
                     break
         body = await render()
+        # Stored after the answer, not before it: the response does not wait for the round trip
+        # (in-process callers share the flight meanwhile; other processes poll for the body).
+        task = asyncio.create_task(self._store(body_key, lock, body))
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
+        return body
+
+    async def _store(self, body_key: str, lock: str, body: bytes) -> None:
         try:
             ttl = int(self.ttl * random.uniform(0.8, 1.2))
             pipe = self.client.pipeline(transaction=False)
@@ -162,7 +173,6 @@ class Cache:
             await self._call(pipe.execute())
         except CacheDown:
             pass
-        return body
 
 
 class CacheDown(Exception):
