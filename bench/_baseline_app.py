@@ -13,21 +13,15 @@ Run: ``python -m bench._baseline_app --port 8001 [--workers N]`` with ``READSIDE
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-from typing import AsyncIterator
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from api import ops
-from api.auth import Authenticator
-from api.cursors import CursorCodec
-from api.http import PRIVATE, Context, Timing, endpoint, json_response
+from api.http import PRIVATE, Context, Timing, json_response
 from api.params import Query
+from bench._common import baseline_starlette
 from projector.projections.threads import message_preview
 from shared.jsonbytes import dumps, rfc3339
 from shared.settings import Settings
@@ -153,27 +147,7 @@ async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # As shared.db.open_pool, plus custom plans: psycopg auto-prepares after 5 runs and
-        # PostgreSQL's generic plan for this query is ~10x slower than a custom one.
-        pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=30.0,
-                                   open=False, check=AsyncConnectionPool.check_connection,
-                                   kwargs={"autocommit": True, "options": PG_OPTIONS})
-        await pool.open(wait=False)
-        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
-        try:
-            yield
-        finally:
-            await pool.close()
-
-    def ctx(request: Request) -> Context:
-        return request.app.state.ctx
-
-    return Starlette(
-        routes=[Route("/readyz", endpoint(ctx, ops.readyz)), Route("/v1/threads/preview", endpoint(ctx, preview))],
-        lifespan=lifespan,
-    )
+    return baseline_starlette(settings, {"/v1/threads/preview": preview}, PG_OPTIONS)
 
 
 def app_from_env() -> Starlette:

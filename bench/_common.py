@@ -18,10 +18,18 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
 
+from api import ops
+from api.auth import Authenticator
+from api.cursors import CursorCodec
+from api.http import Context, endpoint
 from shared.embedded import EmbeddedBroker, free_port
 from shared.settings import Settings
 
@@ -274,3 +282,30 @@ def table(title: str, rows: Sequence[Sequence[str]]) -> str:
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def baseline_starlette(settings: Settings, routes: dict[str, Any], pg_options: str) -> Starlette:
+    """A compute-on-read server on the API's own stack (uvicorn, Starlette, auth, pool, orjson
+    bytes): only the handlers differ. ``pg_options`` are its sessions' settings (custom plans:
+    psycopg auto-prepares after 5 runs, and PostgreSQL's generic plans of these queries are slower)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=30.0,
+                                   open=False, check=AsyncConnectionPool.check_connection,
+                                   kwargs={"autocommit": True, "options": pg_options})
+        await pool.open(wait=False)
+        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    def ctx(request: Request) -> Context:
+        return request.app.state.ctx
+
+    return Starlette(
+        routes=[Route("/readyz", endpoint(ctx, ops.readyz))]
+        + [Route(path, endpoint(ctx, handler)) for path, handler in routes.items()],
+        lifespan=lifespan,
+    )

@@ -30,22 +30,17 @@ import random
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import AsyncIterator
 
 import httpx
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from api import ops
-from api.auth import Authenticator, make_token
-from api.cursors import CursorCodec
-from api.http import PRIVATE, PUBLIC, Context, Timing, endpoint, json_response
+from api.auth import make_token
+from api.http import PRIVATE, PUBLIC, Context, Timing, json_response
 from api.params import Query
-from bench._common import bench_database, bench_settings, hammer, say, server, table, use_uvloop
+from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
 from projector.projections.providers import Profile, ProviderState, normalize_category, render
 from projector.projections.providers_store import PROJECTION as PROVIDERS
 from projector.projections.workflows import Created, Latest, WorkflowState
@@ -167,27 +162,8 @@ async def baseline_workflows(request: Request, ctx: Context, timing: Timing) -> 
 
 
 def baseline_app(settings: Settings) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # As shared.db.open_pool, plus custom plans (generic plans of these queries are slower).
-        pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=30.0,
-                                   open=False, check=AsyncConnectionPool.check_connection,
-                                   kwargs={"autocommit": True, "options": PG_OPTIONS})
-        await pool.open(wait=False)
-        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
-        try:
-            yield
-        finally:
-            await pool.close()
-
-    def ctx(request: Request) -> Context:
-        return request.app.state.ctx
-
-    return Starlette(
-        routes=[Route("/readyz", endpoint(ctx, ops.readyz)), Route("/v1/providers", endpoint(ctx, baseline_providers)),
-                Route("/v1/workflows", endpoint(ctx, baseline_workflows))],
-        lifespan=lifespan,
-    )
+    return baseline_starlette(settings, {"/v1/providers": baseline_providers, "/v1/workflows": baseline_workflows},
+                              PG_OPTIONS)
 
 
 def baseline_app_from_env() -> Starlette:

@@ -28,23 +28,18 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import AsyncIterator
 
 import httpx
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from api import ops
-from api.auth import Authenticator, make_token
-from api.cursors import CursorCodec
-from api.http import PRIVATE, Context, Timing, endpoint, json_response
+from api.auth import make_token
+from api.http import PRIVATE, Context, Timing, json_response
 from api.params import Query
 from api.request_queries import technician_views
-from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
+from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from projector.projections import REGISTRY
 from projector.projections.requests import (
     TICKET_TYPES,
@@ -333,27 +328,8 @@ async def _baseline_views(request: Request, ctx: Context, timing: Timing) -> Res
 
 
 def baseline_app(settings: Settings) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=settings.api_pool_size, timeout=30.0,
-                                   open=False, check=AsyncConnectionPool.check_connection,
-                                   kwargs={"autocommit": True, "options": PG_OPTIONS})
-        await pool.open(wait=False)
-        app.state.ctx = Context(settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret))
-        try:
-            yield
-        finally:
-            await pool.close()
-
-    def ctx(request: Request) -> Context:
-        return request.app.state.ctx
-
-    return Starlette(
-        routes=[Route("/readyz", endpoint(ctx, ops.readyz)),
-                Route("/v1/requests/technician-views", endpoint(ctx, _baseline_views)),
-                Route("/v1/requests/technician-views/counts", endpoint(ctx, _baseline_views))],
-        lifespan=lifespan,
-    )
+    return baseline_starlette(settings, {"/v1/requests/technician-views": _baseline_views,
+                                         "/v1/requests/technician-views/counts": _baseline_views}, PG_OPTIONS)
 
 
 def baseline_from_env() -> Starlette:
