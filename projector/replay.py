@@ -28,7 +28,7 @@ from schemas import Event, InvalidEvent, UnknownEvent, decode
 from shared.errors import ReadsideError, RetryableError
 from shared.settings import Settings
 
-__all__ = ["Chunk", "Replay", "RetentionError"]
+__all__ = ["Chunk", "Item", "Replay", "RetentionError"]
 
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 DECODE_SLICE = 2000  # records decoded between two yields to the event loop
@@ -38,11 +38,20 @@ class RetentionError(ReadsideError):
     """A partition no longer holds its full history: a rebuild from offset 0 is impossible."""
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    tp: TopicPartition
+    offset: int
+    event: Event
+    key: bytes | None
+    value: bytes  # kept for the dead letter, should the fold raise on it
+
+
 @dataclass
 class Chunk:
     """Decoded events in partition order, and the position each partition reached (exclusive)."""
 
-    events: list[tuple[TopicPartition, int, Event]] = field(default_factory=list)
+    events: list[Item] = field(default_factory=list)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     invalid: int = 0
@@ -173,7 +182,7 @@ class Replay:
             if isinstance(decoded, UnknownEvent) or not self.projection.handles(decoded.type):
                 out.skipped += 1
                 continue
-            out.events.append((tp, r.offset, decoded))
+            out.events.append(Item(tp, r.offset, decoded, r.key, r.value))
         out.records += len(kept)
         self.next[tp] = out.ends[tp] = kept[-1].offset + 1
         if self.next[tp] >= limit:
