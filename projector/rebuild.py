@@ -74,7 +74,7 @@ class Options:
     max_rate: float | None = None
     bulk_batch: int = 50_000
     batch: int = 5_000
-    close_enough: int = 5_000
+    close_enough: int = 2_000  # events left to the live position that the cutover applies under its lock
     confirm: Callable[[str], bool] | None = None  # asked when --verify finds differences
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
