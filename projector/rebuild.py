@@ -39,10 +39,13 @@ a time (a session advisory lock).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import Awaitable, Callable, TextIO, TypeVar
 
 import orjson
 import psycopg
@@ -50,7 +53,8 @@ from aiokafka import TopicPartition
 
 from projector.progress import Progress, duration
 from projector.projection import Projection
-from projector.replay import Chunk, Item, Replay
+from projector.rebuild_bulk import ShadowWriter, load, worker_argv
+from projector.replay import Chunk, Replay
 from projector.shadow import Shadow, build_schema, prev_schema
 from projector.verify import TableDiff, compare, report
 from shared.cache import Cache, CacheDown
@@ -60,6 +64,7 @@ from shared.settings import Settings
 __all__ = ["Options", "RebuildAborted", "Rebuilder", "mark_interrupted"]
 
 Key = tuple[str, int]
+T = TypeVar("T")
 ACTIVE = ("bulk", "index", "catch-up", "aborted", "publish")
 
 
@@ -74,6 +79,7 @@ class Options:
     max_rate: float | None = None
     bulk_batch: int = 50_000
     batch: int = 5_000
+    workers: int = 1  # processes for the bulk phase
     close_enough: int = 2_000  # events left to the live position that the cutover applies under its lock
     confirm: Callable[[str], bool] | None = None  # asked when --verify finds differences
     stream: TextIO = field(default_factory=lambda: sys.stderr)
@@ -116,6 +122,8 @@ class Rebuilder:
         self.replay = Replay(settings, projection)
         self._rate_began = 0.0
         self._rate_done = 0
+        self.timings: dict[str, float] = {}  # seconds per phase of this run
+        self.events: dict[str, int] = {}  # offsets read per phase of this run
 
     # -- entry points ------------------------------------------------------------------------
     async def rebuild(self) -> str:
@@ -294,21 +302,21 @@ class Rebuilder:
             await self._c.execute("UPDATE public.projections SET state = 'rebuilding' WHERE name = %s", (self.name,))
             if self.replay.consumer is None:
                 await self.replay.start()
-        counted = 0
         if state.phase == "bulk":
-            counted += await self._bulk(shadow, state)
+            self.events["bulk"] = await self._timed("bulk", self._bulk(shadow, state))
             state.phase = "index"
         if state.phase == "index":
-            await self._index(shadow, state)
+            await self._timed("index", self._index(shadow, state))
             state.phase = "catch-up"
         if state.phase in ("catch-up", "aborted"):
-            counted += await self._catch_up(shadow, state)
-            generation = await self._cutover(shadow, state)
+            self.events["catch-up"] = await self._timed("catch-up", self._catch_up(shadow, state))
+            generation = await self._timed("cutover", self._cutover(shadow, state))
         else:
             _, _, generation = await self._versions()
-        await self._publish(generation)
+        await self._timed("publish", self._publish(generation))
         await self._phase("done")
         took = time.monotonic() - began
+        counted = sum(self.events.values())
         rate = f", {counted / took:,.0f} events/s" if counted and took > 0 else ""
         verb = "rolled back" if state.kind == "rollback" else "cut over"
         return (
@@ -316,6 +324,13 @@ class Rebuilder:
             f"{rate}; the replaced version is kept in {prev_schema(self.name)} — undo with `readside rollback "
             f"{self.name}`, free it with `readside rebuild --drop-previous {self.name}`"
         )
+
+    async def _timed(self, phase: str, work: Awaitable[T]) -> T:
+        began = time.monotonic()
+        try:
+            return await work
+        finally:
+            self.timings[phase] = time.monotonic() - began
 
     async def _positions(self, shadow: Shadow) -> dict[Key, int]:
         positions = await shadow.positions(self._c)
@@ -332,39 +347,72 @@ class Rebuilder:
             "UPDATE public.rebuilds SET targets = %s, events_total = %s, updated_at = now() WHERE projection = %s",
             (_json(targets), sum(targets.values()), self.name),
         )
-        await self.replay.seek({_tp(k): o for k, o in positions.items()})
-        self.replay.set_limits({_tp(k): o for k, o in targets.items()})
         start = sum(positions.values())
         progress = Progress(f"{self.name} v{state.target_version} bulk", sum(targets.values()), start=start, stream=self.out)
-        self._rate_reset()
-        queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue(maxsize=1)
-        size = self._chunk_size(self.options.bulk_batch)
+        show = lambda: progress.update(sum(positions.values()), self._per_topic(positions, targets))  # noqa: E731
+        if self.options.workers > 1:
+            positions = await self._bulk_workers(shadow, positions, targets, show)
+        else:
+            await self.replay.seek({_tp(k): o for k, o in positions.items()})
+            self.replay.set_limits({_tp(k): o for k, o in targets.items()})
+            self._rate_reset()
 
-        async def read() -> None:
-            try:
-                while self.replay.remaining() > 0:
-                    await queue.put(await self.replay.chunk(size))
-                await queue.put(None)
-            except Exception as exc:  # noqa: BLE001 - handed to the writer, which raises it
-                await queue.put(exc)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (chunk := await queue.get()) is not None:
-                if isinstance(chunk, BaseException):
-                    raise chunk
-                async with self._c.transaction():
-                    await self._write(shadow, chunk, bulk=True)
-                positions |= {_key(tp): end for tp, end in chunk.ends.items()}
-                progress.update(sum(positions.values()), self._per_topic(positions, targets))
+            async def after(chunk: Chunk) -> None:
+                positions.update({_key(tp): end for tp, end in chunk.ends.items()})
+                await self._report(positions)
+                show()
                 await self._throttle(chunk.records)
-            await reader
-        finally:
-            if not reader.done():
-                reader.cancel()
+
+            await load(self.replay, self._writer(shadow), self._chunk_size(self.options.bulk_batch), after)
         progress.update(sum(positions.values()), self._per_topic(positions, targets), force=True)
         progress.finish()
         return sum(positions.values()) - start
+
+    async def _bulk_workers(
+        self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
+    ) -> dict[Key, int]:
+        """The bulk phase in ``workers`` processes, partitions split by partition number."""
+        groups: dict[int, list[Key]] = {}
+        for key in sorted(positions):
+            groups.setdefault(key[1] % self.options.workers, []).append(key)
+        rate = self.options.max_rate / len(groups) if self.options.max_rate else None
+        env = {**os.environ, **self.settings.to_env()}
+        procs = [
+            subprocess.Popen(
+                worker_argv(self.name, shadow.schema, keys, targets, self.options.bulk_batch, rate),
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(),
+            )
+            for keys in groups.values()
+        ]
+        try:
+            while any(p.poll() is None for p in procs):
+                failed = [p for p in procs if p.returncode not in (None, 0)]
+                if failed:
+                    raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
+                await asyncio.sleep(0.5)
+                positions.update(await shadow.positions(self._c))
+                await self._report(positions)
+                show()
+            failed = [p for p in procs if p.returncode != 0]
+            if failed:
+                raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(30)
+        positions.update(await shadow.positions(self._c))
+        await self._report(positions)
+        return positions
+
+    def _writer(self, shadow: Shadow) -> ShadowWriter:
+        return ShadowWriter(self._c, self.projection, shadow)
+
+    async def _report(self, positions: dict[Key, int]) -> None:
+        await self._c.execute(
+            "UPDATE public.rebuilds SET positions = %s, events_done = %s, updated_at = now() WHERE projection = %s",
+            (_json(positions), sum(positions.values()), self.name),
+        )
 
     async def _index(self, shadow: Shadow, state: _State) -> None:
         self._say(f"{self.name} v{state.target_version}: deriving tables and building {len(state.indexes)} indexes")
@@ -398,8 +446,9 @@ class Rebuilder:
             self.replay.set_limits({_tp(k): max(live.get(k, 0), o) for k, o in positions.items()})
             chunk = await self.replay.chunk(self._chunk_size(self.options.batch))
             async with self._c.transaction():
-                await self._write(shadow, chunk, bulk=False)
+                await self._writer(shadow).write(chunk, bulk=False)
             positions |= {_key(tp): end for tp, end in chunk.ends.items()}
+            await self._report(positions)
             await self._throttle(chunk.records)
         progress.finish(f" — {behind:,} left for the cutover")
         return sum(positions.values()) - start
@@ -437,7 +486,7 @@ class Rebuilder:
             self.replay.set_limits({_tp(k): max(live.get(k, 0), o) for k, o in positions.items()})
             rest = self.replay.remaining()
             while self.replay.remaining() > 0:
-                await self._write(shadow, await self.replay.chunk(self.options.batch), bulk=False)
+                await self._writer(shadow).write(await self.replay.chunk(self.options.batch), bulk=False)
             if verify:
                 self._say(f"{self.name}: comparing v{state.target_version} with the live tables (the live projector waits)")
                 diffs = await compare(self._c, self.projection, "public", shadow.schema)
@@ -487,49 +536,6 @@ class Rebuilder:
         finally:
             await cache.close()
 
-    # -- one chunk -------------------------------------------------------------------------
-    async def _write(self, shadow: Shadow, chunk: Chunk, *, bulk: bool) -> None:
-        """In the caller's transaction: dedupe, apply, positions and progress of ``chunk``."""
-        await self._c.execute(f'SET LOCAL search_path = "{shadow.schema}"')
-        first: dict[str, Item] = {}
-        for item in chunk.events:
-            first.setdefault(item.event.event_id, item)
-        fresh = await shadow.first_seen(self._c, list(first))
-        items = [item for event_id, item in first.items() if event_id in fresh]
-        failures = await self._apply_isolating(items, bulk)
-        await shadow.record_failures(
-            self._c, [(i.tp.topic, i.tp.partition, i.offset, i.key, i.value, reason) for i, reason in failures]
-        )
-        ends = {_key(tp): end for tp, end in chunk.ends.items()}
-        await shadow.set_positions(self._c, ends)
-        await self._c.execute("SET LOCAL search_path = public")
-        await self._c.execute(
-            "UPDATE public.rebuilds SET positions = positions || %s::jsonb, "
-            "events_done = events_done + %s, updated_at = now() WHERE projection = %s",
-            (_json(ends), chunk.records, self.name),
-        )
-
-    async def _apply_isolating(self, items: list[Item], bulk: bool) -> list[tuple[Item, str]]:
-        """Apply ``items``; if the fold raises, bisect down to the failing events (savepoints) and
-        return them, as the live engine does."""
-        if not items:
-            return []
-        try:
-            async with self._c.transaction():
-                events = [i.event for i in items]
-                if bulk and self.projection.bulk is not None:
-                    await self.projection.bulk.apply(self._c, events)
-                else:
-                    await self.projection.apply(self._c, events)
-            return []
-        except psycopg.OperationalError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a fold failure is poison, isolated below
-            if len(items) == 1:
-                return [(items[0], f"fold error (rebuild): {exc!r}"[:1000])]
-            mid = len(items) // 2
-            return await self._apply_isolating(items[:mid], bulk) + await self._apply_isolating(items[mid:], bulk)
-
     # -- pacing and output -------------------------------------------------------------------
     def _chunk_size(self, size: int) -> int:
         rate = self.options.max_rate
@@ -555,6 +561,14 @@ class Rebuilder:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def _tail(proc: subprocess.Popen) -> str:
+    err = ""
+    if proc.stderr is not None:
+        proc.stderr.seek(0)
+        err = proc.stderr.read().decode(errors="replace").strip()
+    return err.splitlines()[-1] if err else f"exit code {proc.returncode}"
 
 
 def _json(positions: dict[Key, int]) -> str:

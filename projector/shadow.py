@@ -145,7 +145,10 @@ class Shadow:
             for event_id in event_ids:
                 await copy.write_row((event_id,))
         cur = await conn.execute(
-            sql.SQL("INSERT INTO {} SELECT event_id FROM rs_batch_ids ON CONFLICT DO NOTHING RETURNING event_id").format(
+            # in id order: concurrent workers never wait on each other in a cycle
+            sql.SQL(
+                "INSERT INTO {} SELECT event_id FROM rs_batch_ids ORDER BY event_id ON CONFLICT DO NOTHING RETURNING event_id"
+            ).format(
                 self.table("rs_seen")
             )
         )

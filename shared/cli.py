@@ -143,6 +143,7 @@ def _rebuild_each(args: argparse.Namespace, kind: str) -> int:
         yes=getattr(args, "yes", False),
         max_rate=getattr(args, "max_rate", None),
         bulk_batch=getattr(args, "batch", 50_000),
+        workers=getattr(args, "workers", 1),
         confirm=_ask if sys.stdin.isatty() else None,
     )
     for projection in projections:
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="cut over even when --verify finds differences")
     p.add_argument("--max-rate", type=float, default=None, metavar="N", help="at most N events per second")
     p.add_argument("--batch", type=int, default=50_000, help="events per bulk transaction (default 50000)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for the bulk phase, partitions split between them (default 1)")
     p.add_argument("--drop-previous", action="store_true",
                    help="drop the version the last cutover replaced (rs_prev_<name>); no rollback after that")
     p.add_argument("--cancel", action="store_true", help="stop an unfinished rebuild and drop its tables")

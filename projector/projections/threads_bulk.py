@@ -4,7 +4,8 @@ Used by ``readside rebuild`` for the bulk phase only (shadow tables that nobody 
 only their primary keys). Per batch:
 
 - load the stored state of the touched threads that earlier batches wrote (one query per
-  table, no locks: the shadow has one writer);
+  table), locking their ``threads`` rows in id order as the live path does — parallel rebuild
+  workers may share a thread (its messages and its payments live in different topics);
 - fold the batch with ``threads.fold_into`` and render both participants' preview rows;
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
@@ -83,7 +84,7 @@ _UPSERTS = (
 
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
-    states = await load_states(conn, tids, lock=False)
+    states = await load_states(conn, tids)
     created: dict[tuple[str, str], MessageCreated] = {}
     deleted: set[tuple[str, str]] = set()
     registers: set[tuple[bool, str, str]] = set()
