@@ -371,10 +371,20 @@ class Rebuilder:
     async def _bulk_workers(
         self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
     ) -> dict[Key, int]:
-        """The bulk phase in ``workers`` processes, partitions split by partition number."""
+        """The bulk phase in ``workers`` processes. Partitions are split by partition number (a
+        key's partitions in the projection's topics share a number when the topics have as many
+        partitions), each number to the least loaded worker so far, largest first."""
+        work: dict[int, int] = {}
+        for (_, partition), position in positions.items():
+            work[partition] = work.get(partition, 0) + max(targets[(_, partition)] - position, 0)
+        loads = [0] * self.options.workers
+        owner: dict[int, int] = {}
+        for partition in sorted(work, key=lambda p: (-work[p], p)):
+            owner[partition] = loads.index(min(loads))
+            loads[owner[partition]] += work[partition]
         groups: dict[int, list[Key]] = {}
         for key in sorted(positions):
-            groups.setdefault(key[1] % self.options.workers, []).append(key)
+            groups.setdefault(owner[key[1]], []).append(key)
         rate = self.options.max_rate / len(groups) if self.options.max_rate else None
         env = {**os.environ, **self.settings.to_env()}
         procs = [
