@@ -105,12 +105,17 @@ def report(diffs: list[TableDiff]) -> str:
     """Human-readable lines: one per table, then the example keys of the differing ones."""
     lines = []
     for d in diffs:
+        columns = (
+            f"columns only in live: {d.columns_only_live}; only in new: {d.columns_only_new}"
+            if d.columns_only_live or d.columns_only_new
+            else ""
+        )
         if not d.differs:
-            lines.append(f"  {d.table}: same")
+            lines.append(f"  {d.table}: same" + (f" ({columns})" if columns else ""))
             continue
         lines.append(f"  {d.table}: DIFFERS — {d.changed} changed, {d.missing} only in live, {d.extra} only in new")
         for kind, key in d.examples:
             lines.append(f"      {kind:<8} key {key}")
-        if d.columns_only_live or d.columns_only_new:
-            lines.append(f"      columns only in live: {d.columns_only_live}; only in new: {d.columns_only_new}")
+        if columns:
+            lines.append(f"      {columns}")
     return "\n".join(lines)
