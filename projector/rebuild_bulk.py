@@ -111,6 +111,20 @@ async def load(
             reader.cancel()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when the rebuild command dies (even by ``kill -9``), so a resumed
+    rebuild never races an orphan. Elsewhere the check after each chunk does it, later."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        raise SystemExit("the rebuild command is gone; not starting")
+
+
 def worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key, int], chunk_size: int,
                 max_rate: float | None) -> list[str]:
     spec = {
@@ -119,6 +133,7 @@ def worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key,
         "limits": [[t, p, limits[(t, p)]] for t, p in partitions],
         "chunk": chunk_size,
         "max_rate": max_rate,
+        "parent": os.getpid(),
     }
     return [sys.executable, "-m", "projector.rebuild_bulk", orjson.dumps(spec).decode()]
 
@@ -130,7 +145,8 @@ async def _worker(spec: dict) -> None:
 
     settings = Settings.from_env()
     projection = REGISTRY[spec["projection"]]
-    parent = os.getppid()
+    parent = spec["parent"]
+    _die_with_parent(parent)
     shadow = Shadow(projection, spec["schema"])
     limits = {TopicPartition(t, p): o for t, p, o in spec["limits"]}
     replay = Replay(settings, projection)
