@@ -39,10 +39,7 @@ a time (a session advisory lock).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TextIO, TypeVar
@@ -53,7 +50,7 @@ from aiokafka import TopicPartition
 
 from projector.progress import Progress, duration
 from projector.projection import Projection
-from projector.rebuild_bulk import ShadowWriter, load, worker_argv
+from projector.rebuild_bulk import ShadowWriter, load, run_workers
 from projector.replay import Chunk, Replay
 from projector.shadow import Shadow, build_schema, prev_schema
 from projector.verify import TableDiff, compare, report
@@ -371,48 +368,14 @@ class Rebuilder:
     async def _bulk_workers(
         self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
     ) -> dict[Key, int]:
-        """The bulk phase in ``workers`` processes. Partitions are split by partition number (a
-        key's partitions in the projection's topics share a number when the topics have as many
-        partitions), each number to the least loaded worker so far, largest first."""
-        work: dict[int, int] = {}
-        for (_, partition), position in positions.items():
-            work[partition] = work.get(partition, 0) + max(targets[(_, partition)] - position, 0)
-        loads = [0] * self.options.workers
-        owner: dict[int, int] = {}
-        for partition in sorted(work, key=lambda p: (-work[p], p)):
-            owner[partition] = loads.index(min(loads))
-            loads[owner[partition]] += work[partition]
-        groups: dict[int, list[Key]] = {}
-        for key in sorted(positions):
-            groups.setdefault(owner[key[1]], []).append(key)
-        rate = self.options.max_rate / len(groups) if self.options.max_rate else None
-        env = {**os.environ, **self.settings.to_env()}
-        procs = [
-            subprocess.Popen(
-                worker_argv(self.name, shadow.schema, keys, targets, self.options.bulk_batch, rate),
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(),
-            )
-            for keys in groups.values()
-        ]
-        try:
-            while any(p.poll() is None for p in procs):
-                failed = [p for p in procs if p.returncode not in (None, 0)]
-                if failed:
-                    raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
-                await asyncio.sleep(0.5)
-                positions.update(await shadow.positions(self._c))
-                await self._report(positions)
-                show()
-            failed = [p for p in procs if p.returncode != 0]
-            if failed:
-                raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-                    p.wait(30)
-        positions.update(await shadow.positions(self._c))
-        await self._report(positions)
+        async def poll() -> None:
+            positions.update(await shadow.positions(self._c))
+            await self._report(positions)
+            show()
+
+        o = self.options
+        await run_workers(self.settings, self.name, shadow.schema, positions, targets, o.workers, o.bulk_batch, o.max_rate, poll)
+        await poll()
         return positions
 
     def _writer(self, shadow: Shadow) -> ShadowWriter:
@@ -571,14 +534,6 @@ class Rebuilder:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
-
-
-def _tail(proc: subprocess.Popen) -> str:
-    err = ""
-    if proc.stderr is not None:
-        proc.stderr.seek(0)
-        err = proc.stderr.read().decode(errors="replace").strip()
-    return err.splitlines()[-1] if err else f"exit code {proc.returncode}"
 
 
 def _json(positions: dict[Key, int]) -> str:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+import tempfile
 from typing import Awaitable, Callable
 
 import orjson
@@ -30,9 +32,10 @@ import psycopg
 from projector.projection import Projection
 from projector.replay import Chunk, Item, Replay
 from projector.shadow import Shadow
+from shared.errors import ReadsideError
 from shared.settings import Settings
 
-__all__ = ["ShadowWriter", "load", "worker_argv"]
+__all__ = ["ShadowWriter", "load", "run_workers"]
 
 Key = tuple[str, int]
 
@@ -125,7 +128,67 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit("the rebuild command is gone; not starting")
 
 
-def worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key, int], chunk_size: int,
+async def run_workers(
+    settings: Settings,
+    name: str,
+    schema: str,
+    positions: dict[Key, int],
+    targets: dict[Key, int],
+    workers: int,
+    chunk_size: int,
+    max_rate: float | None,
+    poll: Callable[[], Awaitable[None]],
+) -> None:
+    """The bulk phase in ``workers`` processes; ``poll()`` twice a second meanwhile. Partitions
+    are split by partition number (a key's partitions in the projection's topics share a number
+    when the topics have as many partitions), each number to the least loaded worker so far,
+    largest first. Raises if a worker fails (the others are stopped)."""
+    work: dict[int, int] = {}
+    for (topic, partition), position in positions.items():
+        work[partition] = work.get(partition, 0) + max(targets[(topic, partition)] - position, 0)
+    loads = [0] * workers
+    owner: dict[int, int] = {}
+    for partition in sorted(work, key=lambda p: (-work[p], p)):
+        owner[partition] = loads.index(min(loads))
+        loads[owner[partition]] += work[partition]
+    groups: dict[int, list[Key]] = {}
+    for key in sorted(positions):
+        groups.setdefault(owner[key[1]], []).append(key)
+    rate = max_rate / len(groups) if max_rate else None
+    env = {**os.environ, **settings.to_env()}
+    procs = [
+        subprocess.Popen(
+            _worker_argv(name, schema, keys, targets, chunk_size, rate),
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(),
+        )
+        for keys in groups.values()
+    ]
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
+            await asyncio.sleep(0.5)
+            await poll()
+        failed = [p for p in procs if p.returncode != 0]
+        if failed:
+            raise ReadsideError(f"a rebuild worker failed: {_tail(failed[0])}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+
+
+def _tail(proc: subprocess.Popen) -> str:
+    err = ""
+    if proc.stderr is not None:
+        proc.stderr.seek(0)
+        err = proc.stderr.read().decode(errors="replace").strip()
+    return err.splitlines()[-1] if err else f"exit code {proc.returncode}"
+
+
+def _worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key, int], chunk_size: int,
                 max_rate: float | None) -> list[str]:
     spec = {
         "projection": name,

@@ -112,8 +112,8 @@ def test_rebuild_and_rollback_under_load_serve_one_version_per_response(
             assert generation(v2.headers["etag"]) == 2 and marked_items(v2.content) == (WATCHED, WATCHED)
             publisher.join(120)
             wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", topics)
-            rollback_at = time.monotonic()
             asyncio.run(Rebuilder(s, REGISTRY["threads"], Options(stream=out)).rollback())
+            rolled_back_at = time.monotonic()
             with stack.client() as http:
                 back = http.get("/v1/threads/preview", headers={"Authorization": f"Bearer {token}"})
         finally:
@@ -140,4 +140,6 @@ def test_rebuild_and_rollback_under_load_serve_one_version_per_response(
                 assert marks == 0, "a v2 body served under the generation of the rollback"
             if began > rebuilt_at:
                 assert gen >= 2, "the previous generation served after the rebuild returned"
+            if began > rolled_back_at:
+                assert gen == 3, "an earlier generation served after the rollback returned"
         assert {gen for _, gen, _ in bodies} >= {1, 2}
