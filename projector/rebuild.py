@@ -12,7 +12,8 @@ one stopped — after Ctrl-C or ``kill -9`` alike:
    by three chunks of ``bulk_batch`` decoded events (reading, queued, writing) plus the state of
    the aggregates one chunk touches; an aggregate touched again by a later chunk is loaded back
    from the shadow tables. The projection's ``bulk`` loader is used when it has one, else its
-   own ``apply``.
+   own ``apply``. With ``workers`` > 1 the phase runs in that many processes, the partitions
+   split between them (``projector.rebuild_bulk``).
 2. ``index``: in one transaction, the loader's ``finish`` (derived tables), every secondary
    index, ``ANALYZE``.
 3. ``catch-up``: the tail, from the shadow's positions toward the live checkpoints (which keep
@@ -368,6 +369,11 @@ class Rebuilder:
     async def _bulk_workers(
         self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
     ) -> dict[Key, int]:
+        from projector.projections import REGISTRY
+
+        if REGISTRY.get(self.name) is not self.projection:
+            raise ConfigError("--workers runs the registered projection in each worker: this one is not registered")
+
         async def poll() -> None:
             positions.update(await shadow.positions(self._c))
             await self._report(positions)
