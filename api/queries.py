@@ -1,6 +1,9 @@
 """Read queries for the thread endpoints: plain SQL, ``(conn, params) -> rows``.
 
 Each is one indexed lookup on precomputed rows; list items come back as ready JSON bytes.
+Everything one response shows comes from ONE statement — the version, the access check and the
+rows — so a response never mixes two snapshots, nor two versions of a table swapped by a
+rebuild's cutover between two statements.
 """
 
 from __future__ import annotations
@@ -10,6 +13,11 @@ from datetime import datetime
 import psycopg
 
 __all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
+
+_ACCESS = (
+    "SELECT CASE WHEN client_id = %(u)s THEN 'client' ELSE 'provider' END AS role, version FROM threads "
+    "WHERE thread_id = %(t)s AND (client_id = %(u)s OR provider_id = %(u)s)"
+)
 
 
 async def viewer_version(conn: psycopg.AsyncConnection, user_id: str) -> int:
@@ -32,15 +40,15 @@ async def inbox_page(
     if after is not None:
         where.append("(last_ts, thread_id) < (%(ts)s, %(tid)s)")
     cur = await conn.execute(
-        "SELECT (SELECT version FROM viewer_versions WHERE user_id = %(u)s), item, last_ts, thread_id "
-        f"FROM thread_previews WHERE {' AND '.join(where)} "
-        "ORDER BY last_ts DESC, thread_id DESC LIMIT %(n)s",
+        "SELECT v.version, p.item, p.last_ts, p.thread_id FROM (SELECT 1) AS one "
+        "LEFT JOIN viewer_versions v ON v.user_id = %(u)s "
+        f"LEFT JOIN LATERAL (SELECT item, last_ts, thread_id FROM thread_previews WHERE {' AND '.join(where)} "
+        "ORDER BY last_ts DESC, thread_id DESC LIMIT %(n)s) p ON true "
+        "ORDER BY p.last_ts DESC, p.thread_id DESC",
         {"u": user_id, "r": role, "ts": after[0] if after else None, "tid": after[1] if after else None, "n": limit},
     )
     rows = await cur.fetchall()
-    if not rows:
-        return await viewer_version(conn, user_id), []
-    return rows[0][0] or 0, [(bytes(item), ts, tid) for _, item, ts, tid in rows]
+    return rows[0][0] or 0, [(bytes(item), ts, tid) for _, item, ts, tid in rows if item is not None]
 
 
 async def summary(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, dict[str, tuple[int, int]]]:
@@ -58,11 +66,7 @@ async def summary(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, dic
 
 async def thread_access(conn: psycopg.AsyncConnection, thread_id: str, user_id: str) -> tuple[str, int] | None:
     """``(role, thread version)`` if the viewer takes part in the thread, else None."""
-    cur = await conn.execute(
-        "SELECT CASE WHEN client_id = %(u)s THEN 'client' ELSE 'provider' END, version FROM threads "
-        "WHERE thread_id = %(t)s AND (client_id = %(u)s OR provider_id = %(u)s)",
-        {"t": thread_id, "u": user_id},
-    )
+    cur = await conn.execute(_ACCESS, {"t": thread_id, "u": user_id})
     row = await cur.fetchone()
     return (row[0], row[1]) if row else None
 
@@ -79,15 +83,22 @@ async def thread_participants(conn: psycopg.AsyncConnection, thread_ids: list[st
 async def message_page(
     conn: psycopg.AsyncConnection,
     thread_id: str,
-    role: str,
+    user_id: str,
     before: tuple[datetime, str] | None,
     limit: int,
-) -> list[tuple[bytes, datetime, str]]:
+) -> tuple[int, list[tuple[bytes, datetime, str]]] | None:
+    """``(thread version, messages visible to the viewer)``, or None if the viewer is not a
+    participant (or there is no such thread): the access check and the page in one statement."""
     keyset = "AND (created_at, message_id) < (%(ts)s, %(mid)s) " if before else ""
     cur = await conn.execute(
-        "SELECT item, created_at, message_id FROM thread_messages "
-        "WHERE thread_id = %(t)s AND NOT deleted AND visible_to IN ('both', %(r)s) "
-        f"{keyset}ORDER BY created_at DESC, message_id DESC LIMIT %(n)s",
-        {"t": thread_id, "r": role, "ts": before[0] if before else None, "mid": before[1] if before else None, "n": limit},
+        f"SELECT a.version, m.item, m.created_at, m.message_id FROM ({_ACCESS}) AS a "
+        "LEFT JOIN LATERAL (SELECT item, created_at, message_id FROM thread_messages "
+        "WHERE thread_id = %(t)s AND NOT deleted AND visible_to IN ('both', a.role) "
+        f"{keyset}ORDER BY created_at DESC, message_id DESC LIMIT %(n)s) m ON true "
+        "ORDER BY m.created_at DESC, m.message_id DESC",
+        {"t": thread_id, "u": user_id, "ts": before[0] if before else None, "mid": before[1] if before else None, "n": limit},
     )
-    return [(bytes(item), ts, mid) for item, ts, mid in await cur.fetchall()]
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    return rows[0][0], [(bytes(item), ts, mid) for _, item, ts, mid in rows if item is not None]

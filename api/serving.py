@@ -2,12 +2,19 @@
 
     serve(request, ctx, timing, Spec(...)) -> Response
 
-With a cache: one Redis GET gives the scope's version; a matching ``If-None-Match`` is a 304
-from that alone; otherwise the body stored under (version, parameters) is a HIT, or it is
-rendered once per burst (single-flight) and stored — a MISS. Without a cache, or while Redis is
-down or slow, the version comes from PostgreSQL (one primary-key lookup) and the body from one
-query. ETags are weak and keyed with a server secret, so nobody can forge one for a scope they
-were never served.
+With a cache: one Redis MGET gives the scope's version and the projection's generation; a
+matching ``If-None-Match`` is a 304 from that alone; otherwise the body stored under (generation,
+version, parameters) is a HIT, or it is rendered once per burst (single-flight) and stored — a
+MISS. Without a cache, or while Redis is down or slow, the generation and the version come from
+PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
+ETags are weak and keyed with a server secret, so nobody can forge one for a scope they were
+never served.
+
+Generations (``readside rebuild``): a cutover swaps a projection's tables and bumps its
+generation, so ETags and cached bodies of the previous tables never match again. The generation
+is always read *before* the rows: if it is the new one, the cutover had committed and the rows
+come from the new tables; if it is the old one, the response is labelled with a generation that
+no later request matches. Every response body comes from ONE statement (never a mix of tables).
 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
@@ -51,9 +58,13 @@ class Spec:
     cacheable: bool = True
 
 
-def etag(ctx: Context, kind: str, version: int, scope: str) -> str:
-    digest = hmac.new(ctx.etag_key, f"{kind}{version}\x1f{scope}".encode(), hashlib.blake2b).hexdigest()[:20]
-    return f'W/"{kind}{version}.{digest}"'
+GENERATION_SQL = "SELECT generation FROM projections WHERE name = %s"
+
+
+def etag(ctx: Context, kind: str, generation: int, version: int, scope: str) -> str:
+    raw = f"{kind}{generation}.{version}\x1f{scope}".encode()
+    digest = hmac.new(ctx.etag_key, raw, hashlib.blake2b).hexdigest()[:20]
+    return f'W/"{kind}{generation}.{version}.{digest}"'
 
 
 def _matches(request: Request, tag: str) -> bool:
@@ -79,14 +90,17 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
     if cache is not None:
         extra["X-Cache"] = "MISS"
         t0 = time.perf_counter()
-        version = await cache.version(spec.version_key)
+        got = await cache.versions(spec.version_key, spec.projection)
         timing.cache += time.perf_counter() - t0
-        if version is not None:
-            tag = etag(ctx, "r", version, spec.scope)
+        if got is not None and got[1] is None:
+            got = await _adopt_generation(ctx, timing, cache, spec.projection, got[0])
+        if got is not None:
+            version, generation = got
+            tag = etag(ctx, "r", generation, version, spec.scope)  # type: ignore[arg-type]
             if _matches(request, tag):
                 extra["X-Cache"] = "HIT"
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
-            key = cache.body_key(version, spec.scope)
+            key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]
             if not positions:
                 t0 = time.perf_counter()
                 body = await cache.get(key)
@@ -102,14 +116,37 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
 
             body = await cache.single_flight(key, render)
             return _ok(body, _headers(spec, tag) | extra)
-    async with timing.connection(ctx.pool) as conn:
+    async with timing.connection(ctx.pool) as conn, conn.pipeline():
+        # The generation first, then the rows (see the module docstring); one round trip.
+        gen_cur = await conn.execute(GENERATION_SQL, (spec.projection,))
         if request.headers.get("if-none-match"):
-            tag = etag(ctx, "p", await spec.pg_version(conn), spec.scope)
+            version = await spec.pg_version(conn)
+            tag = etag(ctx, "p", await _generation(gen_cur), version, spec.scope)
             if _matches(request, tag):
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
+            gen_cur = await conn.execute(GENERATION_SQL, (spec.projection,))
         _count(ctx, spec)
         version, body = await spec.render(conn)
-    return _ok(body, _headers(spec, etag(ctx, "p", version, spec.scope)) | extra)
+        generation = await _generation(gen_cur)
+    return _ok(body, _headers(spec, etag(ctx, "p", generation, version, spec.scope)) | extra)
+
+
+async def _generation(cur: psycopg.AsyncCursor) -> int:
+    row = await cur.fetchone()
+    return row[0] if row else 0
+
+
+async def _adopt_generation(
+    ctx: Context, timing: Timing, cache, projection: str, version: int  # noqa: ANN001
+) -> tuple[int, int] | None:
+    """Redis has no generation for the projection (new, flushed or evicted): copy PostgreSQL's."""
+
+    async def load() -> int:
+        async with timing.connection(ctx.pool) as conn:
+            return await _generation(await conn.execute(GENERATION_SQL, (projection,)))
+
+    adopted = await cache.adopt_generation(projection, load)
+    return None if adopted is None else (version, adopted)
 
 
 def _count(ctx: Context, spec: Spec) -> None:

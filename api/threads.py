@@ -75,8 +75,10 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
         return found
 
     async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
-        role, version = await access(conn)
-        rows = await queries.message_page(conn, thread_id, role, before, limit + 1)
+        found = await queries.message_page(conn, thread_id, viewer.sub, before, limit + 1)
+        if found is None:
+            raise not_found(f"no thread {thread_id!r} for this viewer")
+        version, rows = found
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]

@@ -5,9 +5,14 @@ Keys (never scanned, never pattern-deleted):
                            ``providers:<category>`` …). The projector INCRs it after each commit
                            that changed the scope; a missing version is created with a time-based
                            start (``SET NX``), so versions never repeat after a flush or eviction.
-- ``rs:b:<digest>``        a ready JSON body, keyed by the version it was rendered under plus the
-                           normalized parameters; expires after ``ttl`` ± 20 % (bounds memory and
-                           the rare crash between commit and bump).
+- ``rs:g:<projection>``    the projection's generation (``projections.generation``), set by
+                           ``readside rebuild``/``rollback`` after a cutover commits. Read with
+                           the version in one MGET; part of every ETag and body key, so nothing
+                           rendered from a previous generation's tables is served after a cutover.
+                           Missing: the API copies it from PostgreSQL (``SET NX``).
+- ``rs:b:<digest>``        a ready JSON body, keyed by the generation and version it was rendered
+                           under plus the normalized parameters; expires after ``ttl`` ± 20 %
+                           (bounds memory and the rare crash between commit and bump).
 - ``rs:l:<digest>``        a short single-flight lock while one process renders a missing body.
 - channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers.
 
@@ -48,6 +53,7 @@ class Cache:
         self._down_until = 0.0
         self._flights: dict[str, asyncio.Future[bytes]] = {}
         self._stores: set[asyncio.Task[None]] = set()
+        self._adopting: dict[str, asyncio.Future[int | None]] = {}
 
     async def close(self) -> None:
         if self._stores:
@@ -75,17 +81,62 @@ class Cache:
     # -- versions ----------------------------------------------------------------------------
     async def version(self, key: str) -> int | None:
         """The scope's current version (created if missing); None when the cache is down."""
+        got = await self.versions(key, None)
+        return None if got is None else got[0]
+
+    async def versions(self, key: str, projection: str | None) -> tuple[int, int | None] | None:
+        """``(version of the scope, generation of the projection)`` in one round trip; the version
+        is created if missing, the generation is None if Redis does not hold it. None when down."""
         if not self.available:
             return None
         try:
-            value = await self._call(self.client.get(PREFIX + "v:" + key))
+            if projection is None:
+                value, generation = await self._call(self.client.get(PREFIX + "v:" + key)), None
+            else:
+                value, generation = await self._call(self.client.mget(PREFIX + "v:" + key, PREFIX + "g:" + projection))
             if value is None:
                 start = time.time_ns() // 1000
                 await self._call(self.client.set(PREFIX + "v:" + key, start, nx=True))
                 value = await self._call(self.client.get(PREFIX + "v:" + key))
-            return int(value)
+            return int(value), None if generation is None else int(generation)
         except CacheDown:
             return None
+
+    async def adopt_generation(self, projection: str, load: Callable[[], Awaitable[int]]) -> int | None:
+        """Redis holds no generation for ``projection`` (new, flushed, evicted): store the one
+        ``load`` reads from PostgreSQL (``SET NX``: a cutover may have set a newer one meanwhile)
+        and return what Redis holds then. Once per burst per process. None when down."""
+        flight = self._adopting.get(projection)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._adopting[projection] = future
+        try:
+            generation = await load()
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(PREFIX + "g:" + projection, generation, nx=True)
+                pipe.get(PREFIX + "g:" + projection)
+                _, value = await self._call(pipe.execute())
+                result: int | None = int(value)
+            except CacheDown:
+                result = None
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
+            raise
+        finally:
+            del self._adopting[projection]
+
+    async def publish_generation(self, projection: str, generation: int) -> None:
+        """After a cutover commits: the projection's new generation. Raises ``CacheDown``."""
+        try:
+            async with asyncio.timeout(max(self.timeout * 10, 1.0)):
+                await self.client.set(PREFIX + "g:" + projection, generation)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CacheDown from exc
 
     async def bump(self, keys: Iterable[str]) -> None:
         """After a commit: a new version for every changed scope, in one round trip. Raises when down."""
@@ -107,8 +158,9 @@ class Cache:
 
     # -- bodies ------------------------------------------------------------------------------
     @staticmethod
-    def body_key(version: int, scope: str) -> str:
-        return PREFIX + "b:" + hashlib.blake2b(f"{version}\x1f{scope}".encode(), digest_size=16).hexdigest()
+    def body_key(generation: int, version: int, scope: str) -> str:
+        raw = f"{generation}\x1f{version}\x1f{scope}".encode()
+        return PREFIX + "b:" + hashlib.blake2b(raw, digest_size=16).hexdigest()
 
     async def get(self, body_key: str) -> bytes | None:
         try:

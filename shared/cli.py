@@ -1,4 +1,5 @@
-"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq, token."""
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq,
+token, rebuild, rollback."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ReadsideError
 from shared.settings import Settings
 
 __all__ = ["main"]
@@ -223,6 +225,76 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 1 if result.failing or result.missing else 0
 
 
+def _until_signal(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``make()``; SIGTERM cancels it like Ctrl-C does (the caller sees CancelledError)."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await make()
+
+    return asyncio.run(main())
+
+
+def _ask(question: str) -> bool:
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _rebuild_each(args: argparse.Namespace, kind: str) -> int:
+    from projector.rebuild import Options, RebuildAborted, Rebuilder, mark_interrupted
+    from projector.service import select
+
+    settings = _settings()
+    if kind == "rebuild" and args.all == bool(args.projection):
+        raise ConfigError("name one projection, or pass --all (not both)")
+    projections = select(None if getattr(args, "all", False) else [args.projection])
+    options = Options(
+        verify=getattr(args, "verify", False),
+        yes=getattr(args, "yes", False),
+        max_rate=getattr(args, "max_rate", None),
+        bulk_batch=getattr(args, "batch", 50_000),
+        workers=getattr(args, "workers", 1),
+        confirm=_ask if sys.stdin.isatty() else None,
+    )
+    for projection in projections:
+        rebuilder = Rebuilder(settings, projection, options)
+        if kind == "rollback":
+            action = rebuilder.rollback
+        elif args.drop_previous:
+            action = rebuilder.drop_previous
+        elif args.cancel:
+            action = rebuilder.cancel
+        else:
+            action = rebuilder.rebuild
+        try:
+            print(_until_signal(action))
+        except RebuildAborted as exc:
+            print(f"readside: {exc}", file=sys.stderr)
+            return 1
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            mark_interrupted(settings, projection.name, kind)
+            print(f"\nreadside: interrupted; progress is saved — `readside {kind} {projection.name}` resumes", file=sys.stderr)
+            return 130
+        except ConfigError:
+            raise
+        except ReadsideError as exc:
+            print(f"readside: {exc}", file=sys.stderr)
+            return 3
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    return _rebuild_each(args, "rebuild")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _rebuild_each(args, "rollback")
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import make_token
 
@@ -317,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="every dead letter")
     q.add_argument("--projection", help="only this projection's")
     q.set_defaults(fn=cmd_dlq_replay)
+
+    p = sub.add_parser(
+        "rebuild",
+        help="build a projection's next version from offset 0 beside the live one, then swap it in",
+        description="Build the next version of a projection into shadow tables (schema rs_build_<name>) from "
+        "offset 0 of its topics while the live version keeps serving, catch up with the live projector, then "
+        "swap the tables atomically. Resumable: run it again after Ctrl-C or a crash. Topics need full "
+        "history (retention.ms=-1).",
+    )
+    p.add_argument("projection", nargs="?", help="the projection (threads, providers, workflows, requests)")
+    p.add_argument("--all", action="store_true", help="every projection, one after the other")
+    p.add_argument("--verify", action="store_true",
+                   help="before the swap, compare every table with the live one; on differences ask (abort unless --yes)")
+    p.add_argument("--yes", "-y", action="store_true", help="cut over even when --verify finds differences")
+    p.add_argument("--max-rate", type=float, default=None, metavar="N", help="at most N events per second")
+    p.add_argument("--batch", type=int, default=50_000, help="events per bulk transaction (default 50000)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for the bulk phase, partitions split between them (default 1)")
+    p.add_argument("--drop-previous", action="store_true",
+                   help="drop the version the last cutover replaced (rs_prev_<name>); no rollback after that")
+    p.add_argument("--cancel", action="store_true", help="stop an unfinished rebuild and drop its tables")
+    p.set_defaults(fn=cmd_rebuild)
+
+    p = sub.add_parser("rollback", help="swap the previous version of a projection back in (brought up to date first)")
+    p.add_argument("projection")
+    p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
     p.add_argument("sub")

@@ -64,6 +64,24 @@ CREATE TABLE IF NOT EXISTS projections (
     skipped_unknown int8 NOT NULL DEFAULT 0,
     last_batch_at   timestamptz
 );
+-- Rebuild and replay (projector/rebuild.py): the version live in public, the one kept in
+-- rs_prev_<name> for rollback, and a generation bumped at every cutover (cache namespace, ETags).
+ALTER TABLE projections ADD COLUMN IF NOT EXISTS previous_version int4;
+ALTER TABLE projections ADD COLUMN IF NOT EXISTS generation int8 NOT NULL DEFAULT 1;
+CREATE TABLE IF NOT EXISTS rebuilds (
+    projection     text COLLATE "C" PRIMARY KEY,
+    kind           text NOT NULL DEFAULT 'rebuild',
+    target_version int4 NOT NULL,
+    phase          text NOT NULL,
+    positions      jsonb NOT NULL DEFAULT '{}',
+    targets        jsonb NOT NULL DEFAULT '{}',
+    events_done    int8 NOT NULL DEFAULT 0,
+    events_total   int8 NOT NULL DEFAULT 0,
+    indexes        text[] NOT NULL DEFAULT '{}',
+    message        text,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
 """
 
 

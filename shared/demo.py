@@ -106,7 +106,11 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
                 for projection in select(None):
                     for table in projection.tables:
                         conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-                conn.execute("DROP TABLE IF EXISTS checkpoints, dedupe, dead_letters, partition_heads, projections")
+                    for schema in (f"rs_build_{projection.name}", f"rs_prev_{projection.name}"):  # rebuilds
+                        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                conn.execute(
+                    "DROP TABLE IF EXISTS checkpoints, dedupe, dead_letters, partition_heads, projections, rebuilds"
+                )
         elif not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
             raise ConfigError(
                 "the demo's embedded broker starts empty but READSIDE_DATABASE_URL points at a database that may "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from projector.projection import Projection
 from projector.projections.providers_store import PROJECTION as PROVIDERS
 from projector.projections.requests_store import PROJECTION as REQUESTS
+from projector.projections.threads_bulk import BULK as THREADS_BULK
 from projector.projections.threads_store import PROJECTION as THREADS
 from projector.projections.workflows_store import PROJECTION as WORKFLOWS
 
 __all__ = ["REGISTRY"]
 
-REGISTRY: dict[str, Projection] = {p.name: p for p in (THREADS, PROVIDERS, WORKFLOWS, REQUESTS)}
+REGISTRY: dict[str, Projection] = {
+    p.name: p for p in (replace(THREADS, bulk=THREADS_BULK), PROVIDERS, WORKFLOWS, REQUESTS)
+}

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import psycopg
 
-from projector.projection import Projection
+from projector.projection import Projection, TableCheck
 from projector.projections.providers import Card, Profile, ProviderState, fold_into, render
 from schemas import BookingConfirmed, Event, ReviewPosted
 from shared.jsonbytes import dumps
@@ -278,4 +278,5 @@ PROJECTION = Projection(
     ddl=DDL,
     apply=apply,
     tables=("providers", "provider_bookings", "provider_reviews", "provider_counts", "listing_versions"),
+    checks=(TableCheck("provider_counts", where="listed <> 0"), TableCheck("listing_versions", skip=True)),
 )

@@ -38,7 +38,7 @@ from typing import Sequence
 
 import psycopg
 
-from projector.projection import Projection
+from projector.projection import Projection, TableCheck
 from projector.projections.requests import (
     ALL_SCOPE,
     RequestRow,
@@ -317,4 +317,9 @@ PROJECTION = Projection(
     ddl=DDL,
     apply=apply,
     tables=("requests_rows", "request_assignees", "request_counts", "request_window_counts", "request_versions"),
+    checks=(
+        TableCheck("request_counts", where="n <> 0"),
+        TableCheck("request_window_counts", where="n <> 0"),
+        TableCheck("request_versions", skip=True),
+    ),
 )

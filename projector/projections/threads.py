@@ -58,7 +58,10 @@ def message_preview(
         return "Payment received", system_key, {}
     if system_key == "event_reminder" and isinstance(system_args, dict) and "days_before" in system_args and "date" in system_args:
         days, date = system_args["days_before"], system_args["date"]
-        return f"Event in {days} days: {date}", system_key, {"daysBefore": days, "date": date}
+        # Keys in the order jsonb stores them (shorter first): a preview rendered from a message
+        # loaded back from ``thread_messages.preview_args`` is then byte-identical to one rendered
+        # from the event itself, however events were batched (``rebuild --verify`` compares bytes).
+        return f"Event in {days} days: {date}", system_key, {"date": date, "daysBefore": days}
     text = normalize_text(content)
     if not text and attachment:
         text = "Sent an image" if attachment.get("kind") == "image" else "Sent a file"

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import psycopg
 
-from projector.projection import Projection
+from projector.projection import Projection, TableCheck
 from projector.projections.threads import (
     Message,
     PreviewRow,
@@ -35,7 +35,7 @@ from projector.projections.threads import (
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
-__all__ = ["PROJECTION", "DDL", "apply"]
+__all__ = ["PROJECTION", "DDL", "apply", "load_states", "message_item"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -100,16 +100,19 @@ _THREAD_COLS = (
 )
 
 
-async def _load(conn: psycopg.AsyncConnection, tids: list[str]) -> dict[str, ThreadState]:
-    await conn.execute(
-        "INSERT INTO threads (thread_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING", (tids,)
-    )
+async def load_states(conn: psycopg.AsyncConnection, tids: list[str], *, lock: bool = True) -> dict[str, ThreadState]:
+    """The stored state of each thread (empty for one not stored yet). ``lock``: insert the
+    missing ``threads`` rows as stubs and lock them all, in id order (the live path)."""
+    if lock:
+        await conn.execute(
+            "INSERT INTO threads (thread_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING", (tids,)
+        )
     cur = await conn.execute(
         f"SELECT thread_id, {_THREAD_COLS} FROM threads WHERE thread_id = ANY(%b::text[]) "
-        "ORDER BY thread_id FOR UPDATE",
+        "ORDER BY thread_id" + (" FOR UPDATE" if lock else ""),
         (tids,),
     )
-    states: dict[str, ThreadState] = {}
+    states: dict[str, ThreadState] = {tid: ThreadState(tid) for tid in tids}
     for tid, cid, cname, cav, pid, pname, pbiz, pav, stype, created, state, state_at, paid in await cur.fetchall():
         started = Started(cid, cname, cav, pid, pname, pbiz, pav, stype, created) if cid is not None else None
         states[tid] = ThreadState(tid, started, (state_at, state) if state_at else None, paid)
@@ -142,7 +145,7 @@ async def _old_previews(conn: psycopg.AsyncConnection, tids: list[str]) -> dict[
     return {(u, t): (role, listed, unread, bytes(item)) for u, t, role, listed, unread, item in await cur.fetchall()}
 
 
-def _message_item(p: MessageCreated) -> bytes:
+def message_item(p: MessageCreated) -> bytes:
     return dumps(
         {
             "message_id": p.message_id,
@@ -160,7 +163,7 @@ def _message_item(p: MessageCreated) -> bytes:
 
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
-    states = await _load(conn, tids)
+    states = await load_states(conn, tids)
     old = await _old_previews(conn, tids)
     created: dict[tuple[str, str], MessageCreated] = {}
     deleted: set[tuple[str, str]] = set()
@@ -250,7 +253,7 @@ async def _write_messages(
                 [m.preview for m in msgs],
                 [m.preview_key for m in msgs],
                 [dumps(m.preview_args).decode() if m.preview_args is not None else None for m in msgs],
-                [_message_item(created[k]) for k in keys],
+                [message_item(created[k]) for k in keys],
             ),
         )
     if deleted:
@@ -358,4 +361,9 @@ PROJECTION = Projection(
     ddl=DDL,
     apply=apply,
     tables=("threads", "thread_messages", "thread_reads", "thread_pins", "thread_previews", "thread_summaries", "viewer_versions"),
+    checks=(
+        TableCheck("threads", exclude=("version",)),
+        TableCheck("thread_summaries", where="(unread_total, thread_count) <> (0, 0)"),
+        TableCheck("viewer_versions", skip=True),
+    ),
 )

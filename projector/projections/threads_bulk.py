@@ -1,0 +1,161 @@
+"""Thread read models, the rebuild's bulk write path: fold a large batch in memory, COPY the rows.
+
+Used by ``readside rebuild`` for the bulk phase only (shadow tables that nobody else writes, with
+only their primary keys). Per batch:
+
+- load the stored state of the touched threads that earlier batches wrote (one query per
+  table), locking their ``threads`` rows in id order as the live path does — parallel rebuild
+  workers may share a thread (its messages and its payments live in different topics);
+- fold the batch with ``threads.fold_into`` and render both participants' preview rows;
+- COPY the threads, the new or deleted messages, the read and pin registers and the previews
+  into session-local staging tables, and upsert each table from its staging table with one
+  statement (COPY is C-encoded by psycopg; the ``unnest`` arrays of the live path are encoded in
+  Python, which costs more than the database's work at these batch sizes).
+
+``thread_summaries`` and ``viewer_versions`` are not kept per batch: ``finish`` derives them
+from ``thread_previews`` in one statement each once every event is in, which is what the live
+path's deltas add up to (the versions start at 1; they only name ETags).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import psycopg
+
+from projector.projection import BulkLoad
+from projector.projections.threads import fold_into, render
+from projector.projections.threads_store import load_states, message_item
+from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
+from shared.jsonbytes import dumps
+
+__all__ = ["BULK", "apply", "finish"]
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS bulk_threads (
+    thread_id text, client_id text, client_name text, client_avatar text, provider_id text,
+    provider_name text, provider_business_name text, provider_avatar text, service_type text,
+    created_at timestamptz, state text, state_at timestamptz, paid bool
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_messages (
+    thread_id text, message_id text, created_at timestamptz, sender_id text, sender_type text,
+    visible_to text, system_key text, deleted bool, preview text, preview_key text,
+    preview_args jsonb, item bytea
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_registers (
+    pin bool, thread_id text, user_id text, at timestamptz, up_to timestamptz, pinned bool
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS bulk_previews (
+    user_id text, thread_id text, role text, listed bool, last_ts timestamptz, unread_count int4, item bytea
+) ON COMMIT DELETE ROWS;
+"""
+
+_UPSERTS = (
+    "INSERT INTO threads (thread_id, client_id, client_name, client_avatar, provider_id, provider_name, "
+    "provider_business_name, provider_avatar, service_type, created_at, state, state_at, paid_by_payment) "
+    "SELECT * FROM bulk_threads ON CONFLICT (thread_id) DO UPDATE SET client_id = excluded.client_id, "
+    "client_name = excluded.client_name, client_avatar = excluded.client_avatar, provider_id = excluded.provider_id, "
+    "provider_name = excluded.provider_name, provider_business_name = excluded.provider_business_name, "
+    "provider_avatar = excluded.provider_avatar, service_type = excluded.service_type, "
+    "created_at = excluded.created_at, state = excluded.state, state_at = excluded.state_at, "
+    "paid_by_payment = excluded.paid_by_payment, version = threads.version + 1",
+    # a message created in the batch is written whole (its state already holds a stored delete)
+    "INSERT INTO thread_messages (thread_id, message_id, created_at, sender_id, sender_type, visible_to, "
+    "system_key, deleted, preview, preview_key, preview_args, item) SELECT * FROM bulk_messages WHERE item IS NOT NULL "
+    "ON CONFLICT (thread_id, message_id) DO UPDATE SET created_at = excluded.created_at, "
+    "sender_id = excluded.sender_id, sender_type = excluded.sender_type, visible_to = excluded.visible_to, "
+    "system_key = excluded.system_key, deleted = excluded.deleted, preview = excluded.preview, "
+    "preview_key = excluded.preview_key, preview_args = excluded.preview_args, item = excluded.item",
+    # a delete of a message created earlier (or not yet): the sticky flag, or a deleted stub
+    "INSERT INTO thread_messages (thread_id, message_id, deleted) "
+    "SELECT thread_id, message_id, true FROM bulk_messages WHERE item IS NULL "
+    "ON CONFLICT (thread_id, message_id) DO UPDATE SET deleted = true",
+    "INSERT INTO thread_reads (thread_id, user_id, read_at, read_up_to) "
+    "SELECT thread_id, user_id, at, up_to FROM bulk_registers WHERE NOT pin "
+    "ON CONFLICT (thread_id, user_id) DO UPDATE SET read_at = excluded.read_at, read_up_to = excluded.read_up_to",
+    "INSERT INTO thread_pins (thread_id, user_id, changed_at, pinned) "
+    "SELECT thread_id, user_id, at, pinned FROM bulk_registers WHERE pin "
+    "ON CONFLICT (thread_id, user_id) DO UPDATE SET changed_at = excluded.changed_at, pinned = excluded.pinned",
+    "INSERT INTO thread_previews (user_id, thread_id, role, listed, last_ts, unread_count, item) "
+    "SELECT * FROM bulk_previews ON CONFLICT (user_id, thread_id) DO UPDATE SET role = excluded.role, "
+    "listed = excluded.listed, last_ts = excluded.last_ts, unread_count = excluded.unread_count, item = excluded.item",
+)
+
+
+async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
+    tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
+    states = await load_states(conn, tids)
+    created: dict[tuple[str, str], MessageCreated] = {}
+    deleted: set[tuple[str, str]] = set()
+    registers: set[tuple[bool, str, str]] = set()
+    for event in events:
+        p = event.payload
+        state = states[p.thread_id]  # type: ignore[attr-defined]
+        if isinstance(p, MessageCreated):
+            known = state.messages.get(p.message_id)
+            if known is None or known.created_at is None:
+                created[(p.thread_id, p.message_id)] = p
+        elif isinstance(p, MessageDeleted):
+            deleted.add((p.thread_id, p.message_id))
+        elif isinstance(p, MessageRead):
+            registers.add((False, p.thread_id, p.reader_id))
+        elif isinstance(p, ThreadPinned):
+            registers.add((True, p.thread_id, p.user_id))
+        fold_into(state, event)
+
+    await conn.execute(_STAGING)
+    cur = conn.cursor()
+    async with cur.copy("COPY bulk_threads FROM STDIN") as copy:
+        for tid in tids:
+            s = states[tid]
+            st = s.started
+            started = (
+                (st.client_id, st.client_name, st.client_avatar, st.provider_id, st.provider_name,
+                 st.provider_business_name, st.provider_avatar, st.service_type, st.created_at)
+                if st is not None
+                else (None,) * 9
+            )
+            await copy.write_row(
+                (tid, *started, s.state[1] if s.state else None, s.state[0] if s.state else None, s.paid_by_payment)
+            )
+    async with cur.copy("COPY bulk_messages FROM STDIN") as copy:
+        for key, p in created.items():
+            m = states[key[0]].messages[key[1]]
+            args = dumps(m.preview_args).decode() if m.preview_args is not None else None
+            await copy.write_row(
+                (key[0], key[1], m.created_at, m.sender_id, m.sender_type, m.visible_to, m.system_key,
+                 m.deleted, m.preview, m.preview_key, args, message_item(p))
+            )
+        for tid, mid in deleted - created.keys():
+            await copy.write_row((tid, mid, None, None, None, None, None, True, None, None, None, None))
+    async with cur.copy("COPY bulk_registers FROM STDIN") as copy:
+        for pin, tid, uid in registers:
+            if pin:
+                at, value = states[tid].pins[uid]
+                await copy.write_row((True, tid, uid, at, None, value))
+            else:
+                at, up_to = states[tid].reads[uid]
+                await copy.write_row((False, tid, uid, at, up_to, None))
+    async with cur.copy("COPY bulk_previews FROM STDIN") as copy:
+        for tid in tids:
+            for row in render(states[tid]):
+                await copy.write_row(
+                    (row.user_id, row.thread_id, row.role, row.listed, row.last_ts, row.unread_count, dumps(row.item))
+                )
+    for statement in _UPSERTS:
+        await conn.execute(statement)
+
+
+async def finish(conn: psycopg.AsyncConnection) -> None:
+    """Derive the per-viewer tables from ``thread_previews`` (idempotent)."""
+    await conn.execute("TRUNCATE thread_summaries, viewer_versions")
+    await conn.execute(
+        "INSERT INTO thread_summaries (user_id, role, unread_total, thread_count) "
+        "SELECT user_id, role, sum(unread_count), count(*) FROM thread_previews WHERE listed GROUP BY user_id, role"
+    )
+    await conn.execute(
+        "INSERT INTO viewer_versions (user_id, version) SELECT user_id, 1 FROM thread_previews GROUP BY user_id"
+    )
+
+
+BULK = BulkLoad(apply=apply, finish=finish)

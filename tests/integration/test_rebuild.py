@@ -1,0 +1,148 @@
+"""``readside rebuild`` against a real broker and PostgreSQL: resume after kill -9, ``--verify``.
+
+The live API under a rebuild, the cache generation and rollback are in
+``tests/e2e/test_rebuild_api.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from projector.projection import BulkLoad, Projection
+from projector.projections import REGISTRY
+from shared.cli import main as cli
+from shared.load import publish, thread_stream
+from tests.support import assert_tables_equal_fold, message, started, wait_caught_up, wait_until
+
+THREAD_TOPICS = ("threads.events", "payments.events")
+
+
+def topics(settings):  # noqa: ANN001, ANN201
+    return [settings.topic_prefix + t for t in THREAD_TOPICS]
+
+
+def row(url: str, sql: str, *args: object) -> tuple | None:
+    with psycopg.connect(url) as conn:
+        try:
+            return conn.execute(sql, args).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+
+
+def versions(url: str) -> tuple:
+    return row(url, "SELECT version, previous_version, generation, state FROM projections WHERE name = 'threads'")  # type: ignore[return-value]
+
+
+def with_extra_sql(projection: Projection, statement: str) -> Projection:
+    """A deliberately different fold: the projection's own writes, then ``statement`` (test only)."""
+
+    async def apply(conn, events):  # noqa: ANN001, ANN202
+        changed = await projection.apply(conn, events)
+        await conn.execute(statement)
+        return changed
+
+    async def bulk_apply(conn, events):  # noqa: ANN001, ANN202
+        assert projection.bulk is not None
+        await projection.bulk.apply(conn, events)
+        await conn.execute(statement)
+
+    bulk = BulkLoad(bulk_apply, projection.bulk.finish) if projection.bulk else None
+    return replace(projection, apply=apply, bulk=bulk)
+
+
+@pytest.mark.slow
+def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:  # noqa: ANN001
+    records = thread_stream(threads=90, seed=21)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    env = {**os.environ, **settings.to_env()}
+    argv = [sys.executable, "-m", "shared.cli", "rebuild", "threads", "--batch", "100"]
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen([*argv, "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        done = lambda: (row(settings.database_url, "SELECT events_done FROM rebuilds WHERE projection = 'threads'") or (0,))[0]  # noqa: E731
+        wait_until(lambda: done() >= 700, 60, "the rebuild to be well into its bulk phase")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    saved = row(settings.database_url, "SELECT sum(next_offset) FROM rs_build_threads.rs_checkpoints")[0]  # type: ignore[index]
+    assert 0 < saved < len(records)
+    assert row(settings.database_url, "SELECT phase FROM rebuilds WHERE projection = 'threads'") == ("bulk",)
+    assert versions(settings.database_url)[3] == "rebuilding"  # nobody could say otherwise after kill -9
+
+    # resumed by two bulk worker processes: positions are per partition, whoever writes them
+    second = subprocess.run([*argv, "--workers", "2"], env=env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert "resuming the rebuild of v2 (bulk)" in second.stderr
+    shown = [int(line.split(": ")[1].split("/")[0].replace(",", "")) for line in second.stderr.splitlines() if " bulk" in line and "/" in line]
+    assert shown[0] >= saved  # it went on from the saved positions
+    assert shown[-1] == len(records)
+    assert "cut over to v2" in second.stdout
+    assert versions(settings.database_url) == (2, 1, 2, "live")
+    assert_tables_equal_fold(settings.database_url, records)
+    # dedupe and positions of the rebuilt version went along with the replaced one, for rollback
+    assert row(settings.database_url, "SELECT count(*) FROM rs_prev_threads.rs_seen") == (len(records),)
+
+
+def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    records = [started("vt-1", client="u-v1", provider="u-v2", at=0), message("vt-1", "m1", 10, sender="u-v2", sender_type="provider")]
+    records += thread_stream(threads=10, seed=22)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    wrong = with_extra_sql(
+        REGISTRY["threads"],
+        "UPDATE thread_previews SET unread_count = 99 WHERE user_id = 'u-v1' AND thread_id = 'vt-1'",
+    )
+    monkeypatch.setitem(REGISTRY, "threads", wrong)  # the code the rebuild command runs (in this process)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)  # nobody to ask: abort
+    assert cli(["rebuild", "threads", "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert "thread_previews: DIFFERS — 1 changed, 0 only in live, 0 only in new" in err
+    assert "changed  key (u-v1,vt-1)" in err
+    assert "thread_messages: same" in err
+    assert "cutover aborted" in err and "--cancel" in err
+    assert versions(settings.database_url) == (1, None, 1, "live")
+    assert row(settings.database_url, "SELECT phase FROM rebuilds WHERE projection = 'threads'") == ("aborted",)
+    assert_tables_equal_fold(settings.database_url, records)  # the live tables were never touched
+    assert row(settings.database_url, "SELECT unread_count FROM rs_build_threads.thread_previews "
+               "WHERE user_id = 'u-v1' AND thread_id = 'vt-1'") == (99,)
+
+    assert cli(["rebuild", "--cancel", "threads"]) == 0
+    assert row(settings.database_url, "SELECT to_regnamespace('rs_build_threads')") == (None,)
+    assert versions(settings.database_url) == (1, None, 1, "live")
+
+
+def test_every_projection_rebuilds_to_tables_verify_finds_equal(
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    from shared.load import mixed_stream
+    from tests.support import checkpoints, high_watermarks
+
+    records = mixed_stream(2, seed=23)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    for name, projection in REGISTRY.items():
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, name, [settings.topic_prefix + t for t in projection.topics])
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "--all", "--verify", "--batch", "500"]) == 0
+    out, err = capsys.readouterr()
+    assert "DIFFERS" not in err
+    assert [line.split(":")[0] for line in out.splitlines()] == list(REGISTRY)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT name, version, previous_version, state FROM projections ORDER BY name").fetchall()
+    assert rows == sorted((name, 2, 1, "live") for name in REGISTRY)
+    heads = asyncio.run(high_watermarks(settings.kafka_bootstrap, [settings.topic_prefix + "requests.events"]))
+    assert checkpoints(settings.database_url, "requests") == heads  # the live projector went on from the same place
