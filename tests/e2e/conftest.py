@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from shared.embedded import free_port
+from shared.embedded import EmbeddedValkey, free_port
 from shared.kafka import CONTRACT_TOPICS, create_topics
 from shared.settings import Settings
 from tests.conftest import InProcessProjector, _with_db
@@ -89,3 +89,12 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
 def stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api")) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    """A Valkey of the module's own: cache tests kill and restart it."""
+    server = EmbeddedValkey(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()

@@ -18,18 +18,10 @@ from api.auth import make_token
 from shared.embedded import EmbeddedValkey
 from shared.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, send_raw, started, wait_caught_up, wait_until
+from tests.support import message, started, wait_caught_up, wait_until
 import orjson
 
 TOPICS = ("threads.events", "payments.events")
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
-    server = EmbeddedValkey(data_dir=tmp_path_factory.mktemp("valkey"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,16 @@ import asyncio
 
 import orjson
 import psycopg
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.load import publish, thread_stream
 from tests.conftest import InProcessProjector
 from tests.support import (
-    as_event,
     assert_tables_equal_fold,
     message,
     send_raw,
     started,
     wait_caught_up,
-    wait_until,
 )
 
 THREAD_TOPICS = ("threads.events", "payments.events")
