@@ -170,11 +170,15 @@ async def load_states(
     return states
 
 
-async def _old_previews(conn: psycopg.AsyncConnection, tids: list[str]) -> dict[tuple[str, str], tuple]:
+async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]) -> dict[tuple[str, str], tuple]:
+    """The stored preview rows of the threads started before the batch, by primary key."""
+    keys = sorted((user, s.thread_id) for s in states if s.started for user in (s.started.client_id, s.started.provider_id))
+    if not keys:
+        return {}
     cur = await conn.execute(
         "SELECT user_id, thread_id, role, listed, unread_count, item FROM thread_previews "
-        "WHERE thread_id = ANY(%b::text[])",
-        (tids,),
+        "WHERE (user_id, thread_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+        ([u for u, _ in keys], [t for _, t in keys]),
     )
     return {(u, t): (role, listed, unread, bytes(item)) for u, t, role, listed, unread, item in await cur.fetchall()}
 
@@ -203,7 +207,7 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
         if isinstance(e.payload, (MessageCreated, MessageDeleted))
     }
     states = await load_states(conn, tids, messages=touched)
-    old = await _old_previews(conn, tids)
+    old = await _old_previews(conn, [states[t] for t in tids])
     before = {key: states[key[0]].messages.get(key[1]) for key in touched}
     markers = {tid: dict(states[tid].reads) for tid in tids}
     created: dict[tuple[str, str], MessageCreated] = {}
