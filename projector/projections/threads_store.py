@@ -13,7 +13,7 @@ Tables (ids ``COLLATE "C"``):
 
 ``apply`` locks the touched ``threads`` rows in id order first (two projector instances may hold
 the threads and the payments partitions of one thread), loads what the batch touches — the
-``threads`` rows, the read and pin registers, the old preview rows and only the messages the batch
+``threads`` rows, the read and pin registers, the old preview rows (by primary key) and only the messages the batch
 creates or deletes (by primary key) —, folds in memory with ``threads.fold_into`` and writes each
 table back with one statement. Its cost per touched thread does not grow with the thread's length:
 the previews are rendered (``threads.render_sides``) from one statement for the whole batch that,
