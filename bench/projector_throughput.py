@@ -151,13 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
     p.add_argument("--batch-max", type=int, default=None, help="READSIDE_BATCH_MAX for the projector (default: its own)")
     p.add_argument("--repeat", type=int, default=2, help="runs of (a) and (b), best kept (default 2)")
+    p.add_argument("--messages", type=str, default=None, metavar="LOW,HIGH",
+                   help="user messages per thread, bounds (default thread_stream's 3,30); longer threads "
+                        "make the per-thread cost of the live apply visible")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the projector")
     p.add_argument("--keep", action="store_true", help="keep the database")
     args = p.parse_args(argv)
 
     began = time.perf_counter()
-    records = thread_stream(threads=max(1, round(args.events / EVENTS_PER_THREAD)), seed=args.seed)
+    if args.messages:
+        low, high = (int(x) for x in args.messages.split(","))
+        per_thread = 5.4 + 1.31 * (low + high) / 2  # measured: reads, deletes, system messages grow with them
+        records = thread_stream(threads=max(1, round(args.events / per_thread)), messages_per_thread=(low, high),
+                                seed=args.seed)
+    else:
+        records = thread_stream(threads=max(1, round(args.events / EVENTS_PER_THREAD)), seed=args.seed)
     say(f"generated {len(records):,} events in {time.perf_counter() - began:.1f}s")
     with kafka() as bootstrap, bench_database(args.keep) as url:
         extra = {"batch_max": args.batch_max} if args.batch_max else {}

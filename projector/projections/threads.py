@@ -30,6 +30,7 @@ from schemas import (
 __all__ = [
     "Message",
     "PreviewRow",
+    "Side",
     "Started",
     "ThreadState",
     "fold",
@@ -37,6 +38,10 @@ __all__ = [
     "message_preview",
     "normalize_text",
     "render",
+    "render_sides",
+    "sides",
+    "unread",
+    "visible",
 ]
 
 PREVIEW_CHARS = 100
@@ -201,28 +206,62 @@ def is_paid(state: ThreadState) -> bool:
     )
 
 
-def render(state: ThreadState) -> list[PreviewRow]:
-    """Both participants' preview rows; none for a thread whose ``thread.started`` is unknown."""
+def visible(m: Message | None, role: str) -> bool:
+    """``m`` counts in ``role``'s preview: created, not deleted, visible to that side."""
+    return m is not None and not m.deleted and m.created_at is not None and m.visible_to in ("both", role)
+
+
+def unread(m: Message | None, role: str, user: str, marker: tuple[datetime, datetime] | None) -> bool:
+    """``m`` is unread for ``user`` (in ``role``) with read marker ``marker`` (strictly after it)."""
+    return visible(m, role) and m.sender_id != user and (marker is None or m.created_at > marker[1])  # type: ignore[union-attr,operator]
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """What one participant's preview needs of the messages: the latest visible one by
+    ``(created_at, message_id)``, the unread count and the visible count."""
+
+    last: Message | None
+    unread_count: int
+    message_count: int
+
+
+def sides(state: ThreadState) -> dict[str, Side]:
+    """Both participants' ``Side`` from the full message set (``started`` must be known)."""
     s = state.started
-    if s is None:
-        return []
-    paid = is_paid(state)
-    listed = paid or s.service_type != HIDDEN_UNTIL_PAID
+    assert s is not None
     live = sorted(
         (m for m in state.messages.values() if not m.deleted and m.created_at is not None),
         key=lambda m: (m.created_at, m.message_id),
     )
+    out = {}
+    for role, user in (("client", s.client_id), ("provider", s.provider_id)):
+        seen = [m for m in live if visible(m, role)]
+        marker = state.reads.get(user)
+        out[role] = Side(seen[-1] if seen else None, sum(1 for m in seen if unread(m, role, user, marker)), len(seen))
+    return out
+
+
+def render(state: ThreadState) -> list[PreviewRow]:
+    """Both participants' preview rows; none for a thread whose ``thread.started`` is unknown."""
+    if state.started is None:
+        return []
+    return render_sides(state, is_paid(state), sides(state))
+
+
+def render_sides(state: ThreadState, paid: bool, by_role: dict[str, Side]) -> list[PreviewRow]:
+    """The preview rows from the thread's registers and each side's ``Side`` (the live path
+    computes those from indexes and deltas instead of the full message set)."""
+    s = state.started
+    assert s is not None
+    listed = paid or s.service_type != HIDDEN_UNTIL_PAID
     rows = []
     for role, user, name, avatar, other in (
         ("client", s.client_id, s.provider_business_name or s.provider_name, s.provider_avatar, s.provider_id),
         ("provider", s.provider_id, s.client_name, s.client_avatar, s.client_id),
     ):
-        visible = [m for m in live if m.visible_to in ("both", role)]
-        marker = state.reads.get(user)
-        unread = sum(
-            1 for m in visible if m.sender_id != user and (marker is None or m.created_at > marker[1])  # type: ignore[operator]
-        )
-        last = visible[-1] if visible else None
+        side = by_role[role]
+        last = side.last
         last_ts = last.created_at if last else s.created_at
         pin = state.pins.get(user)
         item = {
@@ -231,12 +270,12 @@ def render(state: ThreadState) -> list[PreviewRow]:
             "last_message_preview": last.preview if last else None,
             "last_actor": last.sender_type if last else None,
             "last_ts": last_ts,
-            "unread_count": unread,
+            "unread_count": side.unread_count,
             "state": state.state[1] if state.state else None,
-            "meta": {"service_type": s.service_type, "paid": paid, "message_count": len(visible)},
+            "meta": {"service_type": s.service_type, "paid": paid, "message_count": side.message_count},
             "pinned": pin[1] if pin else False,
             "preview_key": last.preview_key if last else None,
             "preview_args": last.preview_args if last else None,
         }
-        rows.append(PreviewRow(user, state.thread_id, role, listed, last_ts, unread, item))  # type: ignore[arg-type]
+        rows.append(PreviewRow(user, state.thread_id, role, listed, last_ts, side.unread_count, item))  # type: ignore[arg-type]
     return rows

@@ -12,25 +12,40 @@ Tables (ids ``COLLATE "C"``):
 - ``viewer_versions``   per viewer, bumped whenever one of their previews changes (ETags).
 
 ``apply`` locks the touched ``threads`` rows in id order first (two projector instances may hold
-the threads and the payments partitions of one thread), loads each table once, folds in memory
-with ``threads.fold_into`` and writes each table back with one statement.
+the threads and the payments partitions of one thread), loads what the batch touches — the
+``threads`` rows, the read and pin registers, the old preview rows (by primary key) and only the messages the batch
+creates or deletes (by primary key) —, folds in memory with ``threads.fold_into`` and writes each
+table back with one statement. Its cost per touched thread does not grow with the thread's length:
+the previews are rendered (``threads.render_sides``) from one statement for the whole batch that,
+per (thread, side), finds the latest visible message with one descent of
+``thread_messages_history`` (a delete simply falls back to the previous one) and whether a live
+``payment_received`` message exists (``thread_messages_paid``). The message and unread counts are
+the old preview row's plus the batch's deltas (each touched message counted before and after the
+batch); they are counted in that statement only when there is no old row yet (the thread's start
+just arrived) or, for the unread count, when the viewer's read marker moved (the messages after
+the new marker). The rebuild's bulk path (``threads_bulk``) loads whole threads and uses
+``threads.render``, the reference the live path must match byte for byte.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Collection, Sequence
 
+import orjson
 import psycopg
 
 from projector.projection import Projection, TableCheck
 from projector.projections.threads import (
     Message,
     PreviewRow,
+    Side,
     Started,
     ThreadState,
     fold_into,
-    render,
+    render_sides,
+    unread,
+    visible,
 )
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
@@ -59,6 +74,8 @@ CREATE TABLE IF NOT EXISTS thread_messages (
 );
 CREATE INDEX IF NOT EXISTS thread_messages_history
     ON thread_messages (thread_id, created_at DESC, message_id DESC) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS thread_messages_paid
+    ON thread_messages (thread_id) WHERE system_key = 'payment_received' AND NOT deleted;
 CREATE TABLE IF NOT EXISTS thread_reads (
     thread_id text COLLATE "C" NOT NULL, user_id text COLLATE "C" NOT NULL,
     read_at timestamptz NOT NULL, read_up_to timestamptz NOT NULL,
@@ -100,9 +117,23 @@ _THREAD_COLS = (
 )
 
 
-async def load_states(conn: psycopg.AsyncConnection, tids: list[str], *, lock: bool = True) -> dict[str, ThreadState]:
+_MESSAGE_SELECT = (
+    "SELECT thread_id, message_id, created_at, sender_id, sender_type, visible_to, system_key, deleted, "
+    "preview, preview_key, preview_args FROM thread_messages "
+)
+
+
+async def load_states(
+    conn: psycopg.AsyncConnection,
+    tids: list[str],
+    *,
+    lock: bool = True,
+    messages: Collection[tuple[str, str]] | None = None,
+) -> dict[str, ThreadState]:
     """The stored state of each thread (empty for one not stored yet). ``lock``: insert the
-    missing ``threads`` rows as stubs and lock them all, in id order (the live path)."""
+    missing ``threads`` rows as stubs and lock them all, in id order (the live path).
+    ``messages``: load only these ``(thread_id, message_id)`` (by primary key) instead of every
+    message of the threads — the live path, whose cost must not grow with thread length."""
     if lock:
         await conn.execute(
             "INSERT INTO threads (thread_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING", (tids,)
@@ -116,11 +147,14 @@ async def load_states(conn: psycopg.AsyncConnection, tids: list[str], *, lock: b
     for tid, cid, cname, cav, pid, pname, pbiz, pav, stype, created, state, state_at, paid in await cur.fetchall():
         started = Started(cid, cname, cav, pid, pname, pbiz, pav, stype, created) if cid is not None else None
         states[tid] = ThreadState(tid, started, (state_at, state) if state_at else None, paid)
-    cur = await conn.execute(
-        "SELECT thread_id, message_id, created_at, sender_id, sender_type, visible_to, system_key, deleted, "
-        "preview, preview_key, preview_args FROM thread_messages WHERE thread_id = ANY(%b::text[])",
-        (tids,),
-    )
+    if messages is None:
+        cur = await conn.execute(_MESSAGE_SELECT + "WHERE thread_id = ANY(%b::text[])", (tids,))
+    else:
+        keys = sorted(messages)
+        cur = await conn.execute(
+            _MESSAGE_SELECT + "WHERE (thread_id, message_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+            ([t for t, _ in keys], [m for _, m in keys]),
+        )
     for tid, mid, *rest in await cur.fetchall():
         states[tid].messages[mid] = Message(mid, *rest)
     cur = await conn.execute(
@@ -136,11 +170,15 @@ async def load_states(conn: psycopg.AsyncConnection, tids: list[str], *, lock: b
     return states
 
 
-async def _old_previews(conn: psycopg.AsyncConnection, tids: list[str]) -> dict[tuple[str, str], tuple]:
+async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]) -> dict[tuple[str, str], tuple]:
+    """The stored preview rows of the threads started before the batch, by primary key."""
+    keys = sorted((user, s.thread_id) for s in states if s.started for user in (s.started.client_id, s.started.provider_id))
+    if not keys:
+        return {}
     cur = await conn.execute(
         "SELECT user_id, thread_id, role, listed, unread_count, item FROM thread_previews "
-        "WHERE thread_id = ANY(%b::text[])",
-        (tids,),
+        "WHERE (user_id, thread_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+        ([u for u, _ in keys], [t for _, t in keys]),
     )
     return {(u, t): (role, listed, unread, bytes(item)) for u, t, role, listed, unread, item in await cur.fetchall()}
 
@@ -163,8 +201,15 @@ def message_item(p: MessageCreated) -> bytes:
 
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
-    states = await load_states(conn, tids)
-    old = await _old_previews(conn, tids)
+    touched = {
+        (e.payload.thread_id, e.payload.message_id)  # type: ignore[attr-defined]
+        for e in events
+        if isinstance(e.payload, (MessageCreated, MessageDeleted))
+    }
+    states = await load_states(conn, tids, messages=touched)
+    old = await _old_previews(conn, [states[t] for t in tids])
+    before = {key: states[key[0]].messages.get(key[1]) for key in touched}
+    markers = {tid: dict(states[tid].reads) for tid in tids}
     created: dict[tuple[str, str], MessageCreated] = {}
     deleted: set[tuple[str, str]] = set()
     reads: set[tuple[str, str]] = set()
@@ -186,9 +231,91 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     await _write_threads(conn, [states[t] for t in tids])
     await _write_messages(conn, states, created, deleted - set(created))
     await _write_registers(conn, states, reads, pins)
-    return await _write_previews(conn, [row for t in tids for row in render(states[t])], old) | {
-        f"thread:{t}" for t in tids
-    }
+    rows = await _render(conn, states, old, before, markers)
+    return await _write_previews(conn, rows, old) | {f"thread:{t}" for t in tids}
+
+
+async def _render(
+    conn: psycopg.AsyncConnection,
+    states: dict[str, ThreadState],
+    old: dict[tuple[str, str], tuple],
+    before: dict[tuple[str, str], Message | None],
+    markers: dict[str, dict[str, tuple]],
+) -> list[PreviewRow]:
+    """Both participants' rows of every started touched thread, from the messages already written.
+
+    The counts are the old preview row's plus the batch's deltas (each touched message counted
+    before and after), unless there is no old row (the start just arrived: count once) or the
+    viewer's read marker moved (count the visible messages after the new marker). The latest
+    visible message and the paid flag are index lookups. One statement for the whole batch.
+    """
+    by_thread: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key in before:
+        by_thread[key[0]].append(key)
+    plan: list[tuple[str, str, str, Any, int | None, int | None]] = []  # tid, role, user, up_to, count, unread
+    for tid, state in states.items():
+        s = state.started
+        if s is None:
+            continue
+        for role, user in (("client", s.client_id), ("provider", s.provider_id)):
+            marker = state.reads.get(user)
+            prior = old.get((user, tid))
+            count = unread_count = None
+            if prior is not None and prior[0] == role:
+                count = orjson.loads(prior[3])["meta"]["message_count"]
+                for key in by_thread[tid]:
+                    count += visible(state.messages[key[1]], role) - visible(before[key], role)
+                if markers[tid].get(user) == marker:
+                    unread_count = prior[2]
+                    for key in by_thread[tid]:
+                        unread_count += unread(state.messages[key[1]], role, user, marker) - unread(
+                            before[key], role, user, marker
+                        )
+            plan.append((tid, role, user, marker[1] if marker else None, count, unread_count))
+    if not plan:
+        return []
+    cur = await conn.execute(_SIDES, tuple(list(col) for col in zip(*plan)))
+    found: dict[tuple[str, str], tuple] = {(r[0], r[1]): r for r in await cur.fetchall()}
+    rows: list[PreviewRow] = []
+    for tid in sorted({p[0] for p in plan}):
+        by_role, paid = {}, states[tid].paid_by_payment
+        for role in ("client", "provider"):
+            _, _, mid, created_at, sender_type, preview, key, args, count, unread_count, paid_msg = found[(tid, role)]
+            last = Message(mid, created_at, sender_type=sender_type, preview=preview, preview_key=key, preview_args=args)
+            by_role[role] = Side(last if mid is not None else None, unread_count, count)
+            paid = paid or paid_msg
+        rows.extend(render_sides(states[tid], paid, by_role))
+    return rows
+
+
+# Per (thread, side): the latest visible message (an index descent on thread_messages_history),
+# the counts passed in or, when NULL, counted (the unread ones from the marker on), and whether a
+# live payment_received message exists (thread_messages_paid). CASE runs a subquery only when needed.
+_SIDES = """
+SELECT u.tid, u.role, l.message_id, l.created_at, l.sender_type, l.preview, l.preview_key, l.preview_args,
+    CASE WHEN u.n IS NULL THEN (
+        SELECT count(*) FROM thread_messages m
+        WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role)
+    ) ELSE u.n END,
+    CASE WHEN u.unread IS NULL THEN (
+        SELECT count(*) FROM thread_messages m
+        WHERE m.thread_id = u.tid AND NOT m.deleted AND m.created_at > coalesce(u.up_to, '-infinity')
+            AND m.visible_to IN ('both', u.role) AND m.sender_id IS DISTINCT FROM u.uid
+    ) ELSE u.unread END,
+    EXISTS (
+        SELECT FROM thread_messages m
+        WHERE m.thread_id = u.tid AND m.system_key = 'payment_received' AND NOT m.deleted
+    )
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::int8[], %b::int8[])
+    AS u(tid, role, uid, up_to, n, unread)
+LEFT JOIN LATERAL (
+    SELECT m.message_id, m.created_at, m.sender_type, m.preview, m.preview_key, m.preview_args
+    FROM thread_messages m
+    WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role)
+    ORDER BY m.created_at DESC, m.message_id DESC
+    LIMIT 1
+) l ON true
+"""
 
 
 async def _write_threads(conn: psycopg.AsyncConnection, states: list[ThreadState]) -> None:
