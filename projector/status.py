@@ -23,7 +23,7 @@ The table (and ``/readyz``) show the two combined: a stalled ``live`` projection
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -61,6 +61,9 @@ class ProjectionStatus:
     skipped_unknown: int
     last_batch_at: datetime | None
     partitions: tuple[PartitionStatus, ...]
+    # an unfinished ``readside rebuild``/``rollback`` (the ``rebuilds`` row): kind, target_version,
+    # phase, events_done, events_total, updated_at; None when there is none
+    rebuild: dict[str, Any] | None = None
 
     @property
     def shown_state(self) -> str:
@@ -89,6 +92,7 @@ class _Rows:
     checkpoints: dict[str, dict[tuple[str, int], tuple[int, datetime, float]]]
     recorded: dict[tuple[str, int], int]
     dead: dict[str, int]
+    rebuilds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 async def load(conn: psycopg.AsyncConnection, names: Iterable[str] | None = None) -> _Rows:
@@ -111,7 +115,16 @@ async def load(conn: psycopg.AsyncConnection, names: Iterable[str] | None = None
     recorded = {(t, p): hw for t, p, hw in await cur.fetchall()}
     cur = await conn.execute("SELECT projection, count(*) FROM dead_letters GROUP BY projection")
     dead = {name: n for name, n in await cur.fetchall()}
-    return _Rows(projections, checkpoints, recorded, dead)
+    cur = await conn.execute(
+        "SELECT projection, kind, target_version, phase, events_done, events_total, updated_at FROM rebuilds "
+        "WHERE phase NOT IN ('done', 'cancelled')"
+    )
+    rebuilds = {
+        name: {"kind": kind, "target_version": target, "phase": phase, "events_done": done,
+               "events_total": total, "updated_at": at}
+        for name, kind, target, phase, done, total, at in await cur.fetchall()
+    }
+    return _Rows(projections, checkpoints, recorded, dead, rebuilds)
 
 
 def _topics(rows: _Rows, name: str, prefix: str) -> list[str]:
@@ -171,6 +184,7 @@ def summarize(
                 skipped_unknown=skipped,
                 last_batch_at=last_batch,
                 partitions=tuple(parts),
+                rebuild=rows.rebuilds.get(name),
             )
         )
     heads_from = "broker" if broker_error is None else "partition_heads"
@@ -234,6 +248,14 @@ def render(status: Status, bootstrap: str) -> str:
             right=(1, 3, 4, 5, 6),
         )
     )
+    for p in status.projections:
+        if p.rebuild is not None:
+            r = p.rebuild
+            share = f" ({100 * r['events_done'] // r['events_total']}%)" if r["events_total"] else ""
+            lines.append(
+                f"{p.name}: {r['kind']} to v{r['target_version']}, phase {r['phase']}, "
+                f"{r['events_done']:,}/{r['events_total']:,} events{share}, last progress {since(r['updated_at'])}"
+            )
     rows = []
     for p in status.projections:
         for part in p.partitions:

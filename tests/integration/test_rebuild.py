@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -78,6 +79,16 @@ def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projec
     assert 0 < saved < len(records)
     assert row(settings.database_url, "SELECT phase FROM rebuilds WHERE projection = 'threads'") == ("bulk",)
     assert versions(settings.database_url)[3] == "rebuilding"  # nobody could say otherwise after kill -9
+    # what an operator sees meanwhile
+    shown = subprocess.run([sys.executable, "-m", "shared.cli", "status", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    (threads,) = [p for p in orjson.loads(shown.stdout)["projections"] if p["name"] == "threads"]
+    assert threads["state"] == "rebuilding"
+    assert threads["rebuild"]["phase"] == "bulk" and threads["rebuild"]["target_version"] == 2
+    assert 0 < threads["rebuild"]["events_done"] < threads["rebuild"]["events_total"] == len(records)
+    table = subprocess.run([sys.executable, "-m", "shared.cli", "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"threads: rebuild to v2, phase bulk, {threads['rebuild']['events_done']:,}/{len(records):,} events" in table.stdout
 
     # resumed by two bulk worker processes: positions are per partition, whoever writes them
     second = subprocess.run([*argv, "--workers", "2"], env=env, capture_output=True, text=True, timeout=180)
