@@ -10,7 +10,8 @@ import itertools
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+import random
+from typing import Any, Callable, Hashable, Iterable
 
 import orjson
 import psycopg
@@ -150,6 +151,21 @@ async def high_watermarks(bootstrap: str, topics: list[str]) -> dict[tuple[str, 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata for a new topic
     return consumer.partitions_for_topic(topic) or set()
+
+
+def merge_keeping_order(records: list[Record], group: Callable[[Record], Hashable], rnd: random.Random) -> list[Record]:
+    """A random interleaving of ``records`` that keeps the order within each ``group`` (a topic, a
+    partition key): what a consumer may see when partitions or topics interleave."""
+    queues: dict[Hashable, list[Record]] = {}
+    for r in reversed(records):
+        queues.setdefault(group(r), []).append(r)
+    merged: list[Record] = []
+    while queues:
+        key = rnd.choice(sorted(queues, key=repr))
+        merged.append(queues[key].pop())
+        if not queues[key]:
+            del queues[key]
+    return merged
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:

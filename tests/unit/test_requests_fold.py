@@ -33,7 +33,7 @@ from projector.projections.requests import (
     window_starts,
 )
 from shared.load import Record, request_stream
-from tests.support import T0, as_event, envelope, ts
+from tests.support import T0, as_event, envelope, merge_keeping_order, ts
 
 TOPIC = "requests.events"
 
@@ -337,16 +337,7 @@ def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
 @given(streams, st.randoms(use_true_random=False))
 def test_any_merge_keeping_each_requests_order_projects_the_same(stream, rnd):  # noqa: ANN001
     # What the contract guarantees: per-key order within the topic; partitions interleave freely.
-    by_key: dict[str, list[Record]] = {}
-    for r in stream:
-        by_key.setdefault(r.key, []).append(r)
-    queues = {k: list(reversed(v)) for k, v in by_key.items()}
-    merged: list[Record] = []
-    while queues:
-        key = rnd.choice(sorted(queues))
-        merged.append(queues[key].pop())
-        if not queues[key]:
-            del queues[key]
+    merged = merge_keeping_order(stream, lambda r: r.key, rnd)
     assert _projected(merged) == _projected(stream)
 
 

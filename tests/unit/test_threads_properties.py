@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from projector.projections.threads import fold_all, render
 from shared.load import Record, thread_stream
-from tests.support import as_event
+from tests.support import as_event, merge_keeping_order
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -58,16 +58,7 @@ def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
 def test_any_cross_topic_interleaving_projects_like_time_order(stream, rnd):  # noqa: ANN001
     # Per-key order holds within a topic; across topics anything goes. Shuffle which topic's
     # next event comes first, keeping each topic's own order.
-    by_topic: dict[str, list[Record]] = {}
-    for r in stream:
-        by_topic.setdefault(r.topic, []).append(r)
-    queues = {t: list(reversed(rs)) for t, rs in by_topic.items()}
-    mixed: list[Record] = []
-    while queues:
-        topic = rnd.choice(sorted(queues))
-        mixed.append(queues[topic].pop())
-        if not queues[topic]:
-            del queues[topic]
+    mixed = merge_keeping_order(stream, lambda r: r.topic, rnd)
     assert _rows(mixed) == _rows(stream)
 
 
@@ -75,16 +66,7 @@ def test_any_cross_topic_interleaving_projects_like_time_order(stream, rnd):  # 
 @given(streams, st.randoms(use_true_random=False))
 def test_threads_are_independent_so_any_per_thread_order_preserving_merge_is_equal(stream, rnd):  # noqa: ANN001
     # Partitions interleave arbitrarily: any merge that keeps each key's order is equivalent.
-    by_key: dict[tuple[str, str], list[Record]] = {}
-    for r in stream:
-        by_key.setdefault((r.topic, r.key), []).append(r)
-    queues = {k: list(reversed(v)) for k, v in by_key.items()}
-    merged: list[Record] = []
-    while queues:
-        key = rnd.choice(sorted(queues))
-        merged.append(queues[key].pop())
-        if not queues[key]:
-            del queues[key]
+    merged = merge_keeping_order(stream, lambda r: (r.topic, r.key), rnd)
     assert _rows(merged) == _rows(stream)
 
 
