@@ -18,7 +18,7 @@ no later request matches. Every response body comes from ONE statement (never a 
 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
-projection that reads that topic has committed past the offset, then bypasses the cache read.
+projection that reads that topic has committed past the offset, then answers from PostgreSQL alone (version, ETag and body), never from the cache.
 ``X-Readside-Consistency`` says ``caught-up`` or ``timeout``.
 
 Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; seconds=<s>``.
@@ -87,6 +87,12 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
         extra["X-Readside-Consistency"] = "caught-up" if await _wait_for(ctx, timing, positions) else "timeout"
     extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
     cache = ctx.cache if spec.cacheable else None
+    if cache is not None and positions:
+        # Read-your-writes goes to PostgreSQL for the version, the ETag and the body: the Redis
+        # version may not be bumped yet for a commit the wait just saw, and a 304 or a shared
+        # render under it would be the data from before that commit.
+        extra["X-Cache"] = "MISS"
+        cache = None
     if cache is not None:
         extra["X-Cache"] = "MISS"
         t0 = time.perf_counter()
@@ -101,13 +107,12 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
                 extra["X-Cache"] = "HIT"
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
             key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]
-            if not positions:
-                t0 = time.perf_counter()
-                body = await cache.get(key)
-                timing.cache += time.perf_counter() - t0
-                if body is not None:
-                    extra["X-Cache"] = "HIT"
-                    return _ok(body, _headers(spec, tag) | extra)
+            t0 = time.perf_counter()
+            body = await cache.get(key)
+            timing.cache += time.perf_counter() - t0
+            if body is not None:
+                extra["X-Cache"] = "HIT"
+                return _ok(body, _headers(spec, tag) | extra)
 
             async def render() -> bytes:
                 async with timing.connection(ctx.pool) as conn:

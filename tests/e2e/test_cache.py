@@ -169,11 +169,17 @@ def test_read_your_writes_waits_for_the_position_and_times_out_cleanly(cached: S
         finally:
             await producer.stop()
 
+    with cached.client() as http:
+        before = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw"))
+        assert before.status_code == 200 and before.json()["items"][0]["last_message_preview"] is None
     token = asyncio.run(produce())
     with cached.client() as http:
-        r = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": token})
-        assert r.headers["x-readside-consistency"] == "caught-up"
+        # The ETag from before the write: read-your-writes answers from PostgreSQL, never a 304 of it.
+        r = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {
+            "X-Readside-After": token, "If-None-Match": before.headers["etag"]})
+        assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up"
         assert r.json()["items"][0]["last_message_preview"] == "just sent"
+        assert r.headers["x-cache"] == "MISS"
         t0 = time.perf_counter()
         late = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": f"{topic}:0:999999999"})
         elapsed = time.perf_counter() - t0
