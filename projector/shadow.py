@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import psycopg
 from psycopg import sql
 
 from projector.projection import Projection
+from shared.errors import ReadsideError
 
 __all__ = ["Shadow", "build_schema", "prev_schema"]
 
 log = logging.getLogger(__name__)
+LOCK_DEADLINE = 30.0  # seconds the cutover may hold the live projector while it waits for the tables
 
 BOOKKEEPING = ("rs_checkpoints", "rs_seen", "rs_failed")
 
@@ -169,12 +172,21 @@ class Shadow:
         return (await cur.fetchone())[0]  # type: ignore[index]
 
     # -- cutover ---------------------------------------------------------------------------
-    async def lock_for_swap(self, conn: psycopg.AsyncConnection, *, attempt_timeout_ms: int) -> int:
-        """ACCESS EXCLUSIVE on the live and the shadow tables, retried until granted; in the
-        caller's transaction. Returns the number of attempts."""
-        names = [_ident("public", t) for t in self.projection.tables] + [self.table(t) for t in self.projection.tables]
+    async def lock_for_swap(
+        self, conn: psycopg.AsyncConnection, *, attempt_timeout_ms: int, deadline: float | None = None
+    ) -> int:
+        """ACCESS EXCLUSIVE on the live and the shadow tables, retried until granted or until
+        ``deadline`` seconds have passed; in the caller's transaction. Returns the number of attempts.
+
+        The caller holds the live checkpoint rows meanwhile, so the live projector waits: past the
+        deadline this gives up (the caller's transaction rolls back and frees it) and names the
+        sessions that hold the tables."""
+        live = [_ident("public", t) for t in self.projection.tables]
+        names = live + [self.table(t) for t in self.projection.tables]
         statement = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(names))
         attempts = 0
+        deadline = LOCK_DEADLINE if deadline is None else deadline
+        give_up = time.monotonic() + deadline
         while True:
             attempts += 1
             try:
@@ -185,7 +197,25 @@ class Shadow:
                 return attempts
             except psycopg.errors.LockNotAvailable:
                 log.info("%s: tables busy (attempt %d); trying again", self.projection.name, attempts)
+                if time.monotonic() >= give_up:
+                    holders = await self._holders(conn, [f"public.{t}" for t in self.projection.tables])
+                    raise ReadsideError(
+                        f"{self.projection.name}: could not lock the live tables for the cutover in {deadline:.0f} s "
+                        f"({attempts} attempts); held by {holders or 'sessions that have since ended'}. "
+                        f"Nothing was swapped and the live projector goes on; end those sessions (or wait) and run "
+                        f"the same command again: it resumes at the catch-up"
+                    ) from None
                 await asyncio.sleep(min(0.05 * attempts, 0.5))
+
+    @staticmethod
+    async def _holders(conn: psycopg.AsyncConnection, tables: list[str]) -> str:
+        cur = await conn.execute(
+            "SELECT DISTINCT a.pid, a.state, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.relation = ANY(%s::regclass[]) AND l.pid <> pg_backend_pid() ORDER BY a.pid",
+            (tables,),
+        )
+        return "; ".join(f"pid {pid} ({state}: {query})" for pid, state, query in await cur.fetchall())
 
     async def swap(self, conn: psycopg.AsyncConnection, outgoing: str) -> None:
         """Live tables -> ``outgoing`` (created), shadow tables -> public, bookkeeping -> ``outgoing``

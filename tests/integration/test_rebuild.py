@@ -104,6 +104,32 @@ def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projec
     assert row(settings.database_url, "SELECT count(*) FROM rs_prev_threads.rs_seen") == (len(records),)
 
 
+def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    records = thread_stream(threads=10, seed=23)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("projector.shadow.LOCK_DEADLINE", 1.0)
+    with psycopg.connect(settings.database_url) as reporting:  # a long report holding a live table
+        reporting.execute("SELECT count(*) FROM thread_previews").fetchone()
+        pid = reporting.info.backend_pid
+        assert cli(["rebuild", "threads"]) == 3
+        err = capsys.readouterr().err
+        assert "could not lock the live tables for the cutover" in err and f"pid {pid} (idle in transaction" in err
+        assert versions(settings.database_url)[0] == 1  # nothing swapped
+    # the live projector was not held: a new event is projected
+    more = [started("lk-1", client="u-lk", provider="u-lp", at=0)]
+    asyncio.run(publish(more, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    assert cli(["rebuild", "threads"]) == 0  # the session is gone: it resumes at the catch-up
+    assert "cut over to v2" in capsys.readouterr().out
+    assert versions(settings.database_url)[0] == 2
+    assert_tables_equal_fold(settings.database_url, records + more)
+
+
 def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
