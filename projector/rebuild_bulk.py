@@ -56,8 +56,12 @@ class ShadowWriter:
         fresh = await self.shadow.first_seen(conn, list(first))
         items = [item for event_id, item in first.items() if event_id in fresh]
         failures = await self._apply_isolating(items, bulk)
+        # A failed event is not "seen": a re-send of it, or a replay after a fix, must still apply.
+        await self.shadow.forget_seen(conn, [i.event.event_id for i, _ in failures])
         await self.shadow.record_failures(
-            conn, [(i.tp.topic, i.tp.partition, i.offset, i.key, i.value, reason) for i, reason in failures]
+            conn,
+            [(i.tp.topic, i.tp.partition, i.offset, i.key, i.value, reason) for i, reason in failures]
+            + [(tp.topic, tp.partition, offset, key, value, reason) for tp, offset, key, value, reason in chunk.rejected],
         )
         await self.shadow.set_positions(conn, {(tp.topic, tp.partition): end for tp, end in chunk.ends.items()})
         await conn.execute("SET LOCAL search_path = public")

@@ -9,7 +9,9 @@ re-seeked when its limit moves.
 
 Decoding follows the engine's rules: a known type this projection handles is an event; an unknown
 type, or a type the projection does not handle, is skipped and counted; an invalid record is
-counted only — the live projector dead-lettered it already (same bytes, same decoder). A rebuild
+handed out in ``Chunk.rejected`` with its reason: the rebuild runs today's decoder, which may
+reject what the live one accepted, so it becomes a dead letter of the new version at the cutover
+(one the live projector already wrote for the same origin is kept as it is). A rebuild
 needs every offset from 0: a partition whose log starts later (retention) is an error naming the
 fix.
 """
@@ -55,6 +57,8 @@ class Chunk:
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     invalid: int = 0
+    # invalid records: (partition, offset, key, value, reason)
+    rejected: list[tuple[TopicPartition, int, bytes | None, bytes, str]] = field(default_factory=list)
     skipped: int = 0
 
 
@@ -176,8 +180,9 @@ class Replay:
                 await asyncio.sleep(0)  # let the writer's database round trips progress
             try:
                 decoded = decode(base, r.key, r.value)
-            except InvalidEvent:
+            except InvalidEvent as exc:
                 out.invalid += 1
+                out.rejected.append((tp, r.offset, r.key, r.value, exc.reason))
                 continue
             if isinstance(decoded, UnknownEvent) or not self.projection.handles(decoded.type):
                 out.skipped += 1

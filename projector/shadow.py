@@ -12,8 +12,9 @@ every table of ``Projection.tables`` must land in the schema) — plus the build
 - ``rs_checkpoints (topic, partition) -> next_offset``  how far the tables have read; committed
   with the rows of every batch, so an interrupted build resumes from there;
 - ``rs_seen (event_id)``  every event id applied to these tables (dedupe: first wins);
-- ``rs_failed``  events the fold raised on (isolated like the live engine does); they become
-  dead letters of the projection when this version goes live.
+- ``rs_failed``  events the fold raised on (isolated like the live engine does; their ids are not
+  kept in ``rs_seen``) and records today's decoder rejects; they become dead letters of the
+  projection when this version goes live.
 
 While the bulk load runs, the tables keep only their primary keys: ``create`` records the
 definitions of the other indexes (``pg_get_indexdef``, schema-qualified) and drops them;
@@ -156,6 +157,12 @@ class Shadow:
             )
         )
         return {row[0] for row in await cur.fetchall()}
+
+    async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None:
+        if event_ids:
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE event_id = ANY(%s::text[])").format(self.table("rs_seen")), (event_ids,)
+            )
 
     async def record_failures(self, conn: psycopg.AsyncConnection, failures: list[tuple[str, int, int, bytes | None, bytes, str]]) -> None:
         if failures:

@@ -22,7 +22,7 @@ from projector.projection import BulkLoad, Projection
 from projector.projections import REGISTRY
 from shared.cli import main as cli
 from shared.load import publish, thread_stream
-from tests.support import assert_tables_equal_fold, message, started, wait_caught_up, wait_until
+from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
 
 THREAD_TOPICS = ("threads.events", "payments.events")
 
@@ -128,6 +128,28 @@ def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
     assert "cut over to v2" in capsys.readouterr().out
     assert versions(settings.database_url)[0] == 2
     assert_tables_equal_fold(settings.database_url, records + more)
+
+
+def test_records_the_rebuilds_decoder_rejects_become_dead_letters_of_the_new_version(
+    settings, projector, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    records = thread_stream(threads=8, seed=24)
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    topic = settings.topic_prefix + "threads.events"
+    poison = [(topic, b"t-x", b"{not json"), (topic, b"t-y", orjson.dumps({"event_id": "e-y", "type": "message.created"}))]
+    asyncio.run(send_raw(settings.kafka_bootstrap, poison))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    # As if the live decoder had let them through (the rebuild runs today's, which rejects them).
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM dead_letters")
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "threads"]) == 0
+    with psycopg.connect(settings.database_url) as conn:
+        letters = conn.execute("SELECT key, value, reason FROM dead_letters WHERE projection = 'threads' ORDER BY key").fetchall()
+    assert [(bytes(k), bytes(v)) for k, v, _ in letters] == [(k, v) for _, k, v in poison]
+    assert all(reason for _, _, reason in letters)
+    assert_tables_equal_fold(settings.database_url, records)
 
 
 def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
