@@ -236,6 +236,17 @@ class Shadow:
             ).format(self.table("rs_failed")),
             (self.projection.name,),
         )
+        # An event the new version's fold failed on is not "seen" by it, whatever the replaced
+        # version did (applied it, or had it replayed from the dead letters meanwhile): forget it in
+        # the projection's dedupe, so `readside dlq replay` applies it to the new tables after a fix
+        # instead of discarding it as a duplicate.
+        await conn.execute(
+            sql.SQL(
+                "DELETE FROM public.dedupe d USING {} f WHERE d.projection = %s AND f.reason LIKE 'fold error%%' "
+                "AND d.event_id = convert_from(f.value, 'UTF8')::jsonb ->> 'event_id'"
+            ).format(self.table("rs_failed")),
+            (self.projection.name,),
+        )
         await conn.execute(sql.SQL("TRUNCATE {}").format(self.table("rs_failed")))
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(outgoing)))
         for table in self.projection.tables:

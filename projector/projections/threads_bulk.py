@@ -104,6 +104,9 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
         fold_into(state, event)
 
     await conn.execute(_STAGING)
+    # Empty even within one transaction: after a poison event is isolated (savepoints), an
+    # earlier successful part of the same chunk has left its rows here.
+    await conn.execute("TRUNCATE bulk_threads, bulk_messages, bulk_registers, bulk_previews")
     cur = conn.cursor()
     async with cur.copy("COPY bulk_threads FROM STDIN") as copy:
         for tid in tids:

@@ -152,6 +152,36 @@ def test_records_the_rebuilds_decoder_rejects_become_dead_letters_of_the_new_ver
     assert_tables_equal_fold(settings.database_url, records)
 
 
+def test_an_event_the_new_fold_fails_on_is_replayed_into_the_new_tables_after_a_fix(
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    records = thread_stream(threads=6, seed=25)
+    records += [started("fx-1", client="u-f1", provider="u-f2", at=0), message("fx-1", "m-bad", 10, sender="u-f1")]
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))  # live applied it all
+    live = REGISTRY["threads"]
+
+    def failing(apply):  # noqa: ANN001, ANN202
+        async def wrapped(conn, events):  # noqa: ANN001, ANN202
+            if any(getattr(e.payload, "message_id", None) == "m-bad" for e in events):
+                raise ValueError("the new fold has a bug")
+            return await apply(conn, events)
+        return wrapped
+
+    bulk = BulkLoad(failing(live.bulk.apply), live.bulk.finish) if live.bulk else None
+    monkeypatch.setitem(REGISTRY, "threads", replace(live, apply=failing(live.apply), bulk=bulk))
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "threads"]) == 0
+    (reason,) = row(settings.database_url, "SELECT reason FROM dead_letters WHERE key = 'fx-1'") or (None,)
+    assert reason.startswith("fold error (rebuild)")
+    # the fix is deployed; the operator replays: the event reaches the new tables, exactly once
+    monkeypatch.setitem(REGISTRY, "threads", live)
+    assert cli(["dlq", "replay", "--all"]) == 0
+    assert "replayed 1, still failing 0, duplicates skipped 0" in capsys.readouterr().out
+    assert_tables_equal_fold(settings.database_url, records)
+
+
 def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
