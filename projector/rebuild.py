@@ -40,6 +40,7 @@ a time (a session advisory lock).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ __all__ = ["Options", "RebuildAborted", "Rebuilder", "mark_interrupted"]
 Key = tuple[str, int]
 T = TypeVar("T")
 ACTIVE = ("bulk", "index", "catch-up", "aborted", "publish")
+CUTOVER_RETRIES = 5  # lock conflicts (deadlock victim) tolerated in a row before giving up
+log = logging.getLogger(__name__)
 
 
 class RebuildAborted(ReadsideError):
@@ -434,9 +437,19 @@ class Rebuilder:
 
     async def _cutover(self, shadow: Shadow, state: _State) -> int:
         verify = self.options.verify and state.kind == "rebuild"
+        conflicts = 0
         while True:
             try:
                 return await self._cutover_once(shadow, state, verify)
+            except psycopg.errors.TransactionRollback as exc:  # a deadlock victim: nothing was swapped
+                conflicts += 1
+                if conflicts > CUTOVER_RETRIES:
+                    raise ReadsideError(
+                        f"{self.name}: the cutover lost {conflicts} lock conflicts in a row ({exc}); nothing was "
+                        f"swapped — run the same command again to resume at the catch-up"
+                    ) from None
+                log.info("%s: cutover rolled back by a lock conflict (%s); trying again", self.name, exc)
+                await asyncio.sleep(0.2 * conflicts)
             except _Differences as exc:
                 self._say(f"{self.name}: --verify found differences between live v{await self._live_version()} "
                           f"and v{state.target_version}:\n{report(exc.diffs)}")
