@@ -51,8 +51,8 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise unauthorized(f"invalid token: {exc}") from None
         sub, roles = claims.get("sub"), claims.get("roles", [])
-        if not isinstance(sub, str) or not sub:
-            raise unauthorized("invalid token: 'sub' must be a non-empty string")
+        if not isinstance(sub, str) or not sub or "\x00" in sub:
+            raise unauthorized("invalid token: 'sub' must be a non-empty string without NUL characters")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise unauthorized("invalid token: 'roles' must be a list of strings")
         return Viewer(sub, frozenset(roles), float(claims["exp"]))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 
 from api.problems import bad_param
 
 __all__ = ["Query"]
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits, one optional sign, at most int8's width
 
 
 class Query:
@@ -22,6 +26,8 @@ class Query:
                 raise bad_param(f"unknown parameter {name!r}; allowed: {', '.join(sorted(allowed))}")
             if name in self.values:
                 raise bad_param(f"parameter {name!r} given more than once")
+            if "\x00" in value:
+                raise bad_param(f"parameter {name!r} contains a NUL character")
             self.values[name] = value
 
     def text(self, name: str) -> str | None:
@@ -32,8 +38,8 @@ class Query:
         raw = self.text(name)
         if raw is None:
             return default
-        if not raw.isascii() or not raw.lstrip("-").isdigit():
-            raise bad_param(f"{name} must be an integer between {low} and {high}, got {raw!r}")
+        if not _INTEGER.fullmatch(raw):
+            raise bad_param(f"{name} must be an integer between {low} and {high}, got {raw[:40]!r}")
         value = int(raw)
         if not low <= value <= high:
             raise bad_param(f"{name} must be between {low} and {high}, got {value}")

@@ -27,8 +27,10 @@ Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; s
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -43,6 +45,7 @@ from api.problems import bad_param
 __all__ = ["RYW_TIMEOUT", "Spec", "etag", "serve"]
 
 RYW_TIMEOUT = 2.0
+_NUMBER = re.compile(r"[0-9]{1,19}")
 LAG_REFRESH = 1.0
 
 
@@ -82,7 +85,7 @@ def _headers(spec: Spec, tag: str) -> dict[str, str]:
 
 async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
-    positions = _positions(request)
+    positions = _positions(request, _topics(ctx, spec.projection))
     if positions:
         extra["X-Readside-Consistency"] = "caught-up" if await _wait_for(ctx, timing, positions) else "timeout"
     extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
@@ -165,20 +168,37 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 # -- read-your-writes ------------------------------------------------------------------------
 
-def _positions(request: Request) -> list[tuple[str, int, int]]:
+def _topics(ctx: Context, projection: str) -> frozenset[str]:
+    return _projection_topics(ctx.settings.topic_prefix, projection)
+
+
+@functools.cache
+def _projection_topics(prefix: str, projection: str) -> frozenset[str]:
+    from projector.projections import REGISTRY
+
+    return frozenset(prefix + t for t in REGISTRY[projection].topics)
+
+
+def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int, int]]:
+    """The positions named by ``X-Readside-After``, each on one of ``topics`` (the projection's)."""
     raw = request.headers.get("x-readside-after")
     if not raw:
         return []
+    usage = "X-Readside-After must be '<topic>:<partition>:<offset>', comma-separated (at most 16)"
+    parts = raw.split(",")
+    if len(parts) > 16:
+        raise bad_param(usage)
     out = []
-    for part in raw.split(","):
-        topic, _, rest = part.strip().rpartition(":")
+    for part in parts:
+        topic, _, offset = part.strip().rpartition(":")
         topic, _, partition = topic.rpartition(":")
-        try:
-            out.append((topic, int(partition), int(rest)))
-        except ValueError:
-            raise bad_param("X-Readside-After must be '<topic>:<partition>:<offset>', comma-separated") from None
-        if not topic:
-            raise bad_param("X-Readside-After must be '<topic>:<partition>:<offset>', comma-separated")
+        if not topic or not _NUMBER.fullmatch(partition) or not _NUMBER.fullmatch(offset):
+            raise bad_param(usage)
+        if int(partition) > 2**31 - 1 or int(offset) > 2**63 - 1:
+            raise bad_param(f"{usage}; partition or offset out of range")
+        if topic not in topics:
+            raise bad_param(f"X-Readside-After names topic {topic[:100]!r}; this endpoint reads {', '.join(sorted(topics))}")
+        out.append((topic, int(partition), int(offset)))
     return out
 
 

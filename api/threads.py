@@ -62,6 +62,8 @@ async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
 async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     thread_id = request.path_params["thread_id"]
+    if "\x00" in thread_id:
+        raise not_found(f"no thread {thread_id!r} for this viewer")
     q = Query(request, frozenset({"limit", "cursor"}))
     limit = q.integer("limit", 50, 1, 200)
     cursor = q.text("cursor")

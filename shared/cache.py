@@ -23,6 +23,7 @@ Every call has a short timeout; after a failure the cache is skipped for ``coold
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -37,6 +38,10 @@ __all__ = ["Cache", "CacheDown"]
 log = logging.getLogger(__name__)
 
 PREFIX = "rs:"
+# Versions expire when nothing bumps or reads-creates them for this long, so scopes named by
+# requests alone (any category, any thread id) cannot pile up. Safe: a recreated version starts
+# from the current time in microseconds, above every version the scope had before.
+VERSION_TTL = 3600
 FLIGHT_GRACE = 1.0  # seconds a finished render stays shared in-process
 CHANNEL = PREFIX + "changed"
 
@@ -96,7 +101,7 @@ class Cache:
                 value, generation = await self._call(self.client.mget(PREFIX + "v:" + key, PREFIX + "g:" + projection))
             if value is None:
                 start = time.time_ns() // 1000
-                await self._call(self.client.set(PREFIX + "v:" + key, start, nx=True))
+                await self._call(self.client.set(PREFIX + "v:" + key, start, nx=True, ex=VERSION_TTL))
                 value = await self._call(self.client.get(PREFIX + "v:" + key))
             return int(value), None if generation is None else int(generation)
         except CacheDown:
@@ -147,8 +152,9 @@ class Cache:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             # INCR on a missing key would restart at 1 and could meet an old body: start from now.
-            pipe.set(PREFIX + "v:" + key, start, nx=True)
+            pipe.set(PREFIX + "v:" + key, start, nx=True, ex=VERSION_TTL)
             pipe.incr(PREFIX + "v:" + key)
+            pipe.expire(PREFIX + "v:" + key, VERSION_TTL)
         pipe.publish(CHANNEL, "\n".join(keys))
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
@@ -208,7 +214,14 @@ class Cache:
                     return body
                 if not self.available:
                     break
-        body = await render()
+        try:
+            body = await render()
+        except BaseException:
+            # A failed render (a 404, PostgreSQL down) frees the lock at once: the next identical
+            # request must not wait on it.
+            with contextlib.suppress(CacheDown):
+                await self._call(self.client.delete(lock))
+            raise
         # Stored after the answer, not before it: the response does not wait for the round trip
         # (in-process callers share the flight meanwhile; other processes poll for the body).
         task = asyncio.create_task(self._store(body_key, lock, body))

@@ -155,6 +155,10 @@ def test_unauthenticated_requests_get_401(stack, headers):  # noqa: ANN001
         pytest.param({"role": "admin"}, id="bad-role"),
         pytest.param({"viewer": "u-bob"}, id="unknown-param"),
         pytest.param({"cursor": "garbage!!"}, id="garbled-cursor"),
+        pytest.param({"limit": "--5"}, id="limit-double-sign"),
+        pytest.param({"limit": "9" * 5000}, id="limit-5000-digits"),
+        pytest.param({"limit": "1\x00"}, id="limit-nul"),
+        pytest.param({"role": "client\x00"}, id="role-nul"),
     ],
 )
 def test_bad_parameters_get_400(loaded, params):  # noqa: ANN001
@@ -162,6 +166,31 @@ def test_bad_parameters_get_400(loaded, params):  # noqa: ANN001
         r = http.get("/v1/threads/preview", params=params, headers=auth(loaded, "u-ann"))
     assert r.status_code == 400, r.text
     assert r.json()["type"] == "/problems/invalid-parameter"
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param("{topic}:0:9223372036854775808", id="offset-above-int8"),
+        pytest.param("{topic}:0:-1", id="negative-offset"),
+        pytest.param("{topic}:2147483648:0", id="partition-above-int4"),
+        pytest.param("nope:0:1", id="not-this-projections-topic"),
+        pytest.param(",".join(["{topic}:0:1"] * 17), id="too-many-positions"),
+    ],
+)
+def test_bad_read_your_writes_positions_get_400_at_once(loaded, after):  # noqa: ANN001
+    topic = loaded.settings.topic_prefix + "threads.events"
+    with loaded.client() as http:
+        r = http.get("/v1/threads/preview", headers=auth(loaded, "u-ann") | {"X-Readside-After": after.format(topic=topic)})
+        public = http.get("/v1/providers", headers={"X-Readside-After": after.format(topic=topic)})
+    assert r.status_code == 400 and r.json()["type"] == "/problems/invalid-parameter", r.text
+    assert public.status_code == 400, public.text  # a threads topic is not what the listings read
+
+
+def test_a_thread_id_with_a_nul_is_a_404_like_any_unknown_thread(loaded):  # noqa: ANN001
+    with loaded.client() as http:
+        r = http.get("/v1/threads/t%00x/messages", headers=auth(loaded, "u-ann"))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
 
 
 def test_forged_or_reused_cursors_get_400(loaded):  # noqa: ANN001
