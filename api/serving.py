@@ -85,7 +85,7 @@ def _headers(spec: Spec, tag: str) -> dict[str, str]:
 
 async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
-    positions = _positions(request, _topics(ctx, spec.projection))
+    positions = _positions(request, _projection_topics(ctx.settings.topic_prefix, spec.projection))
     if positions:
         extra["X-Readside-Consistency"] = "caught-up" if await _wait_for(ctx, timing, positions) else "timeout"
     extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
@@ -167,10 +167,6 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 
 # -- read-your-writes ------------------------------------------------------------------------
-
-def _topics(ctx: Context, projection: str) -> frozenset[str]:
-    return _projection_topics(ctx.settings.topic_prefix, projection)
-
 
 @functools.cache
 def _projection_topics(prefix: str, projection: str) -> frozenset[str]:

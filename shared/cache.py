@@ -217,10 +217,11 @@ class Cache:
         try:
             body = await render()
         except BaseException:
-            # A failed render (a 404, PostgreSQL down) frees the lock at once: the next identical
+            # A failed render (a 404, PostgreSQL down) frees our lock at once: the next identical
             # request must not wait on it.
-            with contextlib.suppress(CacheDown):
-                await self._call(self.client.delete(lock))
+            if owner:
+                with contextlib.suppress(CacheDown):
+                    await self._call(self.client.delete(lock))
             raise
         # Stored after the answer, not before it: the response does not wait for the round trip
         # (in-process callers share the flight meanwhile; other processes poll for the body).
