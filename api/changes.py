@@ -1,6 +1,7 @@
 """Live change notifications: one Redis subscription per API process, fanned out to listeners.
 
-The projector publishes the scopes of every version bump on ``rs:changed`` (``shared/cache.py``).
+The projector publishes the scopes of every version bump on ``rs:changed`` (``shared/cache.py``),
+as one JSON array per bump: whatever an id holds (a newline...), it stays inside its own scope.
 ``Hub`` subscribes once, when the first listener joins, and routes each scope only to the
 listeners allowed to read what it versions:
 
@@ -29,6 +30,7 @@ import time
 from collections import OrderedDict
 from typing import Awaitable, Callable, Iterable
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -163,7 +165,7 @@ class Hub:
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
                 if message is not None and message["type"] == "message":
-                    await self.dispatch(message["data"].decode().split("\n"))
+                    await self.dispatch(_scopes(message["data"]))
         except (RedisError, OSError) as exc:
             log.warning("change feed lost (%s): closing %d stream(s)", exc, len(self._all))
         except Exception:  # noqa: BLE001 - a bug: end the streams rather than go silent
@@ -221,6 +223,19 @@ class Hub:
             while len(self._known) > KNOWN_THREADS:
                 self._known.popitem(last=False)
         return found
+
+
+def _scopes(data: bytes) -> list[str]:
+    """The scopes of one published bump: a JSON array of strings (``Cache.bump``). Anything else
+    (a stale publisher's format, garbage) is dropped whole, never split into scopes."""
+    try:
+        scopes = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        scopes = None
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        log.warning("change feed: dropped a message that is not a JSON array of scopes (%d bytes)", len(data))
+        return []
+    return scopes
 
 
 async def _close_quietly(pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:

@@ -14,7 +14,9 @@ Keys (never scanned, never pattern-deleted):
                            under plus the normalized parameters; expires after ``ttl`` ± 20 %
                            (bounds memory and the rare crash between commit and bump).
 - ``rs:l:<digest>``        a short single-flight lock while one process renders a missing body.
-- channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers.
+- channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers: one message per
+                           bump, a JSON array of the bumped scopes (never a delimiter-joined
+                           string: a scope names ids, and an id must not be able to add scopes).
 
 Every call has a short timeout; after a failure the cache is skipped for ``cooldown`` seconds
 (answers come from PostgreSQL) and then tried again, so it recovers by itself.
@@ -30,6 +32,7 @@ import random
 import time
 from typing import Awaitable, Callable, Iterable
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -155,7 +158,7 @@ class Cache:
             pipe.set(PREFIX + "v:" + key, start, nx=True, ex=VERSION_TTL)
             pipe.incr(PREFIX + "v:" + key)
             pipe.expire(PREFIX + "v:" + key, VERSION_TTL)
-        pipe.publish(CHANNEL, "\n".join(keys))
+        pipe.publish(CHANNEL, orjson.dumps(keys))
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
                 await pipe.execute()

@@ -152,6 +152,20 @@ def test_shared_scopes_reach_whoever_may_read_them(
         "templates", f"workflows:{user}", f"viewer:{user}"}
 
 
+def test_an_id_with_a_newline_cannot_inject_scopes_into_another_viewers_stream(
+    live: Stack, valkey: EmbeddedValkey, connect: Callable[..., EventReader]
+) -> None:
+    u = uuid.uuid4().hex[:8]
+    victim = f"u-victim-{u}"
+    victim_events = connect(victim)
+    assert victim_events.next() == ("ready", "{}")
+    # A thread id holding a newline, bumped as the projector bumps any changed scope. Published
+    # joined by newlines, it would read as the scopes "thread:t-x" and "viewer:<victim>".
+    bump(valkey, f"thread:t-x-{u}\nviewer:{victim}", f"workflows:u-else-{u}\ntemplates")
+    bump(valkey, f"workflows:{victim}")  # after the first: everything it routed is in
+    assert victim_events.scopes_until(lambda s: f"workflows:{victim}" in s) == {f"workflows:{victim}"}
+
+
 def test_the_stream_needs_a_token_and_takes_no_parameters(live: Stack) -> None:
     with live.client() as http:
         missing = http.get("/v1/events")
