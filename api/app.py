@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -21,6 +22,7 @@ from api.changes import Hub
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
 from api.problems import Problem
+from projector.http import serve
 from shared.cache import Cache
 from shared.db import open_pool
 from shared.kafka import BrokerHeads
@@ -71,6 +73,12 @@ def create_app(settings: Settings) -> Starlette:
                 return await queries.thread_participants(conn, thread_ids)
 
         hub = Hub(settings.redis_url, participants) if settings.redis_url else None
+        metrics_stop = asyncio.Event()
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = asyncio.create_task(
+                serve(ops.metrics_app(registry), ops.bind_metrics(settings), metrics_stop), name="readside-metrics"
+            )
         etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
         app.state.ctx = Context(
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
@@ -79,6 +87,9 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_stop.set()
+                await asyncio.gather(metrics_server, return_exceptions=True)
             if hub is not None:
                 await hub.close()
             if cache is not None:
@@ -95,13 +106,16 @@ def create_app(settings: Settings) -> Starlette:
         return Problem(404, f"no route {request.url.path!r}").response(Timing().header())
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return Problem(405, f"method {request.method} is not supported here; use GET").response(Timing().header())
+        response = Problem(405, f"method {request.method} is not supported here; use GET").response(Timing().header())
+        # RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+        response.headers["Allow"] = (getattr(exc, "headers", None) or {}).get("Allow", "GET, HEAD")
+        return response
 
     app = Starlette(
         routes=[
             route("/healthz", ops.healthz),
             route("/readyz", ops.readyz),
-            route("/metrics", ops.metrics_endpoint(registry)),
+            *([] if settings.metrics_port else [route("/metrics", ops.metrics_endpoint(registry))]),
             route("/v1/admin/projections", ops.admin_projections),
             route("/v1/events", events.stream),
             route("/v1/threads/preview", threads.preview),

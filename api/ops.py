@@ -1,21 +1,30 @@
-"""Operations endpoints: liveness, readiness, Prometheus metrics, projection status."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics, projection status.
+
+``/metrics`` is served on the API's port unless ``READSIDE_METRICS_PORT`` is set: then only on
+that port (``READSIDE_METRICS_HOST``, default 127.0.0.1), and the public port answers 404 for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
+from starlette.applications import Starlette
 from starlette.responses import Response
+from starlette.routing import Route
 
 from api.http import Context, Timing, json_response
 from api.params import Query
 from api.problems import unavailable
 from projector.status import collect
+from shared.errors import ConfigError
 from shared.jsonbytes import dumps
+from shared.settings import Settings
 
-__all__ = ["admin_projections", "healthz", "metrics_endpoint", "readyz"]
+__all__ = ["admin_projections", "bind_metrics", "healthz", "metrics_app", "metrics_endpoint", "readyz"]
 
 
 async def healthz(request: Request, ctx: Context, timing: Timing) -> Response:
@@ -36,6 +45,34 @@ def metrics_endpoint(registry: CollectorRegistry):  # noqa: ANN201
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
     return metrics
+
+
+def metrics_app(registry: CollectorRegistry) -> Starlette:
+    """``GET /metrics`` alone, for ``READSIDE_METRICS_PORT`` (the public app then has no /metrics)."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+    return Starlette(routes=[Route("/metrics", metrics)])
+
+
+def bind_metrics(settings: Settings) -> socket.socket:
+    """The metrics port's listening socket. ``SO_REUSEPORT``: each worker of ``readside api
+    --workers N`` binds it and a scrape reaches one of them, as on the public port."""
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((settings.metrics_host, settings.metrics_port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"READSIDE_METRICS_PORT {settings.metrics_port} on {settings.metrics_host} cannot be used ({exc.strerror}); "
+            "choose a free port, or 0 to serve /metrics on the API's port"
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 class _Timed:

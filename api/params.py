@@ -8,22 +8,32 @@ from starlette.requests import Request
 
 from api.problems import bad_param
 
-__all__ = ["Query"]
+__all__ = ["MAX_LENGTH", "MAX_LENGTHS", "Query"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits, one optional sign, at most int8's width
+
+# The longest value a parameter may have, in characters: ids and categories are at most 200
+# characters (what the projector accepts), a cursor carries a position of such ids, ``fields`` a
+# list of field names. Past it: a 400, before the value reaches a query, a cache key or a log.
+MAX_LENGTH = 200
+MAX_LENGTHS = {"cursor": 4096, "fields": 1000}
 
 
 class Query:
     """The query string of one request, checked against the names an endpoint accepts.
 
-    Empty values (``cursor=``) mean "not given".
+    Empty values (``cursor=``) mean "not given". A value longer than its ``MAX_LENGTHS`` entry
+    (default ``MAX_LENGTH``) is a 400.
     """
 
     def __init__(self, request: Request, allowed: frozenset[str]) -> None:
         self.values: dict[str, str] = {}
         for name, value in request.query_params.multi_items():
             if name not in allowed:
-                raise bad_param(f"unknown parameter {name!r}; allowed: {', '.join(sorted(allowed))}")
+                raise bad_param(f"unknown parameter {name[:100]!r}; allowed: {', '.join(sorted(allowed))}")
+            cap = MAX_LENGTHS.get(name, MAX_LENGTH)
+            if len(value) > cap:
+                raise bad_param(f"parameter {name!r} is longer than {cap} characters")
             if name in self.values:
                 raise bad_param(f"parameter {name!r} given more than once")
             if "\x00" in value:

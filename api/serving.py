@@ -5,7 +5,9 @@
 With a cache: one Redis MGET gives the scope's version and the projection's generation; a
 matching ``If-None-Match`` is a 304 from that alone; otherwise the body stored under (generation,
 version, parameters) is a HIT, or it is rendered once per burst (single-flight) and stored — a
-MISS. Without a cache, or while Redis is down or slow, the generation and the version come from
+MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
+PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
+requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
 ETags are weak and keyed with a server secret, so nobody can forge one for a scope they were
 never served.
@@ -32,7 +34,7 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable
 
 import psycopg
@@ -101,8 +103,12 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
         t0 = time.perf_counter()
         got = await cache.versions(spec.version_key, spec.projection)
         timing.cache += time.perf_counter() - t0
+        if got is not None and got[0] is None:
+            # Redis holds no version for the scope: PostgreSQL answers, and only if it shows that
+            # something wrote the scope is a version created (requests alone never add keys).
+            spec, got = _seeding(spec, cache), None
         if got is not None and got[1] is None:
-            got = await _adopt_generation(ctx, timing, cache, spec.projection, got[0])
+            got = await _adopt_generation(ctx, timing, cache, spec.projection, got[0])  # type: ignore[arg-type]
         if got is not None:
             version, generation = got
             tag = etag(ctx, "r", generation, version, spec.scope)  # type: ignore[arg-type]
@@ -155,6 +161,27 @@ async def _adopt_generation(
 
     adopted = await cache.adopt_generation(projection, load)
     return None if adopted is None else (version, adopted)
+
+
+def _seeding(spec: Spec, cache) -> Spec:  # noqa: ANN001
+    """``spec`` whose PostgreSQL lookups seed the scope's cache version once they show the scope
+    exists (version > 0: the projector wrote it). A scope nothing wrote stays out of Redis."""
+
+    def seed(version: int) -> None:
+        if version > 0:
+            cache.seed_soon(spec.version_key)
+
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
+        version, body = await spec.render(conn)
+        seed(version)
+        return version, body
+
+    async def pg_version(conn: psycopg.AsyncConnection) -> int:
+        version = await spec.pg_version(conn)
+        seed(version)
+        return version
+
+    return replace(spec, render=render, pg_version=pg_version)
 
 
 def _count(ctx: Context, spec: Spec) -> None:

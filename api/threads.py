@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from api import queries
 from api.http import PRIVATE, Context, Timing, parse_position
-from api.params import Query
+from api.params import MAX_LENGTH, Query
 from api.problems import not_found
 from api.serving import Spec, serve
 from shared.jsonbytes import dumps, rfc3339
@@ -62,7 +62,7 @@ async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
 async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     thread_id = request.path_params["thread_id"]
-    if "\x00" in thread_id:
+    if "\x00" in thread_id or len(thread_id) > MAX_LENGTH:
         raise not_found(f"no thread {thread_id!r} for this viewer")
     q = Query(request, frozenset({"limit", "cursor"}))
     limit = q.integer("limit", 50, 1, 200)

@@ -5,6 +5,10 @@ Keys (never scanned, never pattern-deleted):
                            ``providers:<category>`` …). The projector INCRs it after each commit
                            that changed the scope; a missing version is created with a time-based
                            start (``SET NX``), so versions never repeat after a flush or eviction.
+                           Reading never creates one: the API serves a scope Redis holds no
+                           version for from PostgreSQL, and seeds the version (``seed_version``)
+                           only when PostgreSQL says something wrote the scope — so requests alone
+                           (any category, any thread id) add no keys, whatever they name.
 - ``rs:g:<projection>``    the projection's generation (``projections.generation``), set by
                            ``readside rebuild``/``rollback`` after a cutover commits. Read with
                            the version in one MGET; part of every ETag and body key, so nothing
@@ -41,8 +45,7 @@ __all__ = ["Cache", "CacheDown"]
 log = logging.getLogger(__name__)
 
 PREFIX = "rs:"
-# Versions expire when nothing bumps or reads-creates them for this long, so scopes named by
-# requests alone (any category, any thread id) cannot pile up. Safe: a recreated version starts
+# Versions expire when nothing bumps or seeds them for this long. Safe: a recreated version starts
 # from the current time in microseconds, above every version the scope had before.
 VERSION_TTL = 3600
 FLIGHT_GRACE = 1.0  # seconds a finished render stays shared in-process
@@ -87,28 +90,32 @@ class Cache:
             raise CacheDown from exc
 
     # -- versions ----------------------------------------------------------------------------
-    async def version(self, key: str) -> int | None:
-        """The scope's current version (created if missing); None when the cache is down."""
-        got = await self.versions(key, None)
-        return None if got is None else got[0]
-
-    async def versions(self, key: str, projection: str | None) -> tuple[int, int | None] | None:
-        """``(version of the scope, generation of the projection)`` in one round trip; the version
-        is created if missing, the generation is None if Redis does not hold it. None when down."""
+    async def versions(self, key: str, projection: str) -> tuple[int | None, int | None] | None:
+        """``(version of the scope, generation of the projection)`` in one round trip; either is
+        None if Redis does not hold it (nothing is created). None when the cache is down."""
         if not self.available:
             return None
         try:
-            if projection is None:
-                value, generation = await self._call(self.client.get(PREFIX + "v:" + key)), None
-            else:
-                value, generation = await self._call(self.client.mget(PREFIX + "v:" + key, PREFIX + "g:" + projection))
-            if value is None:
-                start = time.time_ns() // 1000
-                await self._call(self.client.set(PREFIX + "v:" + key, start, nx=True, ex=VERSION_TTL))
-                value = await self._call(self.client.get(PREFIX + "v:" + key))
-            return int(value), None if generation is None else int(generation)
+            value, generation = await self._call(self.client.mget(PREFIX + "v:" + key, PREFIX + "g:" + projection))
         except CacheDown:
             return None
+        return None if value is None else int(value), None if generation is None else int(generation)
+
+    def seed_soon(self, key: str) -> None:
+        """``seed_version`` in the background (the response does not wait for it)."""
+        if self.available:
+            task = asyncio.create_task(self.seed_version(key))
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
+
+    async def seed_version(self, key: str) -> None:
+        """Give a scope that PostgreSQL says exists (something wrote it) a version, so its next
+        requests are served from the cache: a time-based start, as ``bump`` creates one. Never
+        call it for a scope only a request named. Best effort: a failure only skips the cache."""
+        if not self.available:
+            return
+        with contextlib.suppress(CacheDown):
+            await self._call(self.client.set(PREFIX + "v:" + key, time.time_ns() // 1000, nx=True, ex=VERSION_TTL))
 
     async def adopt_generation(self, projection: str, load: Callable[[], Awaitable[int]]) -> int | None:
         """Redis holds no generation for ``projection`` (new, flushed, evicted): store the one

@@ -86,19 +86,10 @@ def cmd_projector(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.server import run
 
     _settings()  # fail fast on bad configuration, before the server starts
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,  # open /v1/events streams never finish by themselves
-    )
+    run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
     return 0
 
 

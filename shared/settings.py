@@ -64,6 +64,21 @@ class Settings:
     projector_host: str = "127.0.0.1"
     # a cache call slower than this (x2 for a whole call) counts as "Redis down" for a second
     cache_timeout: float = 0.25
+    # -- limits of `readside api` (api/server.py, api/ryw.py) --------------------------------
+    # largest request head (request line and headers) in bytes; past it: 431, connection closed
+    http_max_header_bytes: int = 32 * 1024
+    # a connection must deliver a whole request head this long after it opened or after the
+    # head's first byte; otherwise it is closed (silent and trickling clients)
+    http_header_timeout: float = 10.0
+    # an idle keep-alive connection is closed after this long; above common proxies' 60 s
+    http_keepalive: int = 75
+    # connections plus running requests per worker past which new requests get a quick 503
+    http_max_concurrency: int = 1000
+    # requests of one API process waiting on X-Readside-After at once; past it: answered at once
+    ryw_max_waiters: int = 1000
+    # the API's /metrics on a port of its own (then not on the public port); 0 = public port
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +107,13 @@ class Settings:
             projector_port=_int(env, "READSIDE_PROJECTOR_PORT", 0, 0, 65535),
             projector_host=env.get("READSIDE_PROJECTOR_HOST") or cls.projector_host,
             cache_timeout=_seconds(env, "READSIDE_CACHE_TIMEOUT", 0.25, 0.005, 10.0),
+            http_max_header_bytes=_int(env, "READSIDE_HTTP_MAX_HEADER_BYTES", 32 * 1024, 1024, 1024 * 1024),
+            http_header_timeout=_seconds(env, "READSIDE_HTTP_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
+            http_keepalive=_int(env, "READSIDE_HTTP_KEEPALIVE", 75, 1, 3600),
+            http_max_concurrency=_int(env, "READSIDE_HTTP_MAX_CONCURRENCY", 1000, 1, 1_000_000),
+            ryw_max_waiters=_int(env, "READSIDE_RYW_MAX_WAITERS", 1000, 0, 1_000_000),
+            metrics_port=_int(env, "READSIDE_METRICS_PORT", 0, 0, 65535),
+            metrics_host=env.get("READSIDE_METRICS_HOST") or cls.metrics_host,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -111,6 +133,13 @@ class Settings:
             "READSIDE_PROJECTOR_PORT": str(self.projector_port),
             "READSIDE_PROJECTOR_HOST": self.projector_host,
             "READSIDE_CACHE_TIMEOUT": repr(self.cache_timeout),
+            "READSIDE_HTTP_MAX_HEADER_BYTES": str(self.http_max_header_bytes),
+            "READSIDE_HTTP_HEADER_TIMEOUT": repr(self.http_header_timeout),
+            "READSIDE_HTTP_KEEPALIVE": str(self.http_keepalive),
+            "READSIDE_HTTP_MAX_CONCURRENCY": str(self.http_max_concurrency),
+            "READSIDE_RYW_MAX_WAITERS": str(self.ryw_max_waiters),
+            "READSIDE_METRICS_PORT": str(self.metrics_port),
+            "READSIDE_METRICS_HOST": self.metrics_host,
         }
         if self.redis_url:
             env["READSIDE_REDIS_URL"] = self.redis_url

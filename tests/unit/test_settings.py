@@ -26,6 +26,13 @@ def test_to_env_reproduces_every_setting() -> None:
             "READSIDE_PROJECTOR_PORT": "9100",
             "READSIDE_PROJECTOR_HOST": "0.0.0.0",
             "READSIDE_CACHE_TIMEOUT": "0.05",
+            "READSIDE_HTTP_MAX_HEADER_BYTES": "8192",
+            "READSIDE_HTTP_HEADER_TIMEOUT": "3.5",
+            "READSIDE_HTTP_KEEPALIVE": "120",
+            "READSIDE_HTTP_MAX_CONCURRENCY": "50",
+            "READSIDE_RYW_MAX_WAITERS": "9",
+            "READSIDE_METRICS_PORT": "9101",
+            "READSIDE_METRICS_HOST": "10.0.0.1",
         }
     )
     again = Settings.from_env(custom.to_env())
@@ -42,6 +49,8 @@ def test_to_env_reproduces_every_setting() -> None:
         pytest.param("READSIDE_STALL_AFTER", "soon", "number of seconds", id="stall-not-a-number"),
         pytest.param("READSIDE_STALL_AFTER", "0", "between", id="stall-zero"),
         pytest.param("READSIDE_PROJECTOR_PORT", "70000", "between 0 and 65535", id="port-out-of-range"),
+        pytest.param("READSIDE_HTTP_MAX_HEADER_BYTES", "100", "between 1024", id="header-cap-too-small"),
+        pytest.param("READSIDE_METRICS_PORT", "-1", "between 0 and 65535", id="metrics-port-out-of-range"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, hint: str) -> None:
