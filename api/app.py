@@ -22,6 +22,8 @@ from api.changes import Hub
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
 from api.problems import Problem
+from api.ryw import Watcher
+from api.ryw import metrics as ryw_metrics
 from projector.http import serve
 from shared.cache import Cache
 from shared.db import open_pool
@@ -62,6 +64,8 @@ class _Metrics:
 def create_app(settings: Settings) -> Starlette:
     registry = CollectorRegistry()
     renders = Counter("readside_renders", "List bodies rendered from PostgreSQL", ["projection"], registry=registry)
+    watched: list[Watcher] = []  # the lifespan's, for the metrics
+    ryw_metrics(registry, lambda: watched[0] if watched else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,9 +88,12 @@ def create_app(settings: Settings) -> Starlette:
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
             renders=renders, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
         )
+        app.state.ctx.ryw = Watcher(pool, BrokerHeads(settings.kafka_bootstrap, timeout=2.0), settings.ryw_max_waiters)
+        watched[:] = [app.state.ctx.ryw]
         try:
             yield
         finally:
+            await app.state.ctx.ryw.close()
             if metrics_server is not None:
                 metrics_stop.set()
                 await asyncio.gather(metrics_server, return_exceptions=True)

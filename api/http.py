@@ -42,6 +42,7 @@ class Context:
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
     changes: Any = None  # api.changes.Hub when Redis is configured (GET /v1/events)
+    ryw: Any = None  # api.ryw.Watcher: the process's shared X-Readside-After waits
 
 
 @dataclass

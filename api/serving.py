@@ -21,14 +21,15 @@ no later request matches. Every response body comes from ONE statement (never a 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
 projection that reads that topic has committed past the offset, then answers from PostgreSQL alone (version, ETag and body), never from the cache.
-``X-Readside-Consistency`` says ``caught-up`` or ``timeout``.
+``X-Readside-Consistency`` says ``caught-up`` or ``timeout``. The wait is the process's shared
+watcher (``api/ryw.py``): one poll for all waiters, positions clamped to the partition's head,
+at most ``READSIDE_RYW_MAX_WAITERS`` waiting (one more is answered at once, ``timeout``).
 
 Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; seconds=<s>``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
@@ -89,7 +90,8 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
     extra: dict[str, str] = {}
     positions = _positions(request, _projection_topics(ctx.settings.topic_prefix, spec.projection))
     if positions:
-        extra["X-Readside-Consistency"] = "caught-up" if await _wait_for(ctx, timing, positions) else "timeout"
+        caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
+        extra["X-Readside-Consistency"] = "caught-up" if caught_up else "timeout"
     extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
     cache = ctx.cache if spec.cacheable else None
     if cache is not None and positions:
@@ -223,28 +225,6 @@ def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int,
             raise bad_param(f"X-Readside-After names topic {topic[:100]!r}; this endpoint reads {', '.join(sorted(topics))}")
         out.append((topic, int(partition), int(offset)))
     return out
-
-
-async def _wait_for(ctx: Context, timing: Timing, positions: list[tuple[str, int, int]]) -> bool:
-    """True once every named position is committed by the projections reading its topic."""
-    topics = [t for t, _, _ in positions]
-    parts = [p for _, p, _ in positions]
-    offsets = [o for _, _, o in positions]
-    deadline = time.monotonic() + RYW_TIMEOUT
-    while True:
-        async with timing.connection(ctx.pool) as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM unnest(%b::text[], %b::int4[], %b::int8[]) AS w(topic, part, off) "
-                "WHERE NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.topic = w.topic AND c.partition = w.part "
-                "AND c.next_offset > w.off) ",
-                (topics, parts, offsets),
-            )
-            (pending,) = await cur.fetchone()  # type: ignore[misc]
-        if pending == 0:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
 
 
 # -- freshness -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,7 @@ import pytest
 import redis
 
 from api.auth import make_token
+from api.ryw import POLL
 from shared.embedded import EmbeddedValkey, free_port
 from shared.load import publish
 from shared.settings import Settings
@@ -283,3 +285,99 @@ def test_a_written_scope_is_cached_and_its_version_comes_back_after_it_expires(c
             assert get().headers["etag"].startswith('W/"r')
     finally:
         r.close()
+
+
+# -- read-your-writes waits are cheap and capped -----------------------------------------------
+
+def _gauge(base_url: str, name: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    found = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(found[0]) if found else -1.0
+
+
+def _transactions(db_url: str) -> int:
+    """Transactions of every session of the database so far: the others are ended first (a
+    session's statistics reach pg_stat_database when it ends, or some seconds later)."""
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                                        (name,)).fetchone()[0] == 0, 30, "the sessions to end")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()[0]
+
+
+def test_many_waiting_requests_share_one_poll_and_past_the_cap_are_answered_at_once(
+    db_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from projector.service import select
+    from shared.db import migrate
+
+    migrate(db_url, select(None))
+    prefix = f"b{uuid.uuid4().hex[:8]}."
+    topic = prefix + "providers.events"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # The providers projection has committed offsets 0..4 of partition 0; the broker's head is 100.
+        conn.execute("INSERT INTO checkpoints (projection, topic, partition, next_offset) VALUES ('providers', %s, 0, 5)", (topic,))
+        conn.execute("INSERT INTO partition_heads (topic, partition, high_watermark) VALUES (%s, 0, 100)", (topic,))
+    waiting = 20
+    env = {"READSIDE_TOPIC_PREFIX": prefix, "READSIDE_KAFKA_BOOTSTRAP": bootstrap, "READSIDE_RYW_MAX_WAITERS": str(waiting)}
+    before = _transactions(db_url)
+    with api_process(db_url, tmp_path_factory.mktemp("api"), **env) as (host, port):
+        base = f"http://{host}:{port}"
+
+        def get(position: str) -> httpx.Response:
+            return httpx.get(base + "/v1/providers", headers={"X-Readside-After": position}, timeout=30)
+
+        with ThreadPool(waiting) as pool:
+            answers = pool.map(get, [f"{topic}:0:50"] * waiting)  # never committed: each waits ~2 s
+        assert [(a.status_code, a.headers["x-readside-consistency"]) for a in answers] == [(200, "timeout")] * waiting
+        spent = _transactions(db_url) - before
+        # The waits share one poll (a statement every 20 ms for about 2 s); each request then
+        # renders (a few autocommit statements). A poll per waiting request: 20 x ~2 s / 20 ms.
+        assert spent <= 10 * waiting + 3 / POLL + 50, spent  # measured: ~255; one poll per request: ~3200
+
+        # The cap: with every waiting place taken, a request is not made to wait.
+        wait_until(lambda: get(f"{topic}:0:2").status_code == 200, 30, "the API's database sessions again")
+        parked = [socket.create_connection((host, port)) for _ in range(waiting)]
+        for sock in parked:  # sent within moments of each other, unlike threads starting clients
+            sock.sendall(f"GET /v1/providers HTTP/1.1\r\nHost: x\r\nX-Readside-After: {topic}:0:50\r\n\r\n".encode())
+        wait_until(lambda: _gauge(base, "readside_ryw_waiting") == waiting, 30, f"{waiting} waiting requests")
+        busy = get(f"{topic}:0:2")  # committed, but answered at once without waiting
+        for sock in parked:
+            assert b"x-readside-consistency: timeout" in read_response(sock).lower()
+            sock.close()
+        assert busy.status_code == 200 and busy.headers["x-readside-consistency"] == "timeout"
+        assert get(f"{topic}:0:2").headers["x-readside-consistency"] == "caught-up"
+
+
+def test_a_waiting_request_is_released_when_the_projector_commits_its_position(cached: Stack) -> None:
+    s = cached.settings
+    u = uuid.uuid4().hex[:8]
+    asyncio.run(publish([profile(f"p-{u}", 1, category=f"Ryw {u}")], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
+    renamed = profile(f"p-{u}", 2, category=f"Ryw {u}", business_name="Renamed")
+
+    async def produce() -> str:
+        from aiokafka import AIOKafkaProducer
+        import orjson
+
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(s.topic_prefix + renamed.topic, orjson.dumps(renamed.value), key=renamed.key.encode())
+            return f"{meta.topic}:{meta.partition}:{meta.offset}"
+        finally:
+            await producer.stop()
+
+    with psycopg.connect(s.database_url) as lock, ThreadPool(1) as pool:
+        # The projector cannot commit past this position while its checkpoint rows are locked.
+        lock.execute("SELECT 1 FROM checkpoints WHERE projection = 'providers' FOR UPDATE")
+        position = asyncio.run(produce())
+        answer = pool.apply_async(lambda: httpx.get(
+            cached.base_url + "/v1/providers", params={"category": f"ryw {u}"}, headers={"X-Readside-After": position}, timeout=30))
+        wait_until(lambda: _gauge(cached.base_url, "readside_ryw_waiting") >= 1, 30, "the request to wait")
+        lock.rollback()  # the projector's commit goes through now
+        r = answer.get(30)
+    assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up"
+    assert [i["business_name"] for i in r.json()["items"]] == ["Renamed"]

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -180,11 +181,21 @@ def test_read_your_writes_waits_for_the_position_and_times_out_cleanly(cached: S
         assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up"
         assert r.json()["items"][0]["last_message_preview"] == "just sent"
         assert r.headers["x-cache"] == "MISS"
-        t0 = time.perf_counter()
-        late = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": f"{topic}:0:999999999"})
-        elapsed = time.perf_counter() - t0
-        assert late.status_code == 200 and late.headers["x-readside-consistency"] == "timeout"
-        assert 1.5 < elapsed < 5
+        # A made-up position past the partition's head is clamped to the head: nothing to wait for.
+        made_up = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": f"{topic}:0:999999999"})
+        assert made_up.status_code == 200 and made_up.headers["x-readside-consistency"] == "caught-up"
+    # A real position the projector cannot commit (its checkpoint rows are locked): a timeout.
+    with psycopg.connect(s.database_url) as lock:
+        lock.execute("SELECT 1 FROM checkpoints WHERE projection = 'threads' FOR UPDATE")
+        later = asyncio.run(produce())
+        with cached.client() as http:
+            t0 = time.perf_counter()
+            late = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": later})
+            elapsed = time.perf_counter() - t0
+        lock.rollback()
+    assert late.status_code == 200 and late.headers["x-readside-consistency"] == "timeout"
+    assert 1.5 < elapsed < 5
+    with cached.client() as http:
         bad = http.get("/v1/threads/preview", headers=auth(cached, "u-ryw") | {"X-Readside-After": "nonsense"})
         assert bad.status_code == 400
         assert re.fullmatch(r"events=\d+; seconds=\d+\.\d", r.headers["x-readside-lag"])
