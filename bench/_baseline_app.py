@@ -161,6 +161,10 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    # The same server options as ``readside api`` (shared.cli.cmd_api).
+    # The same server options as ``readside api`` (api/server.py: its bounded protocol and limits).
+    from api.server import PROTOCOL
+
+    limits = Settings.from_env()
     uvicorn.run("bench._baseline_app:app_from_env", factory=True, host="127.0.0.1", port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+                workers=args.workers, log_level="warning", access_log=False, http=PROTOCOL,
+                timeout_keep_alive=limits.http_keepalive, limit_concurrency=limits.http_max_concurrency)
