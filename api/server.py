@@ -95,6 +95,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self._disarm()
         self._unset_keepalive_if_required()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined head while a response is under way: no interleaving
+            return
         self.transport.write(response)
         if self.transport.can_write_eof():
             self.transport.write_eof()
