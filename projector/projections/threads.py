@@ -3,9 +3,10 @@
 ``ThreadState`` is what the read model knows of one thread: who started it, its state, its
 messages (metadata plus the ready preview label), read markers, pins and whether it is paid.
 Every part merges commutatively — first ``thread.started`` wins, registers keep the value with
-the latest time (ties broken by value), messages are a set keyed by id with deletion as a sticky
-flag — so any interleaving across topics that keeps per-key order folds to the same state as
-time order. ``render`` derives both participants' preview rows from the state alone.
+the latest time (ties broken by value), a read marker keeps the greatest ``read_up_to`` whatever
+its ``read_at`` (a stale client re-sending an old position never moves it back), messages are a
+set keyed by id with deletion as a sticky flag — so any interleaving across topics that keeps
+per-key order folds to the same state as time order. ``render`` derives both participants' preview rows from the state alone.
 
 No I/O here: the same code serves live projection, rebuild and tests.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "ThreadState",
     "fold",
     "fold_all",
+    "further",
     "message_preview",
     "normalize_text",
     "render",
@@ -131,6 +133,12 @@ def _later(current: tuple[Any, Any] | None, candidate: tuple[Any, Any]) -> tuple
     return candidate if current is None or candidate > current else current
 
 
+def further(current: tuple[datetime, datetime] | None, candidate: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+    """The read marker ``(read_at, read_up_to)`` that reaches further: the greatest ``read_up_to``
+    (CONTRACT §1 "read markers only move forward"), ties broken by the later ``read_at``."""
+    return candidate if current is None or (candidate[1], candidate[0]) > (current[1], current[0]) else current
+
+
 def fold_into(state: ThreadState, event: Event) -> None:
     """Apply one event to ``state`` in place (the batch owns its working copy)."""
     p = event.payload
@@ -170,7 +178,7 @@ def fold_into(state: ThreadState, event: Event) -> None:
         known = state.messages.get(p.message_id)
         state.messages[p.message_id] = replace(known, deleted=True) if known else Message(p.message_id, None, deleted=True)
     elif isinstance(p, MessageRead):
-        state.reads[p.reader_id] = _later(state.reads.get(p.reader_id), (p.read_at, p.read_up_to))
+        state.reads[p.reader_id] = further(state.reads.get(p.reader_id), (p.read_at, p.read_up_to))
     elif isinstance(p, ThreadStateChanged):
         state.state = _later(state.state, (p.changed_at, p.state))
     elif isinstance(p, ThreadPinned):

@@ -5,7 +5,8 @@ Tables (ids ``COLLATE "C"``):
                         state register, paid flag, a version bumped on every change.
 - ``thread_messages``   every message, with its ready JSON ``item`` for the history endpoint
                         and its preview label; a delete seen first leaves a deleted stub.
-- ``thread_reads``, ``thread_pins``  per-user registers (latest time wins).
+- ``thread_reads``       per-user read markers: the greatest ``read_up_to`` wins (never moves back).
+- ``thread_pins``        per-user registers (latest time wins).
 - ``thread_previews``   one row per (viewer, thread): the inbox item as ready JSON bytes plus
                         the keyset columns; ``listed`` is false while a personalized video is unpaid.
 - ``thread_summaries``  per (viewer, role): unread total and thread count, kept by deltas.
@@ -22,7 +23,7 @@ per (thread, side), finds the latest visible message with one descent of
 ``payment_received`` message exists (``thread_messages_paid``). The message and unread counts are
 the old preview row's plus the batch's deltas (each touched message counted before and after the
 batch); they are counted in that statement only when there is no old row yet (the thread's start
-just arrived) or, for the unread count, when the viewer's read marker moved (the messages after
+just arrived) or, for the unread count, when the viewer's ``read_up_to`` moved (the messages after
 the new marker). The rebuild's bulk path (``threads_bulk``) loads whole threads and uses
 ``threads.render``, the reference the live path must match byte for byte.
 """
@@ -50,7 +51,7 @@ from projector.projections.threads import (
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
-__all__ = ["PROJECTION", "DDL", "apply", "load_states", "message_item"]
+__all__ = ["PROJECTION", "DDL", "READS_FORWARD", "apply", "load_states", "message_item"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -235,6 +236,10 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     return await _write_previews(conn, rows, old) | {f"thread:{t}" for t in tids}
 
 
+def _up_to(marker: tuple | None) -> Any:
+    return marker[1] if marker else None
+
+
 async def _render(
     conn: psycopg.AsyncConnection,
     states: dict[str, ThreadState],
@@ -265,7 +270,7 @@ async def _render(
                 count = orjson.loads(prior[3])["meta"]["message_count"]
                 for key in by_thread[tid]:
                     count += visible(state.messages[key[1]], role) - visible(before[key], role)
-                if markers[tid].get(user) == marker:
+                if _up_to(markers[tid].get(user)) == _up_to(marker):
                     unread_count = prior[2]
                     for key in by_thread[tid]:
                         unread_count += unread(state.messages[key[1]], role, user, marker) - unread(
@@ -393,15 +398,25 @@ async def _write_messages(
         )
 
 
+# The ``thread_reads`` upsert's condition: the greatest ``read_up_to`` wins, ties to the later
+# ``read_at`` (``threads.further``), whatever order the writes come in.
+READS_FORWARD = (
+    " WHERE (excluded.read_up_to, excluded.read_at) > (thread_reads.read_up_to, thread_reads.read_at)"
+)
+
+
 async def _write_registers(
     conn: psycopg.AsyncConnection,
     states: dict[str, ThreadState],
     reads: set[tuple[str, str]],
     pins: set[tuple[str, str]],
 ) -> None:
-    for table, cols, keys, get in (
-        ("thread_reads", ("read_at", "read_up_to"), sorted(reads), lambda t, u: states[t].reads[u]),
-        ("thread_pins", ("changed_at", "pinned"), sorted(pins), lambda t, u: states[t].pins[u]),
+    """Upsert the touched registers with the fold's values. A read marker is only ever replaced by
+    one that reaches further (``READS_FORWARD``): the fold already merged the stored marker, and
+    the statement itself keeps the rule too, so no writer can move a marker back."""
+    for table, cols, keys, get, guard in (
+        ("thread_reads", ("read_at", "read_up_to"), sorted(reads), lambda t, u: states[t].reads[u], READS_FORWARD),
+        ("thread_pins", ("changed_at", "pinned"), sorted(pins), lambda t, u: states[t].pins[u], ""),
     ):
         if not keys:
             continue
@@ -410,7 +425,8 @@ async def _write_registers(
         await conn.execute(
             f"INSERT INTO {table} (thread_id, user_id, {cols[0]}, {cols[1]}) "
             f"SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::{kind}[]) "
-            f"ON CONFLICT (thread_id, user_id) DO UPDATE SET {cols[0]} = excluded.{cols[0]}, {cols[1]} = excluded.{cols[1]}",
+            f"ON CONFLICT (thread_id, user_id) DO UPDATE SET {cols[0]} = excluded.{cols[0]}, {cols[1]} = excluded.{cols[1]}"
+            + guard,
             ([t for t, _ in keys], [u for _, u in keys], [v[0] for v in values], [v[1] for v in values]),
         )
 
