@@ -36,7 +36,9 @@ __all__ = [
     "ThreadState",
     "fold",
     "fold_all",
+    "from_participant",
     "further",
+    "is_paid",
     "message_preview",
     "normalize_text",
     "render",
@@ -207,21 +209,39 @@ def _avatar(url: str | None, user_id: str) -> str | None:
     return f"/v1/img/avatar/{user_id}" if url is not None and url.startswith("data:") else url
 
 
+def from_participant(m: Message, s: Started) -> bool:
+    """``m`` belongs to the thread: a system message, or a user message whose ``sender_id`` is the
+    participant of its ``sender_type`` (the client's id for ``client``, the provider's for
+    ``provider``). Any other message — a stranger's, or one whose type names the other side — is
+    kept but counts as never sent (docs/decisions.md): it can only be judged once ``thread.started``
+    is known, so the same in every arrival order."""
+    if m.sender_type == "system":
+        return True
+    return m.sender_id is not None and m.sender_id == {"client": s.client_id, "provider": s.provider_id}.get(m.sender_type or "")
+
+
 def is_paid(state: ThreadState) -> bool:
+    """A ``payment.received``, or a live ``payment_received`` message of the thread (``started`` known)."""
+    s = state.started
+    assert s is not None
     return state.paid_by_payment or any(
-        m.system_key == "payment_received" and not m.deleted and m.created_at is not None
+        m.system_key == "payment_received" and not m.deleted and m.created_at is not None and from_participant(m, s)
         for m in state.messages.values()
     )
 
 
-def visible(m: Message | None, role: str) -> bool:
-    """``m`` counts in ``role``'s preview: created, not deleted, visible to that side."""
-    return m is not None and not m.deleted and m.created_at is not None and m.visible_to in ("both", role)
+def visible(m: Message | None, role: str, s: Started) -> bool:
+    """``m`` counts in ``role``'s preview: created, not deleted, visible to that side, from a
+    participant of thread ``s``."""
+    return (
+        m is not None and not m.deleted and m.created_at is not None and m.visible_to in ("both", role)
+        and from_participant(m, s)
+    )
 
 
-def unread(m: Message | None, role: str, user: str, marker: tuple[datetime, datetime] | None) -> bool:
+def unread(m: Message | None, role: str, user: str, marker: tuple[datetime, datetime] | None, s: Started) -> bool:
     """``m`` is unread for ``user`` (in ``role``) with read marker ``marker`` (strictly after it)."""
-    return visible(m, role) and m.sender_id != user and (marker is None or m.created_at > marker[1])  # type: ignore[union-attr,operator]
+    return visible(m, role, s) and m.sender_id != user and (marker is None or m.created_at > marker[1])  # type: ignore[union-attr,operator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +264,9 @@ def sides(state: ThreadState) -> dict[str, Side]:
     )
     out = {}
     for role, user in (("client", s.client_id), ("provider", s.provider_id)):
-        seen = [m for m in live if visible(m, role)]
+        seen = [m for m in live if visible(m, role, s)]
         marker = state.reads.get(user)
-        out[role] = Side(seen[-1] if seen else None, sum(1 for m in seen if unread(m, role, user, marker)), len(seen))
+        out[role] = Side(seen[-1] if seen else None, sum(1 for m in seen if unread(m, role, user, marker, s)), len(seen))
     return out
 
 

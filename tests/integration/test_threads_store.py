@@ -14,6 +14,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
+from api.queries import message_page
 from projector.projections.threads import fold_all, render
 from projector.projections.threads_bulk import BULK
 from projector.projections.threads_store import PROJECTION
@@ -53,6 +54,9 @@ def _history(rng: random.Random, tid: str) -> list[Record]:
             recs.append(message(tid, mid, at + 1, client, "client", content="re-sent, loses"))
         if rng.random() < 0.3:
             recs.append(deleted(tid, mid, 10))
+    if rng.random() < 0.3:  # not from a participant: kept, counts as never sent
+        sender, stype = rng.choice([("stranger", "client"), (provider, "client"), (client, "provider")])
+        recs.append(message(tid, "m-odd", rng.randint(1, 9), sender, stype, system_key=rng.choice([None, "payment_received"])))
     if rng.random() < 0.2:
         recs.append(deleted(tid, "never-created", 10))
     for _ in range(rng.randint(0, 4)):
@@ -183,3 +187,37 @@ def test_stale_reads_never_move_a_marker_back_in_the_live_or_the_bulk_path(migra
                 key, up_to = (p["thread_id"], p["reader_id"]), datetime.fromisoformat(p["read_up_to"])
                 greatest[key] = max(greatest.get(key, up_to), up_to)
         assert {k: v[1] for k, v in expected["reads"].items()} == greatest, f"seed {seed}"
+
+
+def test_messages_not_from_a_participant_are_hidden_in_every_path(migrated):  # noqa: ANN001
+    # A stranger's message, and messages whose sender_type names the other participant, count as
+    # never sent — in the live path, the bulk path and the history endpoint's query — whether they
+    # arrive before thread.started or after it.
+    odd = [
+        message("t1", "m-x1", 20, "stranger", "client", content="not yours"),
+        message("t1", "m-x2", 30, "p-t1", "client", content="provider typed client"),
+        message("t1", "m-x3", 40, "c-t1", "provider", content="client typed provider"),
+        message("t1", "m-x4", 50, "stranger", "provider", system_key="payment_received"),
+    ]
+    clean = [
+        started("t1", "c-t1", "p-t1", at=0, service_type="personalized_video"),  # unpaid: unlisted
+        message("t1", "m1", 10, "p-t1", "provider", content="hello"),
+        message("t1", "m2", 11, None, "system", system_key="new_booking_request"),
+    ]
+
+    async def history(user: str) -> list[str]:
+        async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+            page = await message_page(conn, "t1", user, None, 50)
+        assert page is not None
+        return [mid for _, _, mid in page[1]]
+
+    for seed in range(6):
+        rng = random.Random(seed)
+        records = clean + odd
+        rng.shuffle(records)
+        for bulk in (False, True):
+            asyncio.run(_run(migrated, _split(rng, records, 3), bulk=bulk))
+            actual = _actual(migrated)
+            assert actual == _expected(records), f"seed {seed}"
+            assert actual == _expected(clean), f"seed {seed}"
+            assert asyncio.run(history("c-t1")) == asyncio.run(history("p-t1")) == ["m2", "m1"]

@@ -186,6 +186,44 @@ def test_personalized_video_hidden_until_paid(extra, paid):  # noqa: ANN001
         assert row.listed is paid
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param(message("t1", "m9", 50, sender="u-x", sender_type="client", content="stranger"), id="stranger-as-client"),
+        pytest.param(message("t1", "m9", 50, sender="u-x", sender_type="provider", content="stranger"), id="stranger-as-provider"),
+        pytest.param(message("t1", "m9", 50, sender="u-p", sender_type="client", content="provider typed client"), id="provider-id-typed-client"),
+        pytest.param(message("t1", "m9", 50, sender="u-c", sender_type="provider", content="client typed provider"), id="client-id-typed-provider"),
+        pytest.param(
+            message("t1", "m9", 50, sender="u-x", sender_type="provider", content="x", system_key="payment_received"),
+            id="stranger-payment-key",
+        ),
+    ],
+)
+@pytest.mark.parametrize("start_first", [True, False], ids=["after-start", "before-start"])
+def test_a_message_not_from_a_participant_counts_as_never_sent(odd, start_first):  # noqa: ANN001
+    # Participants are known only from thread.started, which may arrive after the message: the
+    # message is kept and judged at render time, so the result is the same in both orders.
+    start = started("t1", service_type="personalized_video")
+    history = [message("t1", "m1", 10, sender="u-p", sender_type="provider", content="hello")]
+    records = [start, *history, odd] if start_first else [odd, *history, start]
+    rows = previews(*records)
+    assert rows == previews(start, *history)
+    for row in rows.values():
+        assert row.item["last_message_preview"] == "hello" and row.item["meta"]["message_count"] == 1
+        assert row.item["meta"]["paid"] is False and not row.listed
+    assert rows["client"].unread_count == 1 and rows["provider"].unread_count == 0
+
+
+def test_system_messages_and_matching_senders_are_kept():
+    rows = previews(
+        started("t1"),
+        message("t1", "m1", 10, sender="u-c", sender_type="client"),
+        message("t1", "m2", 20, sender="u-p", sender_type="provider"),
+        message("t1", "m3", 30, sender=None, sender_type="system", system_key="new_booking_request"),
+    )
+    assert rows["client"].item["meta"]["message_count"] == rows["provider"].item["meta"]["message_count"] == 3
+
+
 def test_payment_before_thread_started():
     rows = previews(payment("t1", "pay-1", 1), started("t1", service_type="personalized_video", at=5))
     assert rows["client"].listed and rows["client"].item["meta"]["paid"]
