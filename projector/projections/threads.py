@@ -6,7 +6,9 @@ Every part merges commutatively — first ``thread.started`` wins, registers kee
 the latest time (ties broken by value), a read marker keeps the greatest ``read_up_to`` whatever
 its ``read_at`` (a stale client re-sending an old position never moves it back), messages are a
 set keyed by id with deletion as a sticky flag — so any interleaving across topics that keeps
-per-key order folds to the same state as time order. ``render`` derives both participants' preview rows from the state alone.
+per-key order folds to the same state as time order. ``render`` derives both participants' preview
+rows from the state alone; a message not from a participant (``from_participant``) is kept in the
+state but rendered as never sent, since the participants may only be known after it arrives.
 
 No I/O here: the same code serves live projection, rebuild and tests.
 """
