@@ -3,6 +3,8 @@
 Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu), an
 embedded PostgreSQL and an embedded Valkey (the cache); creates topics, migrates, seeds a realistic history, runs the projector
 and the API as child processes, keeps a synthetic stream flowing, and prints a ready ``curl``.
+Unless ``READSIDE_JWT_SECRET`` is set, the run signs its tokens with a random secret of its own,
+and prints the ``readside token`` command that makes more of them for this run.
 Ctrl-C (or SIGTERM) stops every process it started.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -76,10 +79,21 @@ def _wait_for_inbox(url: str, token: str, procs: list[subprocess.Popen], timeout
     raise RuntimeError(f"the inbox did not fill within {timeout:.0f} s; see the logs in the data dir")
 
 
+def _with_keys(settings: Settings) -> Settings:
+    """The demo's keys: the configured ones, else random ones of this run (never a published default)."""
+    if settings.jwt_algorithm != "HS256":
+        raise ConfigError("readside demo signs its own tokens with HS256: unset READSIDE_JWT_ALGORITHM")
+    if not settings.jwt_secret:
+        settings = replace(settings, jwt_secret=secrets.token_urlsafe(32))
+    if not settings.cursor_secret:
+        settings = replace(settings, cursor_secret="cursor:" + settings.jwt_secret)
+    return settings.require_keys()
+
+
 def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
     base = Path(data_dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    settings = Settings.from_env()
+    settings = _with_keys(Settings.from_env())
     with ExitStack() as stack:
         if not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
             broker = EmbeddedBroker(log_path=base / "broker.log")
@@ -156,6 +170,11 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
                      "/v1/requests/technician-views/counts", "/v1/admin/projections"):
             print(f"curl -s -H 'Authorization: Bearer {token}' '{base_url}{path}'", flush=True)
         print(f"curl -s '{base_url}/v1/providers?category={quote(category)}&sort=most_booked&limit=5'\n", flush=True)
+        if os.environ.get("READSIDE_JWT_SECRET"):
+            _say("tokens for other users: `readside token <user id> [--role admin]` with your READSIDE_JWT_SECRET")
+        else:
+            _say("this run's random JWT secret; tokens for other users (in another terminal):")
+            print(f"READSIDE_JWT_SECRET={settings.jwt_secret} readside token <user id> --role admin\n", flush=True)
         _say(f"streaming ~{rate:g} events/s; logs in {base}; Ctrl-C stops everything")
         try:
             asyncio.run(run_load(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=rate, seed=11))
