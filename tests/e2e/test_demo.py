@@ -26,6 +26,7 @@ from shared.embedded import free_port
 pytestmark = pytest.mark.slow
 
 CURL = re.compile(r"^curl -s (?:-H '(?P<header>[^']+)' )?'(?P<url>[^']+)'$")
+TOKEN = re.compile(r"^READSIDE_JWT_SECRET=(?P<secret>\S+) readside token <user id> --role admin$")
 
 
 def _children(pid: int) -> set[int]:
@@ -92,6 +93,15 @@ def test_demo_serves_every_printed_curl_and_ctrl_c_stops_everything(tmp_path: Pa
                 if any("/v1/providers" in m["url"] for m in curls):
                     break
         assert len(curls) >= 8, [m.group(0) for m in curls]
+        # the demo signs with a random secret of its run, and prints how to make more tokens
+        secret = None
+        while secret is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                pytest.fail(f"demo exited ({proc.wait()}) before printing its token command: {log.read_text()}")
+            found = TOKEN.match(line.strip())
+            secret = found["secret"] if found else None
+        assert secret and secret != "readside-demo-secret-change-me-in-production"
         started = _children(proc.pid) | _mentioning(str(data))
         assert len(started) >= 5  # broker, PostgreSQL, Valkey, projector, API (at least)
 
@@ -103,6 +113,12 @@ def test_demo_serves_every_printed_curl_and_ctrl_c_stops_everything(tmp_path: Pa
             assert response.status_code == 200, (shlex.quote(match["url"]), response.text)
             bodies[match["url"].split("?")[0].split(f":{port}")[1]] = response.json()
         assert bodies["/v1/threads/preview"]["items"], "the first curl must show a non-empty inbox"
+        made = subprocess.run([sys.executable, "-m", "shared.cli", "token", "u-someone", "--role", "admin"],
+                              env=env | {"READSIDE_JWT_SECRET": secret}, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        base = curls[0]["url"].split("/v1/")[0]
+        r = httpx.get(base + "/v1/admin/projections", headers={"Authorization": f"Bearer {made.stdout.strip()}"}, timeout=10)
+        assert r.status_code == 200, r.text
         assert bodies["/v1/threads/summary"]["thread_count"] > 0
         assert bodies["/v1/providers"]["items"] and bodies["/v1/providers"]["total"] > 0
         assert bodies["/v1/templates"]["items"]
