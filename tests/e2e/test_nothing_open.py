@@ -29,7 +29,6 @@ from api.auth import make_token
 from api.cursors import CursorCodec
 from shared.embedded import EmbeddedValkey, free_port
 from shared.load import publish
-from shared.settings import Settings
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import message, started, wait_caught_up, wait_until
 from tests.unit.test_workflows_fold import created
