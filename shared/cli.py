@@ -88,7 +88,7 @@ def cmd_projector(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _settings()  # fail fast on bad configuration, before the server starts
+    _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
@@ -298,7 +298,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import make_token
 
-    print(make_token(_settings().jwt_secret, args.sub, args.role, ttl=args.ttl))
+    settings = _settings()
+    if settings.jwt_algorithm != "HS256":
+        raise CommandError("readside token signs HS256 tokens; with RS256 your identity provider issues them")
+    if not settings.jwt_secret:
+        raise ConfigError(
+            "READSIDE_JWT_SECRET is not set: `readside token` signs with the API's secret, set it to the same "
+            "value (a running `readside demo` prints the command with its own)"
+        )
+    print(make_token(settings.jwt_secret, args.sub, args.role, ttl=args.ttl))
     return 0
 
 

@@ -3,6 +3,8 @@
 Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu), an
 embedded PostgreSQL and an embedded Valkey (the cache); creates topics, migrates, seeds a realistic history, runs the projector
 and the API as child processes, keeps a synthetic stream flowing, and prints a ready ``curl``.
+Unless ``READSIDE_JWT_SECRET`` is set, the run signs its tokens with a random secret of its own,
+and prints the ``readside token`` command that makes more of them for this run.
 Ctrl-C (or SIGTERM) stops every process it started. While it runs, ``<data dir>/demo.env`` holds
 the settings a second terminal needs (:mod:`shared.demo_env`).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -85,11 +88,22 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every process started is stopped
 
 
+def _with_keys(settings: Settings) -> Settings:
+    """The demo's keys: the configured ones, else random ones of this run (never a published default)."""
+    if settings.jwt_algorithm != "HS256":
+        raise ConfigError("readside demo signs its own tokens with HS256: unset READSIDE_JWT_ALGORITHM")
+    if not settings.jwt_secret:
+        settings = replace(settings, jwt_secret=secrets.token_urlsafe(32))
+    if not settings.cursor_secret:
+        settings = replace(settings, cursor_secret="cursor:" + settings.jwt_secret)
+    return settings.require_keys()
+
+
 def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     base = Path(data_dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    settings = Settings.from_env()
+    settings = _with_keys(Settings.from_env())
     with ExitStack() as stack:
         if not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
             broker = EmbeddedBroker(log_path=base / "broker.log")
@@ -168,6 +182,11 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
                      "/v1/requests/technician-views/counts", "/v1/admin/projections"):
             print(f"curl -s -H 'Authorization: Bearer {token}' '{base_url}{path}'", flush=True)
         print(f"curl -s '{base_url}/v1/providers?category={quote(category)}&sort=most_booked&limit=5'\n", flush=True)
+        if os.environ.get("READSIDE_JWT_SECRET"):
+            _say("tokens for other users: `readside token <user id> [--role admin]` with your READSIDE_JWT_SECRET")
+        else:
+            _say("this run's random JWT secret; tokens for other users (in another terminal):")
+            print(f"READSIDE_JWT_SECRET={settings.jwt_secret} readside token <user id> --role admin\n", flush=True)
         here = " (from this directory they find it by themselves)" if base == Path(demo_env.DEFAULT_DIR).resolve() else ""
         _say(f"in a second terminal, `. {env_file}` gives `readside status`, `dlq`, `load`, `rebuild` and `token` "
              f"this demo's settings{here}")

@@ -33,6 +33,7 @@ from shared.embedded import free_port
 pytestmark = pytest.mark.slow
 
 CURL = re.compile(r"^curl -s (?:-H '(?P<header>[^']+)' )?'(?P<url>[^']+)'$")
+TOKEN = re.compile(r"^READSIDE_JWT_SECRET=(?P<secret>\S+) readside token <user id> --role admin$")
 
 
 def _children(pid: int) -> set[int]:
@@ -134,6 +135,15 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
                 if any("/v1/providers" in m["url"] for m in curls):
                     break
         assert len(curls) >= 8, [m.group(0) for m in curls]
+        # the demo signs with a random secret of its run, and prints how to make more tokens
+        secret = None
+        while secret is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                pytest.fail(f"demo exited ({proc.wait()}) before printing its token command: {log.read_text()}")
+            found = TOKEN.match(line.strip())
+            secret = found["secret"] if found else None
+        assert secret and secret != "readside-demo-secret-change-me-in-production"
         started = _children(proc.pid) | _mentioning(str(data))
         assert len(started) >= 5  # broker, PostgreSQL, Valkey, projector, API (at least)
 
@@ -145,6 +155,12 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
             assert response.status_code == 200, (shlex.quote(match["url"]), response.text)
             bodies[match["url"].split("?")[0].split(f":{port}")[1]] = response.json()
         assert bodies["/v1/threads/preview"]["items"], "the first curl must show a non-empty inbox"
+        made = subprocess.run([sys.executable, "-m", "shared.cli", "token", "u-someone", "--role", "admin"],
+                              env=env | {"READSIDE_JWT_SECRET": secret}, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        base = curls[0]["url"].split("/v1/")[0]
+        r = httpx.get(base + "/v1/admin/projections", headers={"Authorization": f"Bearer {made.stdout.strip()}"}, timeout=10)
+        assert r.status_code == 200, r.text
         assert bodies["/v1/threads/summary"]["thread_count"] > 0
         assert bodies["/v1/providers"]["items"] and bodies["/v1/providers"]["total"] > 0
         assert bodies["/v1/templates"]["items"]
@@ -162,6 +178,13 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
         assert {p["name"] for p in orjson.loads(status.stdout)["projections"]} == {
             "threads", "providers", "workflows", "requests"}
         assert "demo.env" in status.stderr  # it says where its settings came from
+        second = subprocess.run(
+            [str(fresh_copy / ".venv/bin/readside"), "token", "u-other", "--role", "admin"], cwd=fresh_copy, env=env,
+            capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 0, second.stderr
+        r = httpx.get(f"{base}/v1/admin/projections", headers={"Authorization": f"Bearer {second.stdout.strip()}"}, timeout=10)
+        assert r.status_code == 200, r.text
     finally:
         if proc.poll() is None:
             if stop == "ctrl-c":
