@@ -1,11 +1,16 @@
 """The documented publisher (docs/publishing.md) end to end: events published with
 ``schemas.Publisher`` against the real broker, the token it returns sent as ``X-Readside-After``,
-and the API's answer holds the event — read-your-writes without assembling positions by hand."""
+and the API's answer holds the event — read-your-writes without assembling positions by hand.
+The README's "Publish your first event" runs here as written."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from api.auth import make_token
@@ -90,3 +95,26 @@ def test_read_after_covers_events_on_several_topics(stack: Stack) -> None:
     assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
     [item] = r.json()["items"]
     assert item["last_message_preview"] == "second" and item["meta"]["paid"] is True
+
+
+def _readme_first_event() -> str:
+    """The Python block of the README's "Publish your first event"."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Publish your first event", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_first_event_reads_back_with_its_token(stack: Stack, tmp_path: Path) -> None:
+    _thread(stack, "t-pub-4", "u-pub-4")  # the projector is running (as beside the demo)
+    script = tmp_path / "first_event.py"
+    script.write_text(_readme_first_event())
+    done = subprocess.run([sys.executable, str(script)], env={**os.environ, **stack.settings.to_env()},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = done.stdout.strip()
+    assert after.startswith(stack.settings.topic_prefix + "threads.events:")
+    with stack.client() as http:
+        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-first") | {"X-Readside-After": after})
+    assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
+    [item] = r.json()["items"]
+    assert item["last_message_preview"] == "Hello from my first event" and item["unread_count"] == 1
