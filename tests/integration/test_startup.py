@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from shared.embedded import EmbeddedBroker, free_port
@@ -55,20 +56,24 @@ def test_a_projector_started_before_its_broker_waits_then_projects(settings: Set
         broker.stop()
 
 
-def test_sigterm_while_waiting_for_the_broker_is_a_clean_stop(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_sigterm_while_waiting_for_the_broker_is_a_clean_stop(settings: Settings, tmp_path: Path, form: str) -> None:
     port = free_port()
     own = replace(settings, kafka_bootstrap=f"127.0.0.1:{port}")
     log = tmp_path / "projector.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "projector"],
-            env={**os.environ, **own.to_env()}, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **own.to_env(), "READSIDE_LOG_FORMAT": form}, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
         wait_until(lambda: "waiting for the Kafka broker" in log.read_text(), 60, "a waiting line")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
         assert "Traceback" not in log.read_text()
+        if form == "json":  # every line a JSON object, ours among them
+            entries = [orjson.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            assert any(e["logger"] == "projector.service" and "waiting for" in e["message"] for e in entries)
     finally:
         if proc.poll() is None:
             proc.kill()
