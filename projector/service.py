@@ -23,6 +23,10 @@ __all__ = ["Invalidator", "run_projector", "select"]
 
 log = logging.getLogger(__name__)
 
+# The dead-letter producer's largest request: a dead letter past it (a record near the topics'
+# 4 MiB plus its headers) is kept whole in `dead_letters` and announced by a pointer record.
+PRODUCER_MAX_REQUEST = 4 * 1024 * 1024
+
 
 def select(names: Sequence[str] | None) -> list[Projection]:
     if not names:
@@ -104,7 +108,7 @@ async def _run(
     # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor
     pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 3, timeout=30.0)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 * 1024 * 1024, acks="all"
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=PRODUCER_MAX_REQUEST, acks="all"
     )
     await producer.start()
     cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
