@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 import projector.service
 from projector.engine import POINTER_HEADER
 from shared.cli import main as cli
-from shared.load import Record, provider_stream, request_stream, thread_stream, workflow_stream
+from shared.load import Record, provider_stream, publish, request_stream, thread_stream, workflow_stream
 from shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.integration.test_providers_workflows_projection import (
@@ -221,3 +221,39 @@ def test_a_poison_corpus_between_good_events_never_stops_the_projector(
     assert cli(["dlq", "replay", "--all"]) == 1
     assert f"replayed 0, still failing {len(poison)}, duplicates skipped 0" in capsys.readouterr().out
     assert_tables_equal_fold(settings.database_url, [r for r in good if r.topic in PROJECTION_TOPICS["threads"]])
+
+    # a rebuild of every projection over the same corpus cuts over: the shadow writer isolates the
+    # same records (the tombstones, the index overflow) and the cutover keeps the dead letters as they are
+    assert cli(["rebuild", "--all", "--verify"]) == 0
+    out, err = capsys.readouterr()
+    assert "DIFFERS" not in err and out.count("cut over to v2") == len(PROJECTION_TOPICS)
+    assert_tables_equal_fold(settings.database_url, [r for r in good if r.topic in PROJECTION_TOPICS["threads"]])
+    assert actual_providers(settings.database_url) == expected_providers(good)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (len(poison),)
+
+
+def test_a_rebuild_cuts_over_when_a_dead_letter_holds_a_nul(
+    settings: Settings, projector: InProcessProjector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The latest message of a thread holds a NUL: its preview cannot be stored, live or rebuilt (a
+    # fold error both times, so --verify finds the tables the same); its value, "\u0000" in JSON,
+    # is one PostgreSQL's jsonb cannot hold either — the cutover used to cast it and fail, forever.
+    records = thread_stream(threads=4, seed=41) + [started("nul-1"), message("nul-1", "m1", 10)]
+    nul = message("nul-1", "m-nul", 20, content="a\x00b")
+    assert b"\\u0000" in orjson.dumps(nul.value)
+    asyncio.run(publish(records + [nul], bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    topics = [settings.topic_prefix + t for t in PROJECTION_TOPICS["threads"]]
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
+    with psycopg.connect(settings.database_url) as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters WHERE key = 'nul-1'").fetchone()
+    assert reason.startswith("fold error")
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "threads", "--verify"]) == 0
+    out, err = capsys.readouterr()
+    assert "--verify: the tables are the same" in err and "cut over to v2" in out
+    assert_tables_equal_fold(settings.database_url, records)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT version, state FROM projections WHERE name = 'threads'").fetchone() == (2, "live")
+        assert conn.execute("SELECT count(*) FROM dead_letters WHERE key = 'nul-1'").fetchone() == (1,)
