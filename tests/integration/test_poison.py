@@ -257,3 +257,85 @@ def test_a_rebuild_cuts_over_when_a_dead_letter_holds_a_nul(
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT version, state FROM projections WHERE name = 'threads'").fetchone() == (2, "live")
         assert conn.execute("SELECT count(*) FROM dead_letters WHERE key = 'nul-1'").fetchone() == (1,)
+
+
+def _long_category_profile(seed: int) -> tuple[bytes, bytes]:
+    """A valid ``provider.profile_updated`` whose category is too long for its index: the fold's
+    write fails with ``ProgramLimitExceeded`` (an ``OperationalError``, retried forever on main)."""
+    rnd = random.Random(seed)
+    profile = _first(provider_stream(providers=2, seed=seed), "provider.profile_updated")
+    category = "".join(rnd.choice(string.ascii_letters) for _ in range(6000))
+    value = orjson.dumps(_env(profile, f"long-{seed}", **{"payload.category": category, "payload.status": "active"}))
+    return profile.key.encode(), value
+
+
+def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebuild(settings: Settings) -> None:
+    from aiokafka import TopicPartition as TP
+
+    from projector.projections import REGISTRY
+    from projector.rebuild_bulk import ShadowWriter
+    from projector.replay import Chunk, Item
+    from projector.shadow import Shadow
+    from schemas import decode
+    from shared.db import migrate
+
+    providers = REGISTRY["providers"]
+    migrate(settings.database_url, [providers])
+    good = [r for r in provider_stream(providers=3, seed=51) if r.topic == "providers.events"]
+    key, value = _long_category_profile(52)
+    tp = TP(settings.topic_prefix + "providers.events", 0)
+    raw = [(r.key.encode(), orjson.dumps(r.value)) for r in good[:4]] + [(key, value)] + [
+        (r.key.encode(), orjson.dumps(r.value)) for r in good[4:]]  # fmt: skip
+    items = [Item(tp, offset, decode("providers.events", k, v), k, v) for offset, (k, v) in enumerate(raw)]
+
+    async def go() -> tuple[list, int]:
+        conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+        try:
+            shadow = Shadow(providers, "rs_build_providers")
+            async with conn.transaction():
+                await shadow.create(conn, {(tp.topic, 0): 0})
+            for bulk in (True, False):  # the bulk phase's loader, then the catch-up's apply
+                async with conn.transaction():
+                    await ShadowWriter(conn, providers, shadow).write(Chunk(items, {tp: len(items)}, len(items)), bulk=bulk)
+                await conn.execute("TRUNCATE rs_build_providers.rs_seen")
+            cur = await conn.execute('SELECT "offset", reason FROM rs_build_providers.rs_failed')
+            failed = await cur.fetchall()
+            cur = await conn.execute("SELECT count(*) FROM rs_build_providers.providers")
+            return failed, (await cur.fetchone())[0]
+        finally:
+            await conn.close()
+
+    failed, rows = asyncio.run(go())
+    assert [o for o, _ in failed] == [4] and failed[0][1].startswith("fold error (rebuild): ProgramLimitExceeded(")
+    assert rows == len(expected_providers(good)["cards"])
+
+
+def test_a_data_error_fails_one_dead_letter_of_a_replay_not_the_replay(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from projector.projections import REGISTRY
+    from shared.db import migrate
+
+    migrate(settings.database_url, list(REGISTRY.values()))
+    topic = settings.topic_prefix + "providers.events"
+    good = [r for r in provider_stream(providers=1, seed=53) if r.topic == "providers.events"]
+    letters = [_long_category_profile(54)] + [(r.key.encode(), orjson.dumps(r.value)) for r in good]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for offset, (key, value) in enumerate(letters):
+            conn.execute(
+                'INSERT INTO dead_letters (projection, topic, partition, "offset", key, value, reason) '
+                "VALUES ('providers', %s, 0, %s, %s, %s, 'fold error: as it was')",
+                (topic, offset, key, value),
+            )
+        conn.execute(
+            'INSERT INTO dead_letters (projection, topic, partition, "offset", key, value, reason) '
+            "VALUES ('providers', %s, 0, 99, 'p-1', NULL, 'tombstone')",
+            (topic,),
+        )
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["dlq", "replay", "--all"]) == 1
+    out = capsys.readouterr().out
+    assert f"replayed {len(good)}, still failing 2, duplicates skipped 0" in out
+    assert "still failing: fold error: ProgramLimitExceeded" in out and "still failing: not JSON: empty record value (tombstone)" in out
+    assert actual_providers(settings.database_url) == expected_providers(good)
