@@ -58,6 +58,7 @@ class _Metrics:
 
 
 def create_app(settings: Settings) -> Starlette:
+    settings.require_keys()  # never serve with a missing or public key
     registry = CollectorRegistry()
     renders = Counter("readside_renders", "List bodies rendered from PostgreSQL", ["projection"], registry=registry)
 

@@ -10,7 +10,7 @@ it), so a 304 costs one primary-key lookup or one cache GET.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import provider_queries as queries
+from api.cursors import position_decimal, position_id, position_int
 from api.http import PUBLIC, Context, Timing
 from api.params import Query
 from api.problems import bad_param
@@ -47,23 +48,10 @@ def parse_fields(raw: str | None) -> tuple[str, ...] | None:
 def _position(raw: list, sort: str) -> tuple[Any, ...]:
     """A decoded cursor back into ``(sort keys..., provider_id)``; anything else is a 400."""
     kinds = [t for _, t in queries.ORDERS[sort]]
-    if len(raw) != len(kinds) + 1 or not isinstance(raw[-1], str):
+    if len(raw) != len(kinds) + 1:
         raise bad_param("cursor is not valid")
-    values: list[Any] = []
-    for value, kind in zip(raw, kinds):
-        if kind == "numeric":
-            try:
-                number = Decimal(value) if isinstance(value, str) else None
-            except InvalidOperation:
-                number = None
-            if number is None or not number.is_finite():
-                raise bad_param("cursor is not valid")
-            values.append(number)
-        elif type(value) is int:
-            values.append(value)
-        else:
-            raise bad_param("cursor is not valid")
-    return (*values, raw[-1])
+    values = [position_decimal(v) if kind == "numeric" else position_int(v) for v, kind in zip(raw, kinds)]
+    return (*values, position_id(raw[-1]))
 
 
 def _encode_keys(keys: tuple[Any, ...]) -> list[Any]:

@@ -3,8 +3,9 @@
     serve(request, ctx, timing, Spec(...)) -> Response
 
 With a cache: one Redis MGET gives the scope's version and the projection's generation; a
-matching ``If-None-Match`` is a 304 from that alone; otherwise the body stored under (generation,
-version, parameters) is a HIT, or it is rendered once per burst (single-flight) and stored — a
+matching ``If-None-Match`` is a 304 from that alone (after ``Spec.access`` for a scope not every
+viewer may read: a 304 must not confirm what a 404 hides); otherwise the body stored under
+(generation, version, parameters) is a HIT, or it is rendered once per burst (single-flight) and stored — a
 MISS. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
 ETags are weak and keyed with a server secret, so nobody can forge one for a scope they were
@@ -59,6 +60,9 @@ class Spec:
     cache_control: str
     vary: bool = True
     cacheable: bool = True
+    # Raises the 404 (or 403) of a viewer who may not read the scope; run before a 304 from the
+    # cache, which would otherwise answer from the ETag alone (``pg_version`` checks it itself).
+    access: Callable[[psycopg.AsyncConnection], Awaitable[object]] | None = None
 
 
 GENERATION_SQL = "SELECT generation FROM projections WHERE name = %s"
@@ -107,6 +111,9 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
             version, generation = got
             tag = etag(ctx, "r", generation, version, spec.scope)  # type: ignore[arg-type]
             if _matches(request, tag):
+                if spec.access is not None:
+                    async with timing.connection(ctx.pool) as conn:
+                        await spec.access(conn)
                 extra["X-Cache"] = "HIT"
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
             key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]

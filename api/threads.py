@@ -98,5 +98,6 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
 
     return await serve(
         request, ctx, timing,
-        Spec("threads", f"thread:{thread_id}", f"{bound}\x1f{cursor or ''}", render, pg_version, PRIVATE),
+        Spec("threads", f"thread:{thread_id}", f"{bound}\x1f{cursor or ''}", render, pg_version, PRIVATE,
+             access=access),
     )

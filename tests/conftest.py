@@ -91,7 +91,7 @@ def settings(bootstrap: str, db_url: str) -> Settings:
         topic_prefix=f"t{unique}.",
         group_prefix=f"g{unique}",
         jwt_secret="test-secret-0123456789-abcdefghijklmnop",
-        cursor_secret="test-cursor-secret",
+        cursor_secret="test-cursor-secret-0123456789-abcdefgh",
         batch_max=500,
     )
     names = [s.topic_prefix + t for t in CONTRACT_TOPICS]

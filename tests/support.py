@@ -168,6 +168,34 @@ def merge_keeping_order(records: list[Record], group: Callable[[Record], Hashabl
     return merged
 
 
+READ_TYPES = ("message.read", "request.message_read")
+_STALE_BACK = (timedelta(milliseconds=1), timedelta(seconds=1), timedelta(minutes=5), timedelta(days=3))
+
+
+def stale_read(rec: Record, rnd: random.Random) -> Record:
+    """What a stale client (an old tab) sends: the same reader's read of ``rec`` with an earlier
+    ``read_up_to`` and a later ``read_at``, under a new ``event_id``. It must change nothing."""
+    payload = dict(rec.value["payload"])
+    up_to, at = datetime.fromisoformat(payload["read_up_to"]), datetime.fromisoformat(payload["read_at"])
+    payload["read_up_to"] = _iso(up_to - rnd.choice(_STALE_BACK))
+    payload["read_at"] = _iso(at + rnd.choice(_STALE_BACK[1:]))
+    return Record(rec.topic, rec.key, envelope(rec.value["type"], payload))
+
+
+def with_stale_reads(records: list[Record], rnd: random.Random, share: float = 0.5) -> list[Record]:
+    """``records`` plus a stale read for about ``share`` of the reads, each put anywhere in the
+    stream: after the read it repeats (it arrives later, as it was sent later) or before it."""
+    out = list(records)
+    for rec in records:
+        if rec.value["type"] in READ_TYPES and rnd.random() < share:
+            out.insert(rnd.randint(0, len(out)), stale_read(rec, rnd))
+    return out
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -22,8 +22,10 @@ so any order of a request's events (and any redelivery) folds to the state of ti
 - ``updated_at`` is ``max(created_at, latest update/assign/take/message time)``; reads do not
   count, a no-op update or take does;
 - the last message is the maximum by ``(created_at, message_id)``; the latest technician and
-  requester message times are maxima; read markers are registers by ``(read_at, read_up_to)`` —
-  one for ``reader_role`` requester, one for the latest of any technician's.
+  requester message times are maxima; a read marker keeps the greatest ``read_up_to`` (ties: the
+  later ``read_at``), whatever the arrival order or ``read_at`` — a stale client re-sending an old
+  position never moves it back — one for ``reader_role`` requester, one for the furthest of any
+  technician's.
 
 No I/O here: the same code serves live projection, rebuild, tests and the bench. ``dump_state`` /
 ``load_state`` give the compact bytes the store keeps per request.
@@ -37,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from projector.projections.threads import normalize_text
+from projector.projections.threads import further, normalize_text
 from schemas import (
     Event,
     RequestAssigned,
@@ -191,9 +193,9 @@ def fold_into(state: RequestState, event: Event) -> None:
     elif isinstance(p, RequestMessageRead):
         marker = (p.read_at, p.read_up_to)
         if p.reader_role == "requester":
-            state.requester_read = _later(state.requester_read, marker)
+            state.requester_read = further(state.requester_read, marker)
         else:
-            state.technician_read = _later(state.technician_read, marker)
+            state.technician_read = further(state.technician_read, marker)
 
 
 def fold(state: RequestState, event: Event) -> RequestState:

@@ -25,7 +25,7 @@ import psycopg
 
 from projector.projection import BulkLoad
 from projector.projections.threads import fold_into, render
-from projector.projections.threads_store import load_states, message_item
+from projector.projections.threads_store import READS_FORWARD, load_states, message_item
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
@@ -72,7 +72,8 @@ _UPSERTS = (
     "ON CONFLICT (thread_id, message_id) DO UPDATE SET deleted = true",
     "INSERT INTO thread_reads (thread_id, user_id, read_at, read_up_to) "
     "SELECT thread_id, user_id, at, up_to FROM bulk_registers WHERE NOT pin "
-    "ON CONFLICT (thread_id, user_id) DO UPDATE SET read_at = excluded.read_at, read_up_to = excluded.read_up_to",
+    "ON CONFLICT (thread_id, user_id) DO UPDATE SET read_at = excluded.read_at, read_up_to = excluded.read_up_to"
+    + READS_FORWARD,
     "INSERT INTO thread_pins (thread_id, user_id, changed_at, pinned) "
     "SELECT thread_id, user_id, at, pinned FROM bulk_registers WHERE pin "
     "ON CONFLICT (thread_id, user_id) DO UPDATE SET changed_at = excluded.changed_at, pinned = excluded.pinned",

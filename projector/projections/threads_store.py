@@ -5,7 +5,8 @@ Tables (ids ``COLLATE "C"``):
                         state register, paid flag, a version bumped on every change.
 - ``thread_messages``   every message, with its ready JSON ``item`` for the history endpoint
                         and its preview label; a delete seen first leaves a deleted stub.
-- ``thread_reads``, ``thread_pins``  per-user registers (latest time wins).
+- ``thread_reads``       per-user read markers: the greatest ``read_up_to`` wins (never moves back).
+- ``thread_pins``        per-user registers (latest time wins).
 - ``thread_previews``   one row per (viewer, thread): the inbox item as ready JSON bytes plus
                         the keyset columns; ``listed`` is false while a personalized video is unpaid.
 - ``thread_summaries``  per (viewer, role): unread total and thread count, kept by deltas.
@@ -22,7 +23,7 @@ per (thread, side), finds the latest visible message with one descent of
 ``payment_received`` message exists (``thread_messages_paid``). The message and unread counts are
 the old preview row's plus the batch's deltas (each touched message counted before and after the
 batch); they are counted in that statement only when there is no old row yet (the thread's start
-just arrived) or, for the unread count, when the viewer's read marker moved (the messages after
+just arrived) or, for the unread count, when the viewer's ``read_up_to`` moved (the messages after
 the new marker). The rebuild's bulk path (``threads_bulk``) loads whole threads and uses
 ``threads.render``, the reference the live path must match byte for byte.
 """
@@ -50,7 +51,7 @@ from projector.projections.threads import (
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
-__all__ = ["PROJECTION", "DDL", "apply", "load_states", "message_item"]
+__all__ = ["PROJECTION", "DDL", "FROM_PARTICIPANT", "READS_FORWARD", "apply", "load_states", "message_item"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -235,6 +236,10 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     return await _write_previews(conn, rows, old) | {f"thread:{t}" for t in tids}
 
 
+def _up_to(marker: tuple | None) -> Any:
+    return marker[1] if marker else None
+
+
 async def _render(
     conn: psycopg.AsyncConnection,
     states: dict[str, ThreadState],
@@ -252,7 +257,8 @@ async def _render(
     by_thread: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key in before:
         by_thread[key[0]].append(key)
-    plan: list[tuple[str, str, str, Any, int | None, int | None]] = []  # tid, role, user, up_to, count, unread
+    # tid, role, user, up_to, count, unread, client, provider
+    plan: list[tuple[str, str, str, Any, int | None, int | None, str, str]] = []
     for tid, state in states.items():
         s = state.started
         if s is None:
@@ -264,14 +270,14 @@ async def _render(
             if prior is not None and prior[0] == role:
                 count = orjson.loads(prior[3])["meta"]["message_count"]
                 for key in by_thread[tid]:
-                    count += visible(state.messages[key[1]], role) - visible(before[key], role)
-                if markers[tid].get(user) == marker:
+                    count += visible(state.messages[key[1]], role, s) - visible(before[key], role, s)
+                if _up_to(markers[tid].get(user)) == _up_to(marker):
                     unread_count = prior[2]
                     for key in by_thread[tid]:
-                        unread_count += unread(state.messages[key[1]], role, user, marker) - unread(
-                            before[key], role, user, marker
+                        unread_count += unread(state.messages[key[1]], role, user, marker, s) - unread(
+                            before[key], role, user, marker, s
                         )
-            plan.append((tid, role, user, marker[1] if marker else None, count, unread_count))
+            plan.append((tid, role, user, marker[1] if marker else None, count, unread_count, s.client_id, s.provider_id))
     if not plan:
         return []
     cur = await conn.execute(_SIDES, tuple(list(col) for col in zip(*plan)))
@@ -288,30 +294,39 @@ async def _render(
     return rows
 
 
+# ``threads.from_participant`` in SQL, for message row ``{m}`` of a thread whose participants are
+# ``{cid}`` and ``{pid}``: a system message, or a user message from the participant its
+# sender_type names (the history endpoint uses it too).
+FROM_PARTICIPANT = (
+    "({m}.sender_type = 'system' OR {m}.sender_id = CASE {m}.sender_type WHEN 'client' THEN {cid} "
+    "WHEN 'provider' THEN {pid} END)"
+)
+_OURS = FROM_PARTICIPANT.format(m="m", cid="u.cid", pid="u.pid")
+
 # Per (thread, side): the latest visible message (an index descent on thread_messages_history),
 # the counts passed in or, when NULL, counted (the unread ones from the marker on), and whether a
 # live payment_received message exists (thread_messages_paid). CASE runs a subquery only when needed.
-_SIDES = """
+_SIDES = f"""
 SELECT u.tid, u.role, l.message_id, l.created_at, l.sender_type, l.preview, l.preview_key, l.preview_args,
     CASE WHEN u.n IS NULL THEN (
         SELECT count(*) FROM thread_messages m
-        WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role)
+        WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role) AND {_OURS}
     ) ELSE u.n END,
     CASE WHEN u.unread IS NULL THEN (
         SELECT count(*) FROM thread_messages m
         WHERE m.thread_id = u.tid AND NOT m.deleted AND m.created_at > coalesce(u.up_to, '-infinity')
-            AND m.visible_to IN ('both', u.role) AND m.sender_id IS DISTINCT FROM u.uid
+            AND m.visible_to IN ('both', u.role) AND m.sender_id IS DISTINCT FROM u.uid AND {_OURS}
     ) ELSE u.unread END,
     EXISTS (
         SELECT FROM thread_messages m
-        WHERE m.thread_id = u.tid AND m.system_key = 'payment_received' AND NOT m.deleted
+        WHERE m.thread_id = u.tid AND m.system_key = 'payment_received' AND NOT m.deleted AND {_OURS}
     )
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::int8[], %b::int8[])
-    AS u(tid, role, uid, up_to, n, unread)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::int8[], %b::int8[], %b::text[], %b::text[])
+    AS u(tid, role, uid, up_to, n, unread, cid, pid)
 LEFT JOIN LATERAL (
     SELECT m.message_id, m.created_at, m.sender_type, m.preview, m.preview_key, m.preview_args
     FROM thread_messages m
-    WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role)
+    WHERE m.thread_id = u.tid AND NOT m.deleted AND m.visible_to IN ('both', u.role) AND {_OURS}
     ORDER BY m.created_at DESC, m.message_id DESC
     LIMIT 1
 ) l ON true
@@ -393,15 +408,25 @@ async def _write_messages(
         )
 
 
+# The ``thread_reads`` upsert's condition: the greatest ``read_up_to`` wins, ties to the later
+# ``read_at`` (``threads.further``), whatever order the writes come in.
+READS_FORWARD = (
+    " WHERE (excluded.read_up_to, excluded.read_at) > (thread_reads.read_up_to, thread_reads.read_at)"
+)
+
+
 async def _write_registers(
     conn: psycopg.AsyncConnection,
     states: dict[str, ThreadState],
     reads: set[tuple[str, str]],
     pins: set[tuple[str, str]],
 ) -> None:
-    for table, cols, keys, get in (
-        ("thread_reads", ("read_at", "read_up_to"), sorted(reads), lambda t, u: states[t].reads[u]),
-        ("thread_pins", ("changed_at", "pinned"), sorted(pins), lambda t, u: states[t].pins[u]),
+    """Upsert the touched registers with the fold's values. A read marker is only ever replaced by
+    one that reaches further (``READS_FORWARD``): the fold already merged the stored marker, and
+    the statement itself keeps the rule too, so no writer can move a marker back."""
+    for table, cols, keys, get, guard in (
+        ("thread_reads", ("read_at", "read_up_to"), sorted(reads), lambda t, u: states[t].reads[u], READS_FORWARD),
+        ("thread_pins", ("changed_at", "pinned"), sorted(pins), lambda t, u: states[t].pins[u], ""),
     ):
         if not keys:
             continue
@@ -410,7 +435,8 @@ async def _write_registers(
         await conn.execute(
             f"INSERT INTO {table} (thread_id, user_id, {cols[0]}, {cols[1]}) "
             f"SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::{kind}[]) "
-            f"ON CONFLICT (thread_id, user_id) DO UPDATE SET {cols[0]} = excluded.{cols[0]}, {cols[1]} = excluded.{cols[1]}",
+            f"ON CONFLICT (thread_id, user_id) DO UPDATE SET {cols[0]} = excluded.{cols[0]}, {cols[1]} = excluded.{cols[1]}"
+            + guard,
             ([t for t, _ in keys], [u for _, u in keys], [v[0] for v in values], [v[1] for v in values]),
         )
 

@@ -49,7 +49,7 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
         topic_prefix=f"e{unique}.",
         group_prefix=f"g{unique}",
         jwt_secret="e2e-secret-0123456789-abcdefghijklmnop",
-        cursor_secret="e2e-cursor",
+        cursor_secret="e2e-cursor-secret-0123456789-abcdefgh",
     )
     if cache_timeout is not None:
         settings = replace(settings, cache_timeout=cache_timeout)

@@ -22,9 +22,11 @@ from projector.projections.requests import (
     in_view,
     window_keys,
 )
+from projector.projections.requests_store import PROJECTION
+from shared.db import migrate
 from shared.jsonbytes import dumps
 from shared.load import Record, publish, request_stream
-from tests.support import wait_caught_up
+from tests.support import as_event, wait_caught_up, with_stale_reads
 from tests.unit.test_requests_fold import assigned, dedupe, rows_of, said, taken, updated
 
 TOPICS = ("requests.events",)
@@ -203,3 +205,26 @@ def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projec
         assert dict(conn.execute("SELECT scope, version FROM request_versions").fetchall()) == versions
         (n,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'requests'").fetchone()
     assert n == len(records) + len(copies)
+
+
+def test_stale_reads_never_bring_unread_flags_back(db_url):  # noqa: ANN001
+    # The live apply straight against PostgreSQL, over random batches of a shuffled stream in which
+    # every read has a stale twin (an earlier read_up_to with a later read_at): the tables equal
+    # the fold of the stream without the twins — requester_unread never comes back true.
+    migrate(db_url, [PROJECTION])
+
+    async def run(batches: list[list[Record]]) -> None:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, options="-c TimeZone=UTC") as conn:
+            await conn.execute("TRUNCATE " + ", ".join(PROJECTION.tables))
+            for batch in batches:
+                async with conn.transaction():
+                    await PROJECTION.apply(conn, [as_event(r) for r in batch])
+
+    for seed in range(6):
+        rng = random.Random(seed)
+        clean = _stream(seed=30 + seed, requests=30)
+        records = with_stale_reads(clean, rng, share=1.0)
+        rng.shuffle(records)
+        cuts = sorted(rng.sample(range(1, len(records)), 15))
+        asyncio.run(run([records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)])]))
+        assert_tables_equal_fold(db_url, clean)

@@ -688,13 +688,16 @@ def test_route_utf8_key_and_errors() -> None:
         route("thread.pinned", {"user_id": "u-1"})
 
 
+from aiokafka.structs import RecordMetadata, TopicPartition  # noqa: E402
+
+
 class _FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
 
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> str:
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> RecordMetadata:
         self.sent.append((topic, value, key))
-        return "metadata"
+        return RecordMetadata(topic, 0, TopicPartition(topic, 0), len(self.sent) - 1, 1_700_000_000_000, 0, 0)
 
 
 def test_publisher_makes_routes_and_sends() -> None:
@@ -702,7 +705,7 @@ def test_publisher_makes_routes_and_sends() -> None:
     publisher = Publisher(producer, prefix="prod.")  # type: ignore[arg-type]
     payload = EXAMPLES["request.taken"][3]
     result = asyncio.run(publisher.publish("request.taken", payload, event_id="e-7"))
-    assert result == "metadata"
+    assert (result.event_id, result.token) == ("e-7", "prod.requests.events:0:0")
     [(topic, value, key)] = producer.sent
     assert (topic, key) == ("prod.requests.events", b"r-1")
     event = decode("requests.events", key, value)

@@ -48,3 +48,72 @@ def test_bad_values_name_the_variable(name: str, value: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=name) as info:
         Settings.from_env({name: value})
     assert hint in str(info.value)
+
+
+OLD_PUBLIC_SECRET = "readside-demo-secret-change-me-in-production"
+STRONG = "s" * 32
+
+
+def _pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_no_key_is_built_in() -> None:
+    settings = Settings.from_env({})
+    assert settings.jwt_secret == "" and settings.cursor_secret == ""
+    assert OLD_PUBLIC_SECRET not in repr(vars(settings))
+    with pytest.raises(ConfigError, match="READSIDE_JWT_SECRET is not set") as info:
+        settings.require_keys()
+    assert "openssl rand" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_configured_hs256_secret_keys_the_cursors_too() -> None:
+    settings = Settings.from_env({"READSIDE_JWT_SECRET": STRONG}).require_keys()
+    assert settings.cursor_secret == "cursor:" + STRONG
+    own = Settings.from_env({"READSIDE_JWT_SECRET": STRONG, "READSIDE_CURSOR_SECRET": "c" * 32}).require_keys()
+    assert own.cursor_secret == "c" * 32
+
+
+def test_with_rs256_the_cursor_key_never_derives_from_a_public_value() -> None:
+    pem = _pem()
+    settings = Settings.from_env({"READSIDE_JWT_ALGORITHM": "RS256", "READSIDE_JWT_PUBLIC_KEY": pem})
+    assert settings.cursor_secret == ""  # was "cursor:" + the public default: forgeable cursors and ETags
+    with pytest.raises(ConfigError, match="READSIDE_CURSOR_SECRET"):
+        settings.require_keys()
+    # nor from a JWT secret left over in the environment: with RS256 it signs nothing
+    leftover = Settings.from_env({"READSIDE_JWT_ALGORITHM": "RS256", "READSIDE_JWT_PUBLIC_KEY": pem,
+                                  "READSIDE_JWT_SECRET": STRONG})
+    assert leftover.cursor_secret == ""
+    ok = Settings.from_env({"READSIDE_JWT_ALGORITHM": "RS256", "READSIDE_JWT_PUBLIC_KEY": pem,
+                            "READSIDE_CURSOR_SECRET": "c" * 32}).require_keys()
+    assert Settings.from_env(ok.to_env()) == ok
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "hint"),
+    [
+        pytest.param({"READSIDE_JWT_SECRET": "s" * 31}, "READSIDE_JWT_SECRET", "too short", id="short-31-bytes"),
+        pytest.param({"READSIDE_JWT_SECRET": OLD_PUBLIC_SECRET}, "READSIDE_JWT_SECRET", "published", id="old-default"),
+        pytest.param({"READSIDE_JWT_SECRET": "change-me-to-a-long-random-secret-of-32-bytes"}, "READSIDE_JWT_SECRET",
+                     "published", id="old-compose-default"),
+        pytest.param({"READSIDE_JWT_SECRET": STRONG, "READSIDE_CURSOR_SECRET": "short"}, "READSIDE_CURSOR_SECRET",
+                     "too short", id="short-cursor-secret"),
+    ],
+)
+def test_weak_or_published_secrets_are_refused(env: dict[str, str], name: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=name) as info:
+        Settings.from_env(env)
+    assert hint in str(info.value)
+
+
+@pytest.mark.parametrize("pem", ["not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"])
+def test_an_unreadable_rs256_key_stops_the_api_before_it_serves(pem: str) -> None:
+    settings = Settings.from_env({"READSIDE_JWT_ALGORITHM": "RS256", "READSIDE_JWT_PUBLIC_KEY": pem,
+                                  "READSIDE_CURSOR_SECRET": "c" * 32})
+    with pytest.raises(ConfigError, match="READSIDE_JWT_PUBLIC_KEY"):
+        settings.require_keys()

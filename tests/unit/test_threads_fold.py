@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from projector.projections.threads import ThreadState, fold, fold_all, message_preview, normalize_text, render
@@ -103,15 +105,26 @@ def test_unread_counts_follow_read_markers_strictly_after_and_skip_own_messages(
     assert rows["client"].item["last_actor"] == "system"
 
 
-def test_read_marker_takes_latest_read_at_not_last_arrival():
-    rows = previews(
-        started("t1"),
-        message("t1", "m1", 10, sender="u-p", sender_type="provider"),
-        message("t1", "m2", 20, sender="u-p", sender_type="provider"),
-        read("t1", "u-c", up_to=20, at=30),
-        read("t1", "u-c", up_to=10, at=15),  # older marker arriving late
-    )
-    assert rows["client"].unread_count == 0
+@pytest.mark.parametrize(
+    ("reads", "unread_count"),
+    [
+        pytest.param([read("t1", "u-c", up_to=20, at=30), read("t1", "u-c", up_to=10, at=15)], 1, id="older-read-arriving-late"),
+        pytest.param([read("t1", "u-c", up_to=10, at=15), read("t1", "u-c", up_to=20, at=30)], 1, id="newer-read-arriving-late"),
+        # A stale client (an old tab) re-sends an old position later: the marker never moves back.
+        pytest.param([read("t1", "u-c", up_to=20, at=30), read("t1", "u-c", up_to=10, at=40)], 1, id="stale-read-after-the-newer-one"),
+        pytest.param([read("t1", "u-c", up_to=10, at=40), read("t1", "u-c", up_to=20, at=30)], 1, id="stale-read-before-the-newer-one"),
+        pytest.param([read("t1", "u-c", up_to=30, at=31), read("t1", "u-c", up_to=0, at=90), read("t1", "u-c", up_to=10, at=50)], 0, id="several-stale-reads"),
+        pytest.param([read("t1", "u-c", up_to=20, at=30), read("t1", "u-c", up_to=20, at=25)], 1, id="same-position-again"),
+        pytest.param([read("t1", "u-p", up_to=30, at=31), read("t1", "u-c", up_to=10, at=11)], 2, id="markers-are-per-reader"),
+    ],
+)
+def test_read_marker_is_the_greatest_read_up_to_whatever_read_at_or_arrival(reads, unread_count):  # noqa: ANN001
+    messages = [message("t1", f"m{i}", i * 10, sender="u-p", sender_type="provider") for i in (1, 2, 3)]
+    rows = previews(started("t1"), *messages, *reads)
+    assert rows["client"].unread_count == unread_count
+    greatest = max(datetime.fromisoformat(r.value["payload"]["read_up_to"]) for r in reads if r.value["payload"]["reader_id"] == "u-c")
+    state = next(iter(fold_all(as_event(r) for r in (started("t1"), *reads)).values()))
+    assert state.reads["u-c"][1] == greatest
 
 
 def test_delete_falls_back_to_previous_message_and_counts_as_never_sent():
@@ -171,6 +184,44 @@ def test_personalized_video_hidden_until_paid(extra, paid):  # noqa: ANN001
     for row in rows.values():
         assert row.item["meta"]["paid"] is paid
         assert row.listed is paid
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param(message("t1", "m9", 50, sender="u-x", sender_type="client", content="stranger"), id="stranger-as-client"),
+        pytest.param(message("t1", "m9", 50, sender="u-x", sender_type="provider", content="stranger"), id="stranger-as-provider"),
+        pytest.param(message("t1", "m9", 50, sender="u-p", sender_type="client", content="provider typed client"), id="provider-id-typed-client"),
+        pytest.param(message("t1", "m9", 50, sender="u-c", sender_type="provider", content="client typed provider"), id="client-id-typed-provider"),
+        pytest.param(
+            message("t1", "m9", 50, sender="u-x", sender_type="provider", content="x", system_key="payment_received"),
+            id="stranger-payment-key",
+        ),
+    ],
+)
+@pytest.mark.parametrize("start_first", [True, False], ids=["after-start", "before-start"])
+def test_a_message_not_from_a_participant_counts_as_never_sent(odd, start_first):  # noqa: ANN001
+    # Participants are known only from thread.started, which may arrive after the message: the
+    # message is kept and judged at render time, so the result is the same in both orders.
+    start = started("t1", service_type="personalized_video")
+    history = [message("t1", "m1", 10, sender="u-p", sender_type="provider", content="hello")]
+    records = [start, *history, odd] if start_first else [odd, *history, start]
+    rows = previews(*records)
+    assert rows == previews(start, *history)
+    for row in rows.values():
+        assert row.item["last_message_preview"] == "hello" and row.item["meta"]["message_count"] == 1
+        assert row.item["meta"]["paid"] is False and not row.listed
+    assert rows["client"].unread_count == 1 and rows["provider"].unread_count == 0
+
+
+def test_system_messages_and_matching_senders_are_kept():
+    rows = previews(
+        started("t1"),
+        message("t1", "m1", 10, sender="u-c", sender_type="client"),
+        message("t1", "m2", 20, sender="u-p", sender_type="provider"),
+        message("t1", "m3", 30, sender=None, sender_type="system", system_key="new_booking_request"),
+    )
+    assert rows["client"].item["meta"]["message_count"] == rows["provider"].item["meta"]["message_count"] == 3
 
 
 def test_payment_before_thread_started():

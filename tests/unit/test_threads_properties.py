@@ -3,7 +3,9 @@
 - a stream with events duplicated (same ``event_id``, as a retrying producer re-sends) projects
   the same as without them — the engine dedupes, and the fold itself is idempotent per message;
 - any interleaving of the two topics that keeps per-key order within each topic projects the
-  same as time order.
+  same as time order;
+- stale reads (an earlier ``read_up_to`` sent with a later ``read_at``), wherever they arrive,
+  change nothing: read markers only move forward.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from projector.projections.threads import fold_all, render
 from shared.load import Record, thread_stream
-from tests.support import as_event, merge_keeping_order
+from tests.support import as_event, merge_keeping_order, with_stale_reads
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -77,5 +79,15 @@ def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):  # noqa: ANN
     # latest time, messages are a set, deletion is sticky), so even per-key order may break —
     # a read marker before its messages, a delete before its create.
     shuffled = list(stream)
+    rnd.shuffle(shuffled)
+    assert _rows(shuffled) == _rows(stream)
+
+
+@SETTINGS
+@given(streams, st.randoms(use_true_random=False))
+def test_stale_reads_anywhere_change_nothing(stream, rnd):  # noqa: ANN001
+    noisy = with_stale_reads(stream, rnd)
+    assert _rows(noisy) == _rows(stream)
+    shuffled = list(noisy)
     rnd.shuffle(shuffled)
     assert _rows(shuffled) == _rows(stream)
