@@ -1,8 +1,10 @@
 """Dead letters: list, show, replay (``readside dlq``).
 
-The ``dead_letters`` table holds every record a projection could not apply: the original bytes,
-the origin (topic, partition, offset), the reason. The ``<topic>.dlq`` topics hold the same
-records for other consumers; replay reads the table, which is exactly-once.
+The ``dead_letters`` table holds every record a projection could not apply: the original bytes
+(``value`` NULL for a tombstone), the origin (topic, partition, offset), the reason. The
+``<topic>.dlq`` topics hold the same records for other consumers — except one too large for the
+topic, announced there by a small pointer record (``projector.engine.pointer``); the table keeps
+it whole. Replay reads the table, which is exactly-once.
 
 **Replay** re-decodes each selected dead letter with today's schemas (a deployed upcaster, a
 relaxed model) and:
@@ -12,7 +14,9 @@ relaxed model) and:
   projector applied meanwhile (a producer re-sent it), an earlier replay applied, or that two
   dead letters share, is applied once and counted as a duplicate;
 - one whose type is now unknown to the projection is dropped, as the projector would skip it;
-- one that still fails (decoding, or the fold) stays, with the new reason and ``retries + 1``.
+- one that still fails (decoding, or the fold — a ``DataError``, a ``ProgramLimitExceeded``... as
+  the projector classifies them, ``shared.errors.record_fault``) stays, with the new reason and
+  ``retries + 1``; an unavailable database stops the replay (what committed stays done).
 
 Dead letters are taken ``FOR UPDATE SKIP LOCKED``, so two replays never apply one twice. After
 each commit the cache versions of what changed are bumped, as the projector does. Folds here are
@@ -33,7 +37,9 @@ import psycopg
 from projector.projection import Projection
 from projector.projections import REGISTRY
 from schemas import Event, InvalidEvent, UnknownEvent, decode
+from schemas.envelope import clean_reason
 from shared.cache import Cache, CacheDown
+from shared.errors import record_fault
 from shared.settings import Settings
 from shared.table import ago, format_table
 
@@ -53,7 +59,7 @@ class DeadLetter:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     reason: str
     created_at: datetime
     retries: int
@@ -62,8 +68,8 @@ class DeadLetter:
     @classmethod
     def of(cls, row: Sequence[Any]) -> DeadLetter:
         i, projection, topic, partition, offset, key, value, reason, created, retries, retried = row
-        return cls(i, projection, topic, partition, offset, None if key is None else bytes(key), bytes(value),
-                   reason, created, retries, retried)
+        return cls(i, projection, topic, partition, offset, None if key is None else bytes(key),
+                   None if value is None else bytes(value), reason, created, retries, retried)
 
     @property
     def origin(self) -> str:
@@ -180,9 +186,9 @@ async def _apply(
             if new:
                 changed |= await projection.apply(conn, [e for eid, e in events.items() if eid in new])
         return [d for eid in events for d in applied(eid, eid in new)]
-    except psycopg.OperationalError:
-        raise
-    except Exception:  # noqa: BLE001 - a fold failure: isolated below, one event at a time
+    except Exception as exc:  # noqa: BLE001 - the events' fault: isolated below, one event at a time
+        if not record_fault(exc):
+            raise
         log.info("replay of %d %s event(s) failed as a whole; isolating", len(events), projection.name)
     done: list[DeadLetter] = []
     for eid, event in events.items():
@@ -192,10 +198,10 @@ async def _apply(
                 if fresh:
                     changed |= await projection.apply(conn, [event])
             done += applied(eid, fresh)
-        except psycopg.OperationalError:
-            raise
         except Exception as exc:  # noqa: BLE001 - still poison: it stays, with the reason
-            failing += [(d, f"fold error: {exc!r}"[:1000]) for d in groups[eid]]
+            if not record_fault(exc):
+                raise
+            failing += [(d, clean_reason(f"fold error: {exc!r}")) for d in groups[eid]]
     return done
 
 
@@ -291,6 +297,10 @@ async def replay(
 
 # -- rendering -----------------------------------------------------------------------------------
 
+def _size(d: DeadLetter) -> int:
+    return 0 if d.value is None else len(d.value)
+
+
 def _escaped(data: bytes) -> str:
     """UTF-8 text as is; other bytes as ``\\xNN``, control characters escaped."""
     text = data.decode("utf-8", "backslashreplace")
@@ -310,7 +320,8 @@ def render_list(letters: list[DeadLetter], total: int, projection: str | None) -
     if not letters:
         return "no dead letters" + (f" for {projection}" if projection else "")
     rows = [
-        [d.id, d.projection, d.origin, "-" if d.key is None else _one_line(_escaped(d.key), 24), len(d.value),
+        [d.id, d.projection, d.origin, "-" if d.key is None else _one_line(_escaped(d.key), 24),
+         "tombstone" if d.value is None else len(d.value),
          d.retries, ago(_age(d.created_at)), _one_line(d.reason, 70)]
         for d in letters
     ]
@@ -320,24 +331,29 @@ def render_list(letters: list[DeadLetter], total: int, projection: str | None) -
 
 
 def show_json(d: DeadLetter) -> dict[str, Any]:
+    """One dead letter as JSON; a tombstone has ``tombstone: true`` and null ``value_*``."""
     try:
-        value_json: Any = orjson.loads(d.value)
+        value_json: Any = None if d.value is None else orjson.loads(d.value)
     except orjson.JSONDecodeError:
         value_json = None
     return {
         "id": d.id, "projection": d.projection, "topic": d.topic, "partition": d.partition, "offset": d.offset,
         "key": None if d.key is None else _escaped(d.key), "reason": d.reason, "created_at": d.created_at,
-        "retries": d.retries, "retried_at": d.retried_at, "value_json": value_json, "value_text": _escaped(d.value),
-        "value_bytes": len(d.value),
+        "retries": d.retries, "retried_at": d.retried_at, "value_json": value_json,
+        "value_text": None if d.value is None else _escaped(d.value), "value_bytes": _size(d),
+        "tombstone": d.value is None,
     }
 
 
 def render_show(d: DeadLetter) -> str:
-    try:
-        value = orjson.dumps(orjson.loads(d.value), option=orjson.OPT_INDENT_2).decode()
-        kind = "JSON"
-    except orjson.JSONDecodeError:
-        value, kind = _escaped(d.value), "not JSON; shown escaped"
+    if d.value is None:
+        value, kind = "(none)", "a tombstone: the record has no value"
+    else:
+        try:
+            value = orjson.dumps(orjson.loads(d.value), option=orjson.OPT_INDENT_2).decode()
+            kind = "JSON"
+        except orjson.JSONDecodeError:
+            value, kind = _escaped(d.value), "not JSON; shown escaped"
     retried = "never" if d.retries == 0 else f"{d.retries} time(s), last {ago(_age(d.retried_at))}"
     lines = [
         f"dead letter #{d.id}",
@@ -353,7 +369,7 @@ def render_show(d: DeadLetter) -> str:
             ],
         ).split("\n", 1)[1],
         "",
-        f"value ({kind}, {len(d.value)} bytes):",
+        f"value ({kind}, {_size(d)} bytes):",
         value,
     ]
     return "\n".join(lines)

@@ -10,9 +10,13 @@ One ``ProjectionRunner`` per projection, each with its own consumer group
    mismatch (another instance moved it) raises ``FencedError`` and rolls the batch back.
 3. At most once per ``event_id`` (the ``dedupe`` table, same transaction; first wins).
 6. Set-based writes: the projection's ``apply`` gets the whole batch.
-7. Poison never stops the line: invalid records are dead-lettered (``<topic>.dlq`` + the
-   ``dead_letters`` table); a fold that raises is bisected down to the failing event, which is
-   dead-lettered; operational errors (broker, database) are retried with backoff, never skipped.
+7. Poison never stops the line: invalid records (tombstones included) are dead-lettered
+   (``<topic>.dlq`` + the ``dead_letters`` table); a write that fails for the records' sake
+   (``shared.errors.record_fault``: a fold that raises, a ``DataError``, an ``IntegrityError``,
+   a ``ProgramLimitExceeded``...) is bisected down to the failing event, which is dead-lettered;
+   operational errors (broker, database down, deadlocks) are retried with backoff, never
+   skipped. A dead letter too large for its topic is kept whole in the table and announced on the
+   topic by a small pointer record (:func:`pointer`).
 9. Graceful stop: ``stop`` is checked between batches; a batch in flight either commits whole or
    not at all; the consumer leaves its group on exit.
 """
@@ -25,24 +29,33 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, Sequence
 
+import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from psycopg_pool import AsyncConnectionPool
 
 from projector.projection import Projection
 from schemas import Event, InvalidEvent, UnknownEvent, decode
-from shared.errors import FencedError
+from schemas.envelope import clean_reason
+from shared.errors import FencedError, record_fault
 from shared.settings import Settings
 
-__all__ = ["ProjectionRunner", "OnCommit"]
+__all__ = ["OnCommit", "POINTER_HEADER", "ProjectionRunner", "pointer"]
 
 log = logging.getLogger(__name__)
 
 OnCommit = Callable[[str, set[str]], Awaitable[None]]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
-RETRYABLE = (psycopg.OperationalError, KafkaError, OSError, asyncio.TimeoutError, FencedError)
+# Retried with backoff in the main loop. Any psycopg error is: one the records caused is isolated
+# inside the batch (``_apply_isolating``), so one arriving here is not a record's to pay for.
+RETRYABLE = (psycopg.Error, KafkaError, OSError, asyncio.TimeoutError, FencedError)
+# The producer refusing one record for its size (client side) or the broker refusing it: the
+# record's fault, not the broker's. Every other producer error is retried.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+POINTER_HEADER = "readside-pointer"
+POINTER_KEY_MAX = 1024  # a pointer keeps the record's key up to this size (else none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +63,7 @@ class _Incoming:
     tp: TopicPartition
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (dead-lettered)
     event: Event | None = None
 
 
@@ -176,7 +189,10 @@ class ProjectionRunner:
                         last_cleanup = time.monotonic()
                     backoff = 0.2
                 except RETRYABLE as exc:
-                    log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
+                    if isinstance(exc, psycopg.Error) and record_fault(exc):  # outside the isolation: a bug
+                        log.error("%s: %r outside the records' isolation; retrying in %.1fs", self.projection.name, exc, backoff)
+                    else:
+                        log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 10.0)
                     try:
@@ -297,39 +313,34 @@ class ProjectionRunner:
     async def _apply_isolating(
         self, conn: psycopg.AsyncConnection, items: list[_Incoming], changed: set[str]
     ) -> list[tuple[_Incoming, str]]:
-        """Apply the batch; if the fold raises, bisect to the failing events and return them."""
+        """Apply the batch; if it fails for the records' sake (``record_fault``), bisect to the
+        failing events and return them; any other failure propagates (the batch is retried)."""
         if not items:
             return []
         try:
             async with conn.transaction():  # a savepoint inside the batch transaction
                 changed |= await self.projection.apply(conn, [i.event for i in items])  # type: ignore[misc]
             return []
-        except psycopg.OperationalError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a fold failure is poison, isolated below
+        except Exception as exc:  # noqa: BLE001 - the records' fault is isolated below
+            if not record_fault(exc):
+                raise  # the world is down: the whole batch is retried
             if len(items) == 1:
                 log.error("%s: fold failed at %s[%d]@%d: %r", self.projection.name, items[0].tp.topic, items[0].tp.partition, items[0].offset, exc)
-                return [(items[0], f"fold error: {exc!r}"[:1000])]
+                return [(items[0], clean_reason(f"fold error: {exc!r}"))]
             mid = len(items) // 2
             return await self._apply_isolating(conn, items[:mid], changed) + await self._apply_isolating(
                 conn, items[mid:], changed
             )
 
     async def _dead_letter(self, conn: psycopg.AsyncConnection, dead: list[tuple[_Incoming, str]]) -> None:
-        futures = []
-        for item, reason in dead:
-            headers = [
-                ("readside-error", reason.encode()),
-                ("readside-origin-topic", item.tp.topic.encode()),
-                ("readside-origin-partition", str(item.tp.partition).encode()),
-                ("readside-origin-offset", str(item.offset).encode()),
-            ]
-            futures.append(await self.producer.send(item.tp.topic + ".dlq", item.value, key=item.key, headers=headers))
-        await asyncio.gather(*futures)  # delivered before the batch commits: nothing is lost
-        await conn.execute(
+        """Record ``dead`` in the table, then send each to ``<topic>.dlq`` — all before the batch
+        commits: nothing is lost. One the topic cannot hold (too large, or a keyless tombstone
+        the client cannot send) is announced there by a pointer record instead."""
+        cur = await conn.execute(
             'INSERT INTO dead_letters (projection, topic, partition, "offset", key, value, reason) '
             "SELECT %s, * FROM unnest(%b::text[], %b::int4[], %b::int8[], %b::bytea[], %b::bytea[], %b::text[]) "
-            "ON CONFLICT DO NOTHING",
+            "ON CONFLICT (projection, topic, partition, \"offset\") DO UPDATE SET reason = dead_letters.reason "
+            'RETURNING id, topic, partition, "offset"',
             (
                 self.projection.name,
                 [i.tp.topic for i, _ in dead],
@@ -340,6 +351,33 @@ class ProjectionRunner:
                 [r for _, r in dead],
             ),
         )
+        ids = {(t, p, o): i for i, t, p, o in await cur.fetchall()}
+        sent: list[tuple[_Incoming, str, int, asyncio.Future]] = []
+        late: list[tuple[_Incoming, str, int]] = []
+        for item, reason in dead:
+            letter_id = ids[(item.tp.topic, item.tp.partition, item.offset)]
+            if item.value is None and item.key is None:
+                late.append((item, reason, letter_id))  # aiokafka sends no record without both
+                continue
+            try:
+                future = await self.producer.send(item.tp.topic + ".dlq", item.value, key=item.key, headers=_headers(item, reason))
+            except TOO_LARGE:
+                late.append((item, reason, letter_id))
+                continue
+            sent.append((item, reason, letter_id, future))
+        results = await asyncio.gather(*(f for *_, f in sent), return_exceptions=True)
+        for (item, reason, letter_id, _), result in zip(sent, results):
+            if isinstance(result, TOO_LARGE):
+                late.append((item, reason, letter_id))
+            elif isinstance(result, BaseException):
+                raise result  # the broker is down: the batch is retried
+        if late:
+            futures = []
+            for item, reason, letter_id in late:
+                key = item.key if item.key is not None and len(item.key) <= POINTER_KEY_MAX else None
+                headers = _headers(item, reason) + [(POINTER_HEADER, b"dead-letter")]
+                futures.append(await self.producer.send(item.tp.topic + ".dlq", pointer(self.projection.name, item, letter_id), key=key, headers=headers))
+            await asyncio.gather(*futures)
         log.warning("%s: dead-lettered %d record(s): %s", self.projection.name, len(dead), dead[0][1])
 
     async def _record(self, conn: psycopg.AsyncConnection, skipped: int, _count: int) -> None:
@@ -379,6 +417,35 @@ class ProjectionRunner:
                 "DELETE FROM dedupe WHERE projection = %s AND seen_at < now() - make_interval(days => %s)",
                 (self.projection.name, self.settings.dedupe_days),
             )
+
+
+def _headers(item: _Incoming, reason: str) -> list[tuple[str, bytes]]:
+    return [
+        ("readside-error", reason.encode()),
+        ("readside-origin-topic", item.tp.topic.encode()),
+        ("readside-origin-partition", str(item.tp.partition).encode()),
+        ("readside-origin-offset", str(item.offset).encode()),
+    ]
+
+
+def pointer(projection: str, item: _Incoming, dead_letter_id: int) -> bytes:
+    """The small record that stands, on ``<topic>.dlq``, for a dead letter the topic cannot hold
+    (larger than the producer's ``max_request_size`` or the topic's ``max.message.bytes``, or a
+    tombstone without a key): where the whole record is (``readside dlq show <dead_letter_id>``).
+    It carries the dead letter's headers plus ``readside-pointer: dead-letter``."""
+    return orjson.dumps(
+        {
+            "dead_letter_id": dead_letter_id,
+            "projection": projection,
+            "topic": item.tp.topic,
+            "partition": item.tp.partition,
+            "offset": item.offset,
+            "too_large": item.value is not None,
+            "tombstone": item.value is None,
+            "value_bytes": None if item.value is None else len(item.value),
+            "key_bytes": None if item.key is None else len(item.key),
+        }
+    )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

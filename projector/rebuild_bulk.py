@@ -2,8 +2,10 @@
 
 ``ShadowWriter.write`` applies one chunk in the caller's transaction: dedupe by ``event_id``
 against ``rs_seen`` (first wins), the projection's write (its bulk loader in the bulk phase, its
-``apply`` otherwise; a fold that raises is bisected down to the failing events, which are kept in
-``rs_failed`` as the live engine dead-letters them), and the new positions in ``rs_checkpoints`` —
+``apply`` otherwise; a write that fails for the events' sake — ``shared.errors.record_fault``, as
+the live engine classifies it — is bisected down to the failing events, which are kept in
+``rs_failed`` as the live engine dead-letters them; the database being down propagates), and the
+new positions in ``rs_checkpoints`` —
 rows and positions commit together, so a build resumes exactly where its last commit left it.
 
 ``load`` runs the bulk phase over a set of partitions: a reader task fetches and decodes the next
@@ -32,7 +34,8 @@ import psycopg
 from projector.projection import Projection
 from projector.replay import Chunk, Item, Replay
 from projector.shadow import Shadow
-from shared.errors import ReadsideError
+from schemas.envelope import clean_reason
+from shared.errors import ReadsideError, record_fault
 from shared.settings import Settings
 
 __all__ = ["ShadowWriter", "load", "run_workers"]
@@ -77,11 +80,11 @@ class ShadowWriter:
                 else:
                     await self.projection.apply(self.conn, events)
             return []
-        except psycopg.OperationalError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a fold failure is poison, isolated below
+        except Exception as exc:  # noqa: BLE001 - the events' fault is isolated below
+            if not record_fault(exc):
+                raise
             if len(items) == 1:
-                return [(items[0], f"fold error (rebuild): {exc!r}"[:1000])]
+                return [(items[0], clean_reason(f"fold error (rebuild): {exc!r}"))]
             mid = len(items) // 2
             return await self._apply_isolating(items[:mid], bulk) + await self._apply_isolating(items[mid:], bulk)
 

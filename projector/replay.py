@@ -46,7 +46,7 @@ class Item:
     offset: int
     event: Event
     key: bytes | None
-    value: bytes  # kept for the dead letter, should the fold raise on it
+    value: bytes  # kept for the dead letter, should the fold raise on it (never a tombstone: invalid)
 
 
 @dataclass
@@ -57,8 +57,8 @@ class Chunk:
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     invalid: int = 0
-    # invalid records: (partition, offset, key, value, reason)
-    rejected: list[tuple[TopicPartition, int, bytes | None, bytes, str]] = field(default_factory=list)
+    # invalid records: (partition, offset, key, value (None: a tombstone), reason)
+    rejected: list[tuple[TopicPartition, int, bytes | None, bytes | None, str]] = field(default_factory=list)
     skipped: int = 0
 
 

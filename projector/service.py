@@ -25,6 +25,10 @@ __all__ = ["Invalidator", "run_projector", "select"]
 
 log = logging.getLogger(__name__)
 
+# The dead-letter producer's largest request: a dead letter past it (a record near the topics'
+# 4 MiB plus its headers) is kept whole in `dead_letters` and announced by a pointer record.
+PRODUCER_MAX_REQUEST = 4 * 1024 * 1024
+
 
 def select(names: Sequence[str] | None) -> list[Projection]:
     if not names:
@@ -137,7 +141,7 @@ async def _run(
     if not await _until_up(stop, broker, lambda: create_topics(settings.kafka_bootstrap, [t + ".dlq" for t in topics])):
         return
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, max_request_size=4 * 1024 * 1024, acks="all"
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=PRODUCER_MAX_REQUEST, acks="all"
     )
     if not await _until_up(stop, broker, producer.start):
         return

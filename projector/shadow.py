@@ -35,6 +35,7 @@ import asyncio
 import logging
 import time
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -55,6 +56,15 @@ def build_schema(name: str) -> str:
 
 def prev_schema(name: str) -> str:
     return f"rs_prev_{name}"
+
+
+def _event_id(value: bytes) -> str | None:
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = envelope.get("event_id") if isinstance(envelope, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def _ident(*parts: str) -> sql.Identifier:
@@ -94,7 +104,7 @@ class Shadow:
                 "next_offset int8 NOT NULL, PRIMARY KEY (topic, partition));"
                 'CREATE TABLE {} (event_id text COLLATE "C" PRIMARY KEY);'
                 'CREATE TABLE {} (topic text COLLATE "C" NOT NULL, partition int4 NOT NULL, "offset" int8 NOT NULL, '
-                "key bytea, value bytea NOT NULL, reason text NOT NULL, PRIMARY KEY (topic, partition, \"offset\"))"
+                "key bytea, value bytea, reason text NOT NULL, PRIMARY KEY (topic, partition, \"offset\"))"
             ).format(*(self.table(t) for t in BOOKKEEPING))
         )
         await self.set_positions(conn, positions)
@@ -164,7 +174,19 @@ class Shadow:
                 sql.SQL("DELETE FROM {} WHERE event_id = ANY(%s::text[])").format(self.table("rs_seen")), (event_ids,)
             )
 
-    async def record_failures(self, conn: psycopg.AsyncConnection, failures: list[tuple[str, int, int, bytes | None, bytes, str]]) -> None:
+    async def record_failures(
+        self, conn: psycopg.AsyncConnection, failures: list[tuple[str, int, int, bytes | None, bytes | None, str]]
+    ) -> None:
+        """Keep ``(topic, partition, offset, key, value, reason)``; value None is a tombstone."""
+        if any(value is None for *_, value, _ in failures):
+            # a shadow created by an earlier version has value NOT NULL: lift it (once, catalog only)
+            cur = await conn.execute(
+                "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'value'",
+                (f'"{self.schema}"."rs_failed"',),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN value DROP NOT NULL").format(self.table("rs_failed")))
         if failures:
             await conn.cursor().executemany(
                 sql.SQL(
@@ -240,12 +262,17 @@ class Shadow:
         # version did (applied it, or had it replayed from the dead letters meanwhile): forget it in
         # the projection's dedupe, so `readside dlq replay` applies it to the new tables after a fix
         # instead of discarding it as a duplicate.
+        # The event ids are read in Python: a value PostgreSQL's jsonb cannot hold (a "\u0000" —
+        # which may be why the fold failed) must not fail the cutover.
+        cur = await conn.execute(
+            sql.SQL("SELECT value FROM {} WHERE left(reason, 10) = 'fold error' AND value IS NOT NULL").format(
+                self.table("rs_failed")
+            )
+        )
+        failed = [_event_id(bytes(value)) for (value,) in await cur.fetchall()]
         await conn.execute(
-            sql.SQL(
-                "DELETE FROM public.dedupe d USING {} f WHERE d.projection = %s AND f.reason LIKE 'fold error%%' "
-                "AND d.event_id = convert_from(f.value, 'UTF8')::jsonb ->> 'event_id'"
-            ).format(self.table("rs_failed")),
-            (self.projection.name,),
+            "DELETE FROM public.dedupe WHERE projection = %s AND event_id = ANY(%s::text[])",
+            (self.projection.name, [e for e in failed if e is not None]),
         )
         await conn.execute(sql.SQL("TRUNCATE {}").format(self.table("rs_failed")))
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(outgoing)))

@@ -10,7 +10,13 @@ Times travel as RFC 3339 strings with an offset (``2026-11-22T10:00:00Z``). Pyda
 mode accepts only ``datetime`` objects from Python data, and its lax mode would also accept Unix
 numbers and date-only strings, so :data:`Timestamp` parses the string itself. A time without an
 offset is invalid; a valid one is returned as an aware ``datetime`` converted to UTC (the same
-instant), so times from different producers compare and store alike.
+instant), so times from different producers compare and store alike. A time whose UTC instant
+falls outside years 1..9999 (``0001-01-01T00:00:00+01:00``) is invalid too: ``datetime`` cannot
+hold it.
+
+Ids (:data:`Id`) are bounded (CONTRACT §3 "Bounds"): 1 to 200 characters, no control
+characters (C0, DEL, C1: ``\x00``-``\x1f``, ``\x7f``-``\x9f``). Longer ones break PostgreSQL
+indexes, control characters break logs, headers and line-based streams.
 """
 
 from __future__ import annotations
@@ -19,10 +25,18 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Payload", "Timestamp", "parse_rfc3339"]
+__all__ = ["ID_MAX", "ID_PATTERN", "Id", "Payload", "Timestamp", "id_problem", "parse_rfc3339", "rfc3339_problem"]
+
+ID_MAX = 200
+"""The most characters an id may have (CONTRACT §3 "Bounds")."""
+
+ID_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+"""No control character (C0, DEL, C1); the same text is a Python, Rust and ECMA-262 regex."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # RFC 3339 `date-time`: "T" and "Z" may be lower case; any number of fractional digits.
 _RFC3339 = re.compile(
@@ -30,28 +44,63 @@ _RFC3339 = re.compile(
 )
 
 
+def _parse(text: str) -> datetime | str:
+    if _RFC3339.fullmatch(text) is None:
+        return "format"
+    try:
+        # Python 3.11's fromisoformat takes "Z" and long fractions, but only an upper-case "T".
+        local = datetime.fromisoformat(text.upper())
+    except ValueError:
+        return "format"
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # the UTC instant is before year 1 or after year 9999
+        return "range"
+
+
 def parse_rfc3339(text: str) -> datetime | None:
-    """The instant ``text`` names, in UTC; None unless it is an RFC 3339 date-time with offset.
+    """The instant ``text`` names, in UTC; None unless it is an RFC 3339 date-time with offset
+    whose UTC instant falls within years 1..9999 (:func:`rfc3339_problem` says which).
 
     Fractional seconds beyond microseconds are truncated (``datetime`` holds no more). A leap
     second (``:60``) or an impossible date is not a valid time.
     """
-    if _RFC3339.fullmatch(text) is None:
-        return None
-    try:
-        # Python 3.11's fromisoformat takes "Z" and long fractions, but only an upper-case "T".
-        return datetime.fromisoformat(text.upper()).astimezone(UTC)
-    except ValueError:
-        return None
+    parsed = _parse(text)
+    return parsed if isinstance(parsed, datetime) else None
+
+
+def rfc3339_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid time (a phrase to follow "must be"), or None when it is."""
+    parsed = _parse(text)
+    if parsed == "format":
+        return "an RFC 3339 time with offset"
+    if parsed == "range":
+        return "within years 0001..9999 once converted to UTC"
+    return None
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid id (a phrase to follow "must"), or None when it is."""
+    if not value:
+        return "not be empty"
+    if len(value) > ID_MAX:
+        return f"have at most {ID_MAX} characters (has {len(value)})"
+    if _CONTROL.search(value):
+        return "not contain control characters"
+    return None
 
 
 def _from_string(value: object) -> object:
     if isinstance(value, str):
-        parsed = parse_rfc3339(value)
-        if parsed is None:
+        parsed = _parse(value)
+        if parsed == "format":
             raise PydanticCustomError(
                 "rfc3339",
                 "Input should be an RFC 3339 time with an offset, like 2026-11-22T10:00:00Z",
+            )
+        if parsed == "range":
+            raise PydanticCustomError(
+                "rfc3339_range", "Input should be a time within years 0001..9999 once converted to UTC"
             )
         return parsed
     # A datetime goes on to the strict aware check (a naive one fails there); anything else,
@@ -60,11 +109,30 @@ def _from_string(value: object) -> object:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # an aware datetime given as such (Python callers)
+        raise PydanticCustomError(
+            "rfc3339_range", "Input should be a time within years 0001..9999 once converted to UTC"
+        ) from None
+
+
+def _bounded_id(value: str) -> str:
+    problem = id_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("id", "An id must {problem}", {"problem": problem})
+    return value
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_from_string), AfterValidator(_to_utc)]
 """An RFC 3339 time string (or an aware ``datetime``), validated to an aware UTC ``datetime``."""
+
+Id = Annotated[
+    str,
+    AfterValidator(_bounded_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": ID_PATTERN}),
+]
+"""An id: a string of 1 to :data:`ID_MAX` characters without control characters."""
 
 
 class Payload(BaseModel):

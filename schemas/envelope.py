@@ -5,16 +5,21 @@ and its key is the aggregate id named for its topic (:data:`TOPICS`). :func:`dec
 this order, and stops at the first failure:
 
 1. the value is a JSON object;
-2. the envelope: ``event_id`` a non-empty string, ``type`` a non-empty string,
-   ``schema_version`` an integer (``true`` and ``"1"`` are not), ``occurred_at`` an RFC 3339
-   time with offset, ``payload`` an object — every field required, extra fields ignored;
+2. the envelope: ``event_id`` an id (1 to 200 characters, no control characters), ``type`` a
+   non-empty string, ``schema_version`` an integer (``true`` and ``"1"`` are not),
+   ``occurred_at`` an RFC 3339 time with offset within years 1..9999 in UTC, ``payload`` an
+   object — every field required, extra fields ignored;
 3. an unknown ``type`` is returned as :class:`UnknownEvent` (tolerant reader: skip and count);
 4. the topic carries the type;
 5. ``schema_version`` is supported (1), or :data:`UPCASTERS` lift the payload to it;
-6. the payload validates against its model (:data:`PAYLOAD_TYPES`);
+6. the payload validates against its model (:data:`PAYLOAD_TYPES`), ids and times bounded
+   as the envelope's (``schemas._base.Id``, ``Timestamp``);
 7. the record key, as UTF-8, equals the payload's aggregate id (a missing key is a mismatch).
 
-Any failure raises :class:`InvalidEvent` whose ``reason`` goes to the dead-letter header.
+Any failure raises :class:`InvalidEvent` whose ``reason`` goes to the dead-letter header; so
+does any other exception raised while decoding a record (a decoder bug must cost one record,
+never the projection). Reasons are at most :data:`REASON_MAX` characters, control characters
+escaped.
 The registry (:data:`TOPICS`, :data:`PAYLOAD_TYPES`, :data:`UPCASTERS`) lives in
 ``schemas.registry`` and is re-exported here.
 An unknown ``schema_version`` of an unknown type is still just an unknown event: the contract
@@ -31,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from schemas._base import parse_rfc3339
+from schemas._base import ID_MAX, ID_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
 from schemas.registry import (
     PAYLOAD_TYPES,
     SUPPORTED_SCHEMA_VERSION,
@@ -44,6 +49,7 @@ __all__ = [
     "Event",
     "InvalidEvent",
     "PAYLOAD_TYPES",
+    "REASON_MAX",
     "SUPPORTED_SCHEMA_VERSION",
     "TOPICS",
     "UPCASTERS",
@@ -71,13 +77,28 @@ class UnknownEvent:
     type: str
 
 
+REASON_MAX = 1000
+"""The longest dead-letter reason: it travels in a Kafka header and a ``text`` column."""
+
+_CONTROLS = {i: f"\\x{i:02x}" for i in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def clean_reason(reason: str) -> str:
+    """``reason`` safe for a header, a log line and a ``text`` column: control characters
+    escaped (``\\x00``), at most :data:`REASON_MAX` characters."""
+    reason = reason.translate(_CONTROLS)
+    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
+
+
 class InvalidEvent(Exception):
     """A poison record: it goes to ``<topic>.dlq`` with ``reason`` and the original bytes.
 
     ``event_id`` and ``type`` are set when the envelope got far enough to name them (for logs).
+    ``reason`` is cleaned (:func:`clean_reason`).
     """
 
     def __init__(self, reason: str, *, event_id: str | None = None, type: str | None = None) -> None:
+        reason = clean_reason(reason)
         super().__init__(reason)
         self.reason = reason
         self.event_id = event_id
@@ -95,11 +116,16 @@ def _kind(value: object) -> str:
     return names.get(type(value), "number")
 
 
+def _loc(part: str | int) -> str:
+    # a location may name a key of the record (an unknown key of `changes`): clip a long one
+    return part if isinstance(part, str) and len(part) <= 40 else _clip(part, 40) if isinstance(part, str) else str(part)
+
+
 def _describe(exc: ValidationError, limit: int = 3) -> str:
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     parts = []
     for error in errors[:limit]:
-        where = ".".join(str(p) for p in error["loc"])
+        where = ".".join(_loc(p) for p in error["loc"])
         parts.append(f"{where}: {error['msg']}" if where else error["msg"])
     more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more
@@ -125,6 +151,15 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unknow
     """
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
+    try:
+        return _decode(topic, key, value)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder bug costs this record, not the projection
+        raise InvalidEvent(f"decoder error: {exc!r}") from exc
+
+
+def _decode(topic: str, key: bytes | None, value: bytes | None) -> Event | UnknownEvent:
     if value is None:
         raise InvalidEvent("not JSON: empty record value (tombstone)")
     try:
@@ -135,13 +170,16 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unknow
         raise InvalidEvent(f"envelope: must be a JSON object, got {_kind(envelope)}")
 
     event_id: str = _field(envelope, "event_id", str, "a non-empty string")
+    problem = id_problem(event_id)
+    if problem is not None:
+        raise InvalidEvent(f"envelope: 'event_id' must {problem}: {_clip(event_id)}")
     event_type: str = _field(envelope, "type", str, "a non-empty string")
     version: int = _field(envelope, "schema_version", int, "an integer")
     occurred_raw: str = _field(envelope, "occurred_at", str, "an RFC 3339 time string")
     occurred_at = parse_rfc3339(occurred_raw)
     if occurred_at is None:
         raise InvalidEvent(
-            f"envelope: 'occurred_at' must be an RFC 3339 time with offset, got {_clip(occurred_raw)}",
+            f"envelope: 'occurred_at' must be {rfc3339_problem(occurred_raw)}, got {_clip(occurred_raw)}",
             event_id=event_id,
             type=event_type,
         )
@@ -188,8 +226,10 @@ def envelope_json_schema() -> dict[str, Any]:
     """One JSON Schema (2020-12) document for every record value: a ``oneOf`` of one envelope
     per event type, told apart by the ``const`` of ``type``, with the payloads in ``$defs``.
 
-    The schema states shapes only; :func:`decode` additionally checks the topic, the record key
-    and, for ``message.created``, that ``sender_id`` is null only for system messages.
+    The schema states shapes and the bounds of ids (``minLength``, ``maxLength``, ``pattern``);
+    :func:`decode` additionally checks the topic, the record key, that every time falls within
+    years 1..9999 once converted to UTC and, for ``message.created``, that ``sender_id`` is null
+    only for system messages.
     """
     models = list(dict.fromkeys(PAYLOAD_TYPES.values()))
     refs, top = models_json_schema(
@@ -205,7 +245,7 @@ def envelope_json_schema() -> dict[str, Any]:
                 f"`{TOPICS[topic][0]}`.",
                 "type": "object",
                 "properties": {
-                    "event_id": {"type": "string", "minLength": 1},
+                    "event_id": {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": ID_PATTERN},
                     "type": {"const": event_type},
                     "schema_version": {"type": "integer", "const": SUPPORTED_SCHEMA_VERSION},
                     "occurred_at": {"type": "string", "format": "date-time"},
@@ -218,7 +258,8 @@ def envelope_json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Readside event envelope",
         "description": "A Kafka record value. Unknown fields are allowed and ignored, except "
-        "in RequestChanges. Times are RFC 3339 with an offset.",
+        "in RequestChanges. Times are RFC 3339 with an offset, within years 0001..9999 once "
+        "converted to UTC. Ids are 1 to 200 characters without control characters.",
         "oneOf": variants,
         "$defs": top["$defs"],
     }

@@ -6,7 +6,7 @@ before the thread it pays for: readers must not assume the thread exists yet.
 
 from __future__ import annotations
 
-from schemas._base import Payload, Timestamp
+from schemas._base import Id, Payload, Timestamp
 
 __all__ = ["PaymentReceived"]
 
@@ -14,8 +14,8 @@ __all__ = ["PaymentReceived"]
 class PaymentReceived(Payload):
     """``payment.received``: marks the thread paid. ``amount_cents`` is an integer (no floats)."""
 
-    thread_id: str
-    payment_id: str
+    thread_id: Id
+    payment_id: Id
     amount_cents: int
     currency: str
     received_at: Timestamp

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from schemas._base import Payload, Timestamp
+from schemas._base import Id, Payload, Timestamp
 
 __all__ = ["BookingConfirmed", "ProviderProfileUpdated", "ReviewPosted"]
 
@@ -24,7 +24,7 @@ class ProviderProfileUpdated(Payload):
     ``location``, ``hourly_rate_cents``, ``custom_subtitle``.
     """
 
-    provider_id: str
+    provider_id: Id
     business_name: str | None
     avatar_url: str | None
     category: str
@@ -39,15 +39,15 @@ class ProviderProfileUpdated(Payload):
 class BookingConfirmed(Payload):
     """``booking.confirmed``: counts once per ``booking_id``."""
 
-    provider_id: str
-    booking_id: str
+    provider_id: Id
+    booking_id: Id
     confirmed_at: Timestamp
 
 
 class ReviewPosted(Payload):
     """``review.posted``: counts once per ``review_id``; ``rating`` is an integer 1..5."""
 
-    provider_id: str
-    review_id: str
+    provider_id: Id
+    review_id: Id
     rating: Annotated[int, Field(ge=1, le=5)]
     posted_at: Timestamp

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
+from schemas._base import id_problem
 from schemas.registry import PAYLOAD_TYPES, SUPPORTED_SCHEMA_VERSION, TOPICS, topic_of
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ def make_event(
     stay) once its model accepts it. Payload times may be RFC 3339 strings or aware datetimes.
 
     Raises ``ValueError`` for an unknown type, an invalid payload (with pydantic's message), an
-    empty ``event_id`` or a naive ``occurred_at``.
+    ``event_id`` that is not an id (1 to 200 characters, no control characters) or a naive
+    ``occurred_at``.
     """
     model = PAYLOAD_TYPES.get(type)
     if model is None:
@@ -63,8 +65,9 @@ def make_event(
         model.model_validate(payload)
     except ValidationError as exc:
         raise ValueError(f"invalid {type} payload: {exc}") from exc
-    if event_id is not None and (not isinstance(event_id, str) or not event_id):
-        raise ValueError("event_id must be a non-empty string")
+    if event_id is not None and (not isinstance(event_id, str) or id_problem(event_id) is not None):
+        problem = "be a string" if not isinstance(event_id, str) else id_problem(event_id)
+        raise ValueError(f"event_id must {problem}")
     if occurred_at is None:
         occurred_at = datetime.now(UTC)
     elif occurred_at.tzinfo is None or occurred_at.utcoffset() is None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas._base import Payload, Timestamp
+from schemas._base import Id, Payload, Timestamp
 
 __all__ = [
     "RequestAssigned",
@@ -36,13 +36,13 @@ Role = Literal["requester", "technician"]
 class RequestCreated(Payload):
     """``request.created``: a request created as ``solved`` is solved at ``created_at``."""
 
-    request_id: str
-    requester_id: str
+    request_id: Id
+    requester_id: Id
     business_unit_id: int
     title: str
     priority: Priority
     status: Status
-    parent_id: str | None
+    parent_id: Id | None
     created_at: Timestamp
 
 
@@ -83,7 +83,7 @@ class RequestChanges(Payload):
 class RequestUpdated(Payload):
     """``request.updated``: moving to ``solved`` sets ``solved_at``; moving away clears it."""
 
-    request_id: str
+    request_id: Id
     changes: RequestChanges
     updated_at: Timestamp
 
@@ -91,23 +91,23 @@ class RequestUpdated(Payload):
 class RequestAssigned(Payload):
     """``request.assigned``: ``assignee_ids`` is the full new set (may be empty)."""
 
-    request_id: str
-    assignee_ids: list[str]
+    request_id: Id
+    assignee_ids: list[Id]
     assigned_at: Timestamp
 
 
 class RequestTaken(Payload):
     """``request.taken``: adds ``technician_id`` to the assignees."""
 
-    request_id: str
-    technician_id: str
+    request_id: Id
+    technician_id: Id
     taken_at: Timestamp
 
 
 class RequestMessageCreated(Payload):
-    request_id: str
-    message_id: str
-    sender_id: str
+    request_id: Id
+    message_id: Id
+    sender_id: Id
     sender_role: Role
     content: str
     created_at: Timestamp
@@ -116,8 +116,8 @@ class RequestMessageCreated(Payload):
 class RequestMessageRead(Payload):
     """``request.message_read``: messages with ``created_at <= read_up_to`` are read."""
 
-    request_id: str
-    reader_id: str
+    request_id: Id
+    reader_id: Id
     reader_role: Role
     read_up_to: Timestamp
     read_at: Timestamp

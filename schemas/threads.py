@@ -14,7 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas._base import Payload, Timestamp
+from schemas._base import Id, Payload, Timestamp
 
 __all__ = [
     "Attachment",
@@ -37,7 +37,7 @@ AttachmentKind = Literal["image", "file"]
 class Participant(Payload):
     """The client of a thread, as ``thread.started`` names them."""
 
-    id: str
+    id: Id
     name: str
     avatar_url: str | None
 
@@ -51,7 +51,7 @@ class ProviderParticipant(Participant):
 class ThreadStarted(Payload):
     """``thread.started``: a second one for the same thread is ignored (first wins)."""
 
-    thread_id: str
+    thread_id: Id
     client: Participant
     provider: ProviderParticipant
     service_type: str
@@ -71,9 +71,9 @@ class MessageCreated(Payload):
     ``{"days_before": int, "date": "YYYY-MM-DD"}``, which this model does not enforce.
     """
 
-    thread_id: str
-    message_id: str
-    sender_id: str | None
+    thread_id: Id
+    message_id: Id
+    sender_id: Id | None
     sender_type: SenderType
     message_type: MessageType
     visible_to: VisibleTo
@@ -98,8 +98,8 @@ class MessageCreated(Payload):
 class MessageRead(Payload):
     """``message.read``: every message with ``created_at <= read_up_to`` is read by ``reader_id``."""
 
-    thread_id: str
-    reader_id: str
+    thread_id: Id
+    reader_id: Id
     read_up_to: Timestamp
     read_at: Timestamp
 
@@ -107,13 +107,13 @@ class MessageRead(Payload):
 class MessageDeleted(Payload):
     """``message.deleted``: the message counts as never sent."""
 
-    thread_id: str
-    message_id: str
+    thread_id: Id
+    message_id: Id
     deleted_at: Timestamp
 
 
 class ThreadStateChanged(Payload):
-    thread_id: str
+    thread_id: Id
     state: str
     changed_at: Timestamp
 
@@ -121,7 +121,7 @@ class ThreadStateChanged(Payload):
 class ThreadPinned(Payload):
     """``thread.pinned``: per user; the value with the latest ``changed_at`` holds."""
 
-    thread_id: str
-    user_id: str
+    thread_id: Id
+    user_id: Id
     pinned: bool
     changed_at: Timestamp

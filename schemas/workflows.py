@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas._base import Payload, Timestamp
+from schemas._base import Id, Payload, Timestamp
 
 __all__ = ["WorkflowCreated", "WorkflowDeleted", "WorkflowVersionSaved"]
 
 
 class WorkflowCreated(Payload):
-    workflow_id: str
-    owner_id: str
+    workflow_id: Id
+    owner_id: Id
     name: str
     is_template: bool
     created_at: Timestamp
@@ -24,7 +24,7 @@ class WorkflowCreated(Payload):
 class WorkflowVersionSaved(Payload):
     """``workflow.version_saved``: ``nodes`` and ``edges`` must be JSON arrays of anything."""
 
-    workflow_id: str
+    workflow_id: Id
     version_number: int
     nodes: list[Any]
     edges: list[Any]
@@ -34,5 +34,5 @@ class WorkflowVersionSaved(Payload):
 class WorkflowDeleted(Payload):
     """``workflow.deleted``: later events on the workflow are ignored by readers."""
 
-    workflow_id: str
+    workflow_id: Id
     deleted_at: Timestamp

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     partition   int4 NOT NULL,
     "offset"    int8 NOT NULL,
     key         bytea,
-    value       bytea NOT NULL,
+    value       bytea,
     reason      text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     retries     int4 NOT NULL DEFAULT 0,
@@ -50,6 +50,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 -- `readside dlq replay` counts its attempts (tables created before it get the columns here)
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retries int4 NOT NULL DEFAULT 0;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retried_at timestamptz;
+-- A tombstone (a record without a value) is dead-lettered with value NULL (tables created
+-- before had NOT NULL; checked first, so a start takes no ACCESS EXCLUSIVE lock for nothing).
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'dead_letters'::regclass AND attname = 'value' AND attnotnull) THEN
+        ALTER TABLE dead_letters ALTER COLUMN value DROP NOT NULL;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS partition_heads (
     topic          text COLLATE "C" NOT NULL,
     partition      int4 NOT NULL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import operator
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -49,6 +50,8 @@ from schemas import (
     make_event,
     route,
 )
+from schemas._base import ID_PATTERN
+from schemas.envelope import REASON_MAX, clean_reason
 
 T0 = "2026-11-22T10:00:00Z"
 T1 = "2026-11-22T10:05:00Z"
@@ -321,6 +324,48 @@ INVALID = [
     bad("occurred-at-naive", rec(occurred_at="2026-11-22T10:15:00"), "'occurred_at' must be an RFC 3339"),
     bad("occurred-at-date-only", rec(occurred_at="2026-11-22"), "'occurred_at' must be an RFC 3339"),
     bad("occurred-at-number", rec(occurred_at=1764000000), "'occurred_at' must be an RFC 3339"),
+    # bounds (CONTRACT §3): times within years 1..9999 in UTC, ids of 1..200 characters without controls
+    bad("occurred-at-before-year-1", rec(occurred_at="0001-01-01T00:00:00+01:00"),
+        "'occurred_at' must be within years 0001..9999 once converted to UTC"),
+    bad("occurred-at-after-9999", rec(occurred_at="9999-12-31T23:59:59-01:00"), "within years 0001..9999"),
+    bad("unknown-type-occurred-at-overflow", rec("thread.archived", occurred_at="0001-01-01T00:00:00+01:00"),
+        "within years 0001..9999"),
+    bad("created-at-after-9999", rec(changes={"created_at": "9999-12-31T23:59:59-01:00"}),
+        "created_at: Input should be a time within years 0001..9999 once converted to UTC"),
+    bad("read-up-to-before-year-1", rec("message.read", {"read_up_to": "0001-01-01T00:59:59+01:00"}), "read_up_to"),
+    bad("event-id-3000", rec(event_id="e" * 3000), "'event_id' must have at most 200 characters (has 3000)"),
+    bad("event-id-newline", rec(event_id="e-1\nfake"), "'event_id' must not contain control characters: 'e-1\\nfake'"),
+    bad("event-id-nul", rec(event_id="e\x00"), "'event_id' must not contain control characters"),
+    bad("event-id-del", rec(event_id="e\x7f"), "control characters"),
+    bad("event-id-c1", rec(event_id="e\x85"), "control characters"),
+    bad("unknown-type-event-id-3000", rec("thread.archived", event_id="e" * 3000), "at most 200 characters"),
+    bad("message-id-3000", rec(changes={"message_id": "m" * 3000}),
+        "payload: message_id: An id must have at most 200 characters (has 3000)"),
+    bad("thread-id-3000-key-too", rec(changes={"thread_id": "t" * 3000}), "thread_id: An id must have at most 200",
+        key=b"t" * 3000),
+    bad("thread-id-201", rec(changes={"thread_id": "t" * 201}), "thread_id", key=b"t" * 201),
+    bad("thread-id-empty", rec(changes={"thread_id": ""}), "thread_id: An id must not be empty", key=b""),
+    bad("thread-id-cr", rec(changes={"thread_id": "t\r1"}), "thread_id: An id must not contain control characters",
+        key=b"t\r1"),
+    bad("sender-id-nul", rec(changes={"sender_id": "u\x00"}), "sender_id: An id must not contain control"),
+    bad("client-id-newline", rec("thread.started", {"client.id": "u\n2"}), "client.id: An id must not contain"),
+    bad("provider-id-long", rec("thread.started", {"provider.id": "p" * 201}), "provider.id"),
+    bad("reader-id-tab", rec("message.read", {"reader_id": "u\t1"}), "reader_id"),
+    bad("pin-user-empty", rec("thread.pinned", {"user_id": ""}), "user_id"),
+    bad("payment-id-long", rec("payment.received", {"payment_id": "p" * 201}), "payment_id", **PAY),
+    bad("requester-id-nul", rec("request.created", {"requester_id": "\x00"}), "requester_id", **REQ),
+    bad("parent-id-long", rec("request.created", {"parent_id": "r" * 201}), "parent_id", **REQ),
+    bad("assignee-id-newline", rec("request.assigned", {"assignee_ids": ["u-3", "u\n4"]}), "assignee_ids.1", **REQ),
+    bad("technician-id-empty", rec("request.taken", {"technician_id": ""}), "technician_id", **REQ),
+    bad("request-message-id-long", rec("request.message_created", {"message_id": "m" * 201}), "message_id", **REQ),
+    bad("request-reader-id-c1", rec("request.message_read", {"reader_id": "u\x9b"}), "reader_id", **REQ),
+    bad("booking-id-long", rec("booking.confirmed", {"booking_id": "b" * 201}), "booking_id", **PROV),
+    bad("review-id-nul", rec("review.posted", {"review_id": "\x00"}), "review_id", **PROV),
+    bad("owner-id-long", rec("workflow.created", {"owner_id": "u" * 201}), "owner_id", **WF),
+    bad("workflow-id-newline", rec("workflow.deleted", {"workflow_id": "w\n"}), "workflow_id", topic="workflows.events",
+        key=b"w\n"),
+    bad("unknown-changes-key-nul", rec("request.updated", {"changes": {"x" * 100 + "\x00": 1}}),
+        "changes.'xxxxxxxx", **REQ),
     bad("missing-payload", rec(payload=DROP), "missing field 'payload'"),
     bad("payload-array", rec(payload=[]), "'payload' must be an object, got array"),
     bad("payload-null", rec(payload=None), "'payload' must be an object, got null"),
@@ -405,6 +450,39 @@ def test_invalid_record_raises_with_reason(topic: str, key: bytes | None, value:
         decode(topic, key, value)
     assert fragment in caught.value.reason
     assert str(caught.value) == caught.value.reason
+    assert clean_reason(caught.value.reason) == caught.value.reason  # no control character, bounded
+
+
+@pytest.mark.parametrize(
+    ("changes", "top"),
+    [
+        pytest.param({"thread_id": "t" * 200}, {}, id="id-of-200"),
+        pytest.param({"thread_id": "t-é ✓ 日本"}, {}, id="non-ascii-id"),
+        pytest.param({"created_at": "0001-01-01T00:00:00Z"}, {"occurred_at": "0001-01-01T00:30:00+00:30"}, id="year-1"),
+        pytest.param({"created_at": "9999-12-31T23:59:59.999999Z"}, {"occurred_at": "9999-12-31T22:59:59-01:00"},
+                     id="year-9999"),
+        pytest.param({}, {"event_id": "e" * 200}, id="event-id-of-200"),
+    ],
+)  # fmt: skip
+def test_values_at_the_bounds_decode(changes: dict[str, Any], top: dict[str, Any]) -> None:
+    key = changes.get("thread_id", "t-1").encode()
+    event = decode("threads.events", key, rec(changes=changes, **top))
+    assert isinstance(event, Event)
+
+
+def test_a_decoder_bug_costs_one_record_not_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(payload: dict[str, Any]) -> dict[str, Any]:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setitem(UPCASTERS, ("thread.pinned", 0), broken)
+    with pytest.raises(InvalidEvent, match=r"decoder error: OverflowError\('date value out of range'\)"):
+        decode("threads.events", b"t-1", rec("thread.pinned", schema_version=0))
+
+
+def test_reasons_are_cleaned_and_bounded() -> None:
+    assert clean_reason("a\x00b\nc\x9f") == "a\\x00b\\x0ac\\x9f"
+    assert len(clean_reason("x" * 5000)) == REASON_MAX
+    assert InvalidEvent("bad\r\n").reason == "bad\\x0d\\x0a"
 
 
 def test_payload_reason_is_prefixed_and_short() -> None:
@@ -498,6 +576,37 @@ def test_json_schema_states_the_rules() -> None:
 # -- producing -----------------------------------------------------------------------------------
 
 
+def test_json_schema_carries_the_bounds_of_ids() -> None:
+    doc = envelope_json_schema()
+    bounded = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": ID_PATTERN}
+    for variant in doc["oneOf"]:
+        assert variant["properties"]["event_id"] == bounded
+    defs = doc["$defs"]
+    ids = {
+        "ThreadStarted": ["thread_id"], "Participant": ["id"], "ProviderParticipant": ["id"],
+        "MessageCreated": ["thread_id", "message_id"], "MessageRead": ["thread_id", "reader_id"],
+        "MessageDeleted": ["thread_id", "message_id"], "ThreadStateChanged": ["thread_id"],
+        "ThreadPinned": ["thread_id", "user_id"], "PaymentReceived": ["thread_id", "payment_id"],
+        "RequestCreated": ["request_id", "requester_id"], "RequestUpdated": ["request_id"],
+        "RequestAssigned": ["request_id"], "RequestTaken": ["request_id", "technician_id"],
+        "RequestMessageCreated": ["request_id", "message_id", "sender_id"],
+        "RequestMessageRead": ["request_id", "reader_id"], "ProviderProfileUpdated": ["provider_id"],
+        "BookingConfirmed": ["provider_id", "booking_id"], "ReviewPosted": ["provider_id", "review_id"],
+        "WorkflowCreated": ["workflow_id", "owner_id"], "WorkflowVersionSaved": ["workflow_id"],
+        "WorkflowDeleted": ["workflow_id"],
+    }  # fmt: skip
+    for model, fields in ids.items():
+        for name in fields:
+            prop = {k: v for k, v in defs[model]["properties"][name].items() if k != "title"}
+            assert prop == bounded, (model, name, prop)
+    nullable = [defs["MessageCreated"]["properties"]["sender_id"], defs["RequestCreated"]["properties"]["parent_id"]]
+    assert all(bounded in p["anyOf"] and {"type": "null"} in p["anyOf"] for p in nullable)
+    assert defs["RequestAssigned"]["properties"]["assignee_ids"]["items"] == bounded
+    # the pattern means what the decoder checks, in Python's regex dialect as in ECMA-262's
+    pattern = re.compile(ID_PATTERN)
+    assert pattern.match("t-é ✓") and not any(pattern.match(f"a{c}b") for c in "\x00\n\r\x1f\x7f\x85\x9f")
+
+
 def test_make_event_builds_a_version_1_envelope() -> None:
     payload = EXAMPLES["thread.pinned"][3]
     env = make_event("thread.pinned", payload)
@@ -545,6 +654,9 @@ def test_payload_datetimes_are_encoded_as_rfc3339() -> None:
         pytest.param("thread.pinned", EXAMPLES["thread.pinned"][3], {"occurred_at": datetime(2026, 1, 1)},
                      "timezone-aware", id="naive-occurred-at"),
         pytest.param("thread.pinned", EXAMPLES["thread.pinned"][3], {"event_id": ""}, "event_id", id="empty-id"),
+        pytest.param("thread.pinned", EXAMPLES["thread.pinned"][3], {"event_id": "e\n1"}, "control", id="newline-id"),
+        pytest.param("thread.pinned", {**EXAMPLES["thread.pinned"][3], "user_id": "u" * 201}, {}, "user_id",
+                     id="long-user-id"),
     ],
 )  # fmt: skip
 def test_make_event_rejects(event_type: str, payload: dict[str, Any], kwargs: dict[str, Any], fragment: str) -> None:
@@ -634,8 +746,11 @@ def test_any_field_value_decodes_or_raises_invalid_event(data: st.DataObject, ju
         assert exc.reason
 
 
+_ids = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_size=200)
+
+
 @settings(database=None)
-@given(thread_id=st.text(min_size=1), content=st.text(), sender=st.text())
+@given(thread_id=_ids, content=st.text(), sender=_ids)
 def test_made_message_round_trips(thread_id: str, content: str, sender: str) -> None:
     payload = {**EXAMPLES["message.created"][3], "thread_id": thread_id, "content": content, "sender_id": sender}
     topic, key = route("message.created", payload)
