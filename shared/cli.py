@@ -318,9 +318,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("readside")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="readside", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (same as READSIDE_LOG_LEVEL=DEBUG)")
+    parser.add_argument("--version", action="version", version=f"readside {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole stack with embedded servers and a live event stream")
@@ -337,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_projector)
 
     p = sub.add_parser("api", help="serve the query API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1; about one per core)")
     p.set_defaults(fn=cmd_api)
 
     p = sub.add_parser("migrate", help="create or update the read tables")
@@ -349,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("load", help="publish a realistic synthetic event stream to the broker")
     p.add_argument("--rate", type=float, default=50.0, help="events per second (default 50)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable stream (default: a new one each run)")
     p.set_defaults(fn=cmd_load)
 
     p = sub.add_parser("schema", help="write the JSON Schema of the envelope and every payload")
@@ -370,12 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dlq", help="dead letters: list, show, replay after a fix")
     dlq_sub = p.add_subparsers(dest="dlq_command", required=True)
     q = dlq_sub.add_parser("list", help="the newest dead letters: origin, size, reason")
-    q.add_argument("--projection", help="only this projection's")
+    q.add_argument("--projection", help="only this projection's (default: every projection's)")
     q.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
     q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     q.set_defaults(fn=cmd_dlq_list)
     q = dlq_sub.add_parser("show", help="one dead letter: reason, origin, key, the original value")
-    q.add_argument("id", type=_positive)
+    q.add_argument("id", type=_positive, help="the dead letter's id (see `readside dlq list`)")
     q.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     q.set_defaults(fn=cmd_dlq_show)
     q = dlq_sub.add_parser(
@@ -387,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("ids", nargs="*", type=_positive, help="dead letter ids (see `readside dlq list`)")
     q.add_argument("--all", action="store_true", help="every dead letter")
-    q.add_argument("--projection", help="only this projection's")
+    q.add_argument("--projection", help="only this projection's (default: every projection's)")
     q.set_defaults(fn=cmd_dlq_replay)
 
     p = sub.add_parser(
@@ -403,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="before the swap, compare every table with the live one; on differences ask (abort unless --yes)")
     p.add_argument("--yes", "-y", action="store_true", help="cut over even when --verify finds differences")
-    p.add_argument("--max-rate", type=float, default=None, metavar="N", help="at most N events per second")
+    p.add_argument("--max-rate", type=float, default=None, metavar="N", help="at most N events per second (default: as fast as it goes)")
     p.add_argument("--batch", type=int, default=50_000, help="events per bulk transaction (default 50000)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes for the bulk phase, partitions split between them (default 1)")
@@ -413,13 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_rebuild)
 
     p = sub.add_parser("rollback", help="swap the previous version of a projection back in (brought up to date first)")
-    p.add_argument("projection")
+    p.add_argument("projection", help="the projection (threads, providers, workflows, requests)")
     p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
-    p.add_argument("sub")
-    p.add_argument("--role", action="append", default=[])
-    p.add_argument("--ttl", type=int, default=3600)
+    p.add_argument("sub", help="the user id the token names (its `sub` claim)")
+    p.add_argument("--role", action="append", default=[], help="a role to grant (repeatable: --role technician --role admin; default none)")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
     p.set_defaults(fn=cmd_token)
     return parser
 
