@@ -78,3 +78,18 @@ def test_sigterm_while_waiting_for_the_broker_is_a_clean_stop(settings: Settings
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_api_on_a_busy_port_says_so_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("READSIDE_")}
+        env["READSIDE_JWT_SECRET"] = "s" * 40
+        out = subprocess.run([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"readside: port {port} on 127.0.0.1 is in use (another server?): stop it, or pass --port"]
