@@ -14,6 +14,7 @@ status, dlq, rebuild...) need no key. ``readside demo`` makes random keys of its
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -83,6 +84,23 @@ def _check_public_key(pem: str | None) -> None:
         raise ConfigError("READSIDE_JWT_PUBLIC_KEY holds a private key: give the API the public key only")
 
 
+_ORIGIN = re.compile(r"https?://[^/\s:]+(?::\d{1,5})?")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """``READSIDE_CORS_ORIGINS``: ``*``, or a comma list of origins like ``https://app.example``."""
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if origins == ("*",):
+        return origins
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"READSIDE_CORS_ORIGINS must be * or a comma list of origins like https://app.example "
+                f"(scheme, host, optional port; no path), got {origin!r}"
+            )
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -119,6 +137,10 @@ class Settings:
     # the API's /metrics on a port of its own (then not on the public port); 0 = public port
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # browser origins allowed to call the API (CORS); empty: none, ("*",): any
+    cors_origins: tuple[str, ...] = ()
+    # response bodies at least this large are gzipped for clients that accept it; 0 = never
+    gzip_min_bytes: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +179,8 @@ class Settings:
             ryw_max_waiters=_int(env, "READSIDE_RYW_MAX_WAITERS", 1000, 0, 1_000_000),
             metrics_port=_int(env, "READSIDE_METRICS_PORT", 0, 0, 65535),
             metrics_host=env.get("READSIDE_METRICS_HOST") or cls.metrics_host,
+            cors_origins=_origins(env.get("READSIDE_CORS_ORIGINS", "")),
+            gzip_min_bytes=_int(env, "READSIDE_GZIP_MIN_BYTES", 1024, 0, 100 * 1024 * 1024),
         )
 
     def require_keys(self) -> Settings:
@@ -200,6 +224,8 @@ class Settings:
             "READSIDE_RYW_MAX_WAITERS": str(self.ryw_max_waiters),
             "READSIDE_METRICS_PORT": str(self.metrics_port),
             "READSIDE_METRICS_HOST": self.metrics_host,
+            "READSIDE_CORS_ORIGINS": ",".join(self.cors_origins),
+            "READSIDE_GZIP_MIN_BYTES": str(self.gzip_min_bytes),
         }
         if self.redis_url:
             env["READSIDE_REDIS_URL"] = self.redis_url

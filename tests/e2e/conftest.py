@@ -36,7 +36,7 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str | None = None,
-                  cache_timeout: float | None = None) -> Iterator[Stack]:
+                  cache_timeout: float | None = None, **overrides: object) -> Iterator[Stack]:
     name = f"rs_e2e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -53,6 +53,7 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
     )
     if cache_timeout is not None:
         settings = replace(settings, cache_timeout=cache_timeout)
+    settings = replace(settings, **overrides)  # type: ignore[arg-type]
     names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
     asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
     projector = InProcessProjector(settings).start()

@@ -33,6 +33,8 @@ def test_to_env_reproduces_every_setting() -> None:
             "READSIDE_RYW_MAX_WAITERS": "9",
             "READSIDE_METRICS_PORT": "9101",
             "READSIDE_METRICS_HOST": "10.0.0.1",
+            "READSIDE_CORS_ORIGINS": "https://app.example,http://localhost:5173",
+            "READSIDE_GZIP_MIN_BYTES": "0",
         }
     )
     again = Settings.from_env(custom.to_env())
@@ -126,3 +128,18 @@ def test_an_unreadable_rs256_key_stops_the_api_before_it_serves(pem: str) -> Non
                                   "READSIDE_CURSOR_SECRET": "c" * 32})
     with pytest.raises(ConfigError, match="READSIDE_JWT_PUBLIC_KEY"):
         settings.require_keys()
+
+
+@pytest.mark.parametrize("raw,parsed", [
+    ("", ()),
+    ("*", ("*",)),
+    ("https://app.example, http://localhost:5173/", ("https://app.example", "http://localhost:5173")),
+])
+def test_cors_origins(raw: str, parsed: tuple[str, ...]) -> None:
+    assert Settings.from_env({"READSIDE_CORS_ORIGINS": raw}).cors_origins == parsed
+
+
+@pytest.mark.parametrize("raw", ["app.example", "https://app.example/path", "https://a.example,*", "ftp://x.example"])
+def test_a_bad_cors_origin_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="READSIDE_CORS_ORIGINS"):
+        Settings.from_env({"READSIDE_CORS_ORIGINS": raw})
