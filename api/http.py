@@ -25,6 +25,7 @@ __all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_mo
 
 log = logging.getLogger(__name__)
 
+NOT_MIGRATED = "the read tables do not exist yet: run `readside migrate` (the projector also migrates when it starts)"
 PRIVATE = "private, no-cache"
 PUBLIC = "public, max-age=30"
 
@@ -59,6 +60,9 @@ class Timing:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             log.warning("database unavailable: %s", exc)
             raise unavailable("the database is unavailable; retry shortly") from None
+        except psycopg.errors.UndefinedTable as exc:  # an API started before the first migration
+            log.warning("read tables missing: %s", exc)
+            raise unavailable(NOT_MIGRATED) from None
         finally:
             self.db += time.perf_counter() - t0
 
@@ -78,6 +82,9 @@ def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Call
             response = await handler(request, ctx_getter(request), timing)
         except Problem as problem:
             return problem.response(timing.header())
+        except Exception:  # a bug: still a problem+json, never a bare text/plain 500
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return Problem(500, "internal error; it has been logged").response(timing.header())
         response.headers["Server-Timing"] = timing.header()
         return response
 

@@ -16,13 +16,17 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.http import Context, Timing, json_response
+from api.http import NOT_MIGRATED, Context, Timing, json_response
 from api.params import Query
 from api.problems import unavailable
+from projector.projections import REGISTRY
 from projector.status import collect
 from shared.errors import ConfigError
 from shared.jsonbytes import dumps
 from shared.settings import Settings
+
+# What a request may read: every projection's tables and the engine's own (checkpoints for lag).
+_READ_TABLES = sorted({t for p in REGISTRY.values() for t in p.tables} | {"checkpoints", "projections"})
 
 __all__ = ["admin_projections", "bind_metrics", "healthz", "metrics_app", "metrics_endpoint", "readyz"]
 
@@ -34,9 +38,15 @@ async def healthz(request: Request, ctx: Context, timing: Timing) -> Response:
 async def readyz(request: Request, ctx: Context, timing: Timing) -> Response:
     try:
         async with asyncio.timeout(2.0), timing.connection(ctx.pool) as conn:
-            await conn.execute("SELECT 1")
+            cur = await conn.execute(
+                "SELECT array_agg(t ORDER BY t) FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL",
+                (_READ_TABLES,),
+            )
+            (missing,) = await cur.fetchone()  # type: ignore[misc]
     except TimeoutError:
         raise unavailable("the database did not answer within 2 s") from None
+    if missing:
+        raise unavailable(f"{NOT_MIGRATED} (missing: {', '.join(missing)})")
     return json_response(dumps({"status": "ready"}), None, "no-store", vary=False)
 
 

@@ -14,6 +14,8 @@ _TITLES = {
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    431: ("header-too-large", "Request header fields too large"),
+    500: ("internal", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
 }
 

@@ -93,3 +93,38 @@ def test_the_api_on_a_busy_port_says_so_in_one_line() -> None:
                              env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [f"readside: port {port} on 127.0.0.1 is in use (another server?): stop it, or pass --port"]
+
+
+def test_an_api_started_before_the_migration_is_not_ready_and_says_what_to_run(settings: Settings, tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    log = tmp_path / "api.log"
+    with open(log, "ab") as out:
+        api = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+                               env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> httpx.Response | None:
+            try:
+                return httpx.get(base + "/healthz", timeout=1)
+            except httpx.HTTPError:
+                return None
+
+        wait_until(answers, 30, "the API to listen")
+        ready = httpx.get(base + "/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.headers["content-type"] == "application/problem+json"
+        assert "readside migrate" in ready.json()["detail"]
+        listing = httpx.get(base + "/v1/providers", timeout=5)  # public: reaches the database
+        assert listing.status_code == 503, listing.text
+        assert listing.headers["content-type"] == "application/problem+json"
+        assert "readside migrate" in listing.json()["detail"]
+
+        migrated = subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env={**os.environ, **settings.to_env()},
+                                  capture_output=True, text=True, timeout=120)
+        assert migrated.returncode == 0, migrated.stderr
+        assert httpx.get(base + "/readyz", timeout=5).status_code == 200
+        assert httpx.get(base + "/v1/providers", timeout=5).status_code == 200
+    finally:
+        api.terminate()
+        api.wait(20)
