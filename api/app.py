@@ -159,7 +159,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 # What a browser app may read from an answer (beyond the CORS-safelisted ones).
-EXPOSED_HEADERS = ("ETag", "Server-Timing", "X-Cache", "X-Readside-Lag", "X-Readside-Consistency")
+EXPOSED_HEADERS = ("ETag", "Server-Timing", "X-Cache", "X-Readside-Lag", "X-Readside-Consistency", "X-Readside-Dead-Letters")
 
 
 def app_from_env() -> Starlette:

@@ -22,7 +22,8 @@ no later request matches. Every response body comes from ONE statement (never a 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
 projection that reads that topic has committed past the offset, then answers from PostgreSQL alone (version, ETag and body), never from the cache.
-``X-Readside-Consistency`` says ``caught-up`` or ``timeout``. The wait is the process's shared
+``X-Readside-Consistency`` says ``caught-up``, ``timeout``, or ``dead-lettered``: caught up, but
+an awaited event was dead-lettered instead of applied (its positions in ``X-Readside-Dead-Letters``). The wait is the process's shared
 watcher (``api/ryw.py``): one poll for all waiters, positions clamped to the partition's head,
 at most ``READSIDE_RYW_MAX_WAITERS`` waiting (one more is answered at once, ``timeout``).
 
@@ -96,6 +97,11 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
     if positions:
         caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
         extra["X-Readside-Consistency"] = "caught-up" if caught_up else "timeout"
+        if caught_up:
+            dead = await _dead_lettered(ctx, timing, spec.projection, positions)
+            if dead:  # passed, but not applied: the client's write failed validation or its fold
+                extra["X-Readside-Consistency"] = "dead-lettered"
+                extra["X-Readside-Dead-Letters"] = ",".join(dead)
     extra["X-Readside-Lag"] = await _lag(ctx, timing, spec.projection)
     cache = ctx.cache if spec.cacheable else None
     if cache is not None and positions:
@@ -232,6 +238,20 @@ def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int,
             raise bad_param(f"X-Readside-After names topic {topic[:100]!r}; this endpoint reads {', '.join(sorted(topics))}")
         out.append((topic, int(partition), int(offset)))
     return out
+
+
+async def _dead_lettered(ctx: Context, timing: Timing, projection: str, positions: list[tuple[str, int, int]]) -> list[str]:
+    """The awaited positions the projection dead-lettered instead of applying, as
+    ``<topic>:<partition>:<offset>`` (one primary-key lookup each, in one statement)."""
+    async with timing.connection(ctx.pool) as conn:
+        cur = await conn.execute(
+            'SELECT d.topic, d.partition, d."offset" FROM dead_letters d '
+            "JOIN unnest(%b::text[], %b::int4[], %b::int8[]) AS u(topic, part, off) "
+            'ON d.topic = u.topic AND d.partition = u.part AND d."offset" = u.off '
+            "WHERE d.projection = %s ORDER BY 1, 2, 3",
+            ([t for t, _, _ in positions], [p for _, p, _ in positions], [o for _, _, o in positions], projection),
+        )
+        return [f"{t}:{p}:{o}" for t, p, o in await cur.fetchall()]
 
 
 # -- freshness -------------------------------------------------------------------------------

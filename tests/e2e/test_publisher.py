@@ -118,3 +118,32 @@ def test_the_readmes_first_event_reads_back_with_its_token(stack: Stack, tmp_pat
     assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
     [item] = r.json()["items"]
     assert item["last_message_preview"] == "Hello from my first event" and item["unread_count"] == 1
+
+
+def test_read_your_writes_says_when_the_awaited_event_was_dead_lettered(stack: Stack) -> None:
+    """A write the projector refused (here: a record that is not JSON, as a broken producer would
+    send) is not 'caught-up': the client learns its write failed, and which position."""
+    from aiokafka import AIOKafkaProducer
+
+    _thread(stack, "t-pub-dl", "u-pub-dl")
+    s = stack.settings
+
+    async def send_bad() -> str:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(s.topic_prefix + "threads.events", b"{not json", key=b"t-pub-dl")
+        finally:
+            await producer.stop()
+        return f"{meta.topic}:{meta.partition}:{meta.offset}"
+
+    bad = asyncio.run(send_bad())
+    [good] = _publish(stack, ("message.created", _message("t-pub-dl", "m-ok", "this one applies"), None))
+    with stack.client() as http:
+        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-dl") | {"X-Readside-After": f"{bad},{good.token}"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-readside-consistency"] == "dead-lettered"
+        assert r.headers["x-readside-dead-letters"] == bad
+        only_good = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-dl") | {"X-Readside-After": good.token})
+        assert only_good.headers["x-readside-consistency"] == "caught-up"
+        assert "x-readside-dead-letters" not in only_good.headers
