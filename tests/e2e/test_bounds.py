@@ -300,9 +300,13 @@ def _transactions(db_url: str) -> int:
     session's statistics reach pg_stat_database when it ends, or some seconds later)."""
     name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                                        (name,)).fetchone()[0] == 0, 30, "the sessions to end")
+        ended = [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchall()]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int4[]) AS pid", (ended,))
+        # Wait for those sessions only: an API's pool opens new ones at once, and theirs are yet
+        # to count (a few statements at most).
+        wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                        (ended,)).fetchone()[0] == 0, 30, "the sessions to end")
     with psycopg.connect(db_url, autocommit=True) as conn:
         return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()[0]
 

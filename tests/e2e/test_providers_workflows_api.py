@@ -270,7 +270,7 @@ def test_my_workflows_lists_the_viewers_own_newest_first(loaded):  # noqa: ANN00
     got = ids(r)
     assert got[:23] == [f"w-x{i:02d}" for i in reversed(range(23))]
     assert got[23:] == ["w-a2", "w-a3", "w-a1"]  # w-a2 updated at its latest save; deleted w-a4 left out
-    assert r.headers["cache-control"] == "private, no-cache" and r.headers["vary"] == "Authorization"
+    assert r.headers["cache-control"] == "private, no-cache" and "Authorization" in {v.strip() for v in r.headers["vary"].split(",")}
     assert r.json()["next_cursor"] is None
     items = {i["id"]: i for i in r.json()["items"]}
     assert items["w-a2"] == {

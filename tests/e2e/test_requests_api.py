@@ -175,7 +175,7 @@ def test_headers_etag_and_304_until_an_event_changes_the_view(loaded):  # noqa: 
         assert first.status_code == 200 and first.json()["total"] == 0
         assert first.headers["content-type"] == "application/json"
         assert first.headers["cache-control"] == "private, no-cache"
-        assert first.headers["vary"] == "Authorization"
+        assert "Authorization" in {v.strip() for v in first.headers["vary"].split(",")}
         assert "db;dur=" in first.headers["server-timing"]
         etag = first.headers["etag"]
         assert etag.startswith('W/"')
