@@ -20,7 +20,7 @@ from api.http import NOT_MIGRATED, Context, Timing, json_response
 from api.params import Query
 from api.problems import unavailable
 from projector.status import collect
-from shared.errors import ConfigError
+from shared.listen import listening_socket
 from shared.jsonbytes import dumps
 from shared.settings import Settings
 
@@ -70,20 +70,10 @@ def metrics_app(registry: CollectorRegistry) -> Starlette:
 def bind_metrics(settings: Settings) -> socket.socket:
     """The metrics port's listening socket. ``SO_REUSEPORT``: each worker of ``readside api
     --workers N`` binds it and a scrape reaches one of them, as on the public port."""
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((settings.metrics_host, settings.metrics_port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"READSIDE_METRICS_PORT {settings.metrics_port} on {settings.metrics_host} cannot be used ({exc.strerror}); "
-            "choose a free port, or 0 to serve /metrics on the API's port"
-        ) from None
-    sock.setblocking(False)
-    return sock
+    return listening_socket(
+        settings.metrics_host, settings.metrics_port, setting="READSIDE_METRICS_PORT",
+        otherwise="choose a free port, or 0 to serve /metrics on the API's port", reuse_port=True,
+    )
 
 
 class _Timed:

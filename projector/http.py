@@ -35,9 +35,9 @@ from starlette.routing import Route
 
 from projector.engine import ProjectionRunner
 from projector.status import Status, collect
-from shared.errors import ConfigError
 from shared.jsonbytes import dumps
 from shared.kafka import BrokerHeads
+from shared.listen import listening_socket
 from shared.settings import Settings
 from shared.table import duration
 
@@ -158,18 +158,10 @@ def build_app(monitor: Monitor) -> Starlette:
 
 def bind(settings: Settings) -> socket.socket:
     """The listening socket, bound before any other work so a taken port fails the start."""
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.projector_host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.projector_host, settings.projector_port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"READSIDE_PROJECTOR_PORT {settings.projector_port} on {settings.projector_host} cannot be used ({exc.strerror}); "
-            "choose a free port, or 0 to serve no endpoint"
-        ) from None
-    sock.setblocking(False)
-    return sock
+    return listening_socket(
+        settings.projector_host, settings.projector_port, setting="READSIDE_PROJECTOR_PORT",
+        otherwise="choose a free port, or 0 to serve no endpoint",
+    )
 
 
 class _Server(uvicorn.Server):

@@ -88,17 +88,12 @@ def cmd_projector(args: argparse.Namespace) -> int:
 
 def _check_port_free(host: str, port: int) -> None:
     """One clear line for a port in use or an address not of this machine, before the server starts."""
-    import errno
-    import socket
+    from shared.listen import listening_socket
 
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-            probe.bind((host, port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise CommandError(f"port {port} on {host} is in use (another server?): stop it, or pass --port") from None
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}; pass another --host or --port") from None
+        listening_socket(host, port, setting="--port", otherwise="stop what holds it, or pass another --port or --host").close()
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_api(args: argparse.Namespace) -> int:

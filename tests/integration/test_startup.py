@@ -92,7 +92,8 @@ def test_the_api_on_a_busy_port_says_so_in_one_line() -> None:
         out = subprocess.run([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
                              env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [f"readside: port {port} on 127.0.0.1 is in use (another server?): stop it, or pass --port"]
+    assert out.stderr.strip().splitlines() == [
+        f"readside: --port {port} on 127.0.0.1 cannot be used (Address already in use); stop what holds it, or pass another --port or --host"]
 
 
 def test_an_api_started_before_the_migration_is_not_ready_and_says_what_to_run(settings: Settings, tmp_path: Path) -> None:
