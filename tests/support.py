@@ -196,6 +196,31 @@ def _iso(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+
+def read_topics(bootstrap: str, topics: list[str], count: int, polls: int = 150) -> list[Any]:
+    """The records of ``topics`` from the beginning, until ``count`` have come (or ``polls``
+    fetches of 200 ms went by): for checking what a projector wrote to its ``.dlq`` topics."""
+
+    async def go() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
+            tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            out: list[Any] = []
+            for _ in range(polls):
+                batch = await consumer.getmany(timeout_ms=200)
+                out.extend(r for recs in batch.values() for r in recs)
+                if len(out) >= count:
+                    break
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import projector.service
 from projector.engine import POINTER_HEADER
@@ -32,7 +31,7 @@ from tests.integration.test_providers_workflows_projection import (
 )
 from tests.integration.test_requests_projection import actual_tables as actual_requests
 from tests.integration.test_requests_projection import expected_tables as expected_requests
-from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up
+from tests.support import assert_tables_equal_fold, message, read_topics, send_raw, started, wait_caught_up
 
 PROJECTION_TOPICS = {
     "threads": ("threads.events", "payments.events"),
@@ -122,25 +121,7 @@ def poison_corpus(good: list[Record]) -> list[tuple[str, bytes | None, bytes | N
 
 
 def _dlq_topic_records(bootstrap: str, topics: list[str], count: int) -> list[Any]:
-    async def go() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
-            tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            out: list[Any] = []
-            for _ in range(150):
-                batch = await consumer.getmany(timeout_ms=200)
-                out.extend(r for recs in batch.values() for r in recs)
-                if len(out) >= count:
-                    break
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(go())
+    return read_topics(bootstrap, topics, count)
 
 
 def _caught_up(settings: Settings) -> None:

@@ -6,13 +6,13 @@ import asyncio
 
 import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.load import publish, thread_stream
 from tests.conftest import InProcessProjector
 from tests.support import (
     assert_tables_equal_fold,
     message,
+    read_topics,
     send_raw,
     started,
     wait_caught_up,
@@ -44,28 +44,7 @@ def test_redelivered_events_apply_once(settings, projector):  # noqa: ANN001
 
 
 def _dlq_records(bootstrap: str, topic: str, count: int) -> list:
-    async def go() -> list:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            out: list = []
-            for _ in range(100):
-                batch = await consumer.getmany(timeout_ms=200)
-                out.extend(r for recs in batch.values() for r in recs)
-                if len(out) >= count:
-                    break
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(go())
+    return read_topics(bootstrap, [topic], count, polls=100)
 
 
 def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projected(settings, projector):  # noqa: ANN001
