@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Iterable
 
+from projector.projections.avatars import shipped
 from schemas import BookingConfirmed, Event, ProviderProfileUpdated, ReviewPosted
 from shared.jsonbytes import dumps
 
@@ -216,10 +217,6 @@ def fold_all(events: Iterable[Event], states: dict[str, ProviderState] | None = 
     return states
 
 
-def _avatar(url: str | None, provider_id: str) -> str | None:
-    return f"/v1/img/avatar/{provider_id}" if url is not None and url.startswith("data:") else url
-
-
 def _micros(moment: datetime) -> int:
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -234,7 +231,7 @@ def render(state: ProviderState) -> Card | None:
     item = {
         "id": state.provider_id,
         "business_name": prof.business_name,
-        "avatar_url": _avatar(prof.avatar_url, state.provider_id),
+        "avatar_url": shipped(prof.avatar_url, state.provider_id),
         "category": prof.category,
         "location": prof.location,
         "hourly_rate_cents": prof.hourly_rate_cents if prof.price_visible else None,

@@ -13,6 +13,9 @@ Tables (ids ``COLLATE "C"``):
                          ``providers`` (all categories) and ``providers:<category_key>``.
 - ``listing_versions``   per listing key, bumped whenever a listed card of that listing changes
                          (ETags: a 304 costs one primary-key lookup).
+- ``provider_avatars``   the image of a latest snapshot's ``data:`` avatar (``avatars_store``),
+                         written when the snapshot's ``avatar_url`` changes; served by
+                         ``GET /v1/img/avatar/{id}``.
 
 ``apply`` locks the touched ``providers`` rows in id order, loads each table once — the
 bookings and reviews by the exact ``(provider_id, id)`` pairs the batch names, never a popular
@@ -28,6 +31,7 @@ from typing import Any, Sequence
 import psycopg
 
 from projector.projection import Projection, TableCheck
+from projector.projections.avatars_store import PROVIDER_DDL, write_provider_avatars
 from projector.projections.providers import Card, Profile, ProviderState, fold_into, render
 from schemas import BookingConfirmed, Event, ReviewPosted
 from shared.jsonbytes import dumps
@@ -84,7 +88,7 @@ CREATE TABLE IF NOT EXISTS listing_versions (
     key text COLLATE "C" PRIMARY KEY,
     version int8 NOT NULL DEFAULT 0
 );
-"""
+""" + PROVIDER_DDL
 
 _PROFILE_COLS = (
     "business_name, avatar_url, category, location, hourly_rate_cents, price_visible, custom_subtitle, status, updated_at"
@@ -188,6 +192,9 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
         if row != old.get(pid):
             rows[pid] = row
     await _write_providers(conn, rows)
+    await write_provider_avatars(conn, {
+        pid: row[1] for pid, row in rows.items() if pid not in old or old[pid][1] != row[1]  # avatar_url moved
+    })
     await _write_bookings(conn, new_bookings)
     await _write_reviews(conn, states, changed_reviews)
     return await _write_listings(conn, {pid: (old.get(pid), row) for pid, row in rows.items()})
@@ -277,6 +284,6 @@ PROJECTION = Projection(
     event_types=frozenset({"provider.profile_updated", "booking.confirmed", "review.posted"}),
     ddl=DDL,
     apply=apply,
-    tables=("providers", "provider_bookings", "provider_reviews", "provider_counts", "listing_versions"),
+    tables=("providers", "provider_bookings", "provider_reviews", "provider_counts", "listing_versions", "provider_avatars"),
     checks=(TableCheck("provider_counts", where="listed <> 0"), TableCheck("listing_versions", skip=True)),
 )

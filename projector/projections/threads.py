@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
+from projector.projections.avatars import shipped
 from schemas import (
     Event,
     MessageCreated,
@@ -207,10 +208,6 @@ def fold_all(events: Iterable[Event], states: dict[str, ThreadState] | None = No
     return states
 
 
-def _avatar(url: str | None, user_id: str) -> str | None:
-    return f"/v1/img/avatar/{user_id}" if url is not None and url.startswith("data:") else url
-
-
 def from_participant(m: Message, s: Started) -> bool:
     """``m`` belongs to the thread: a system message, or a user message whose ``sender_id`` is the
     participant of its ``sender_type`` (the client's id for ``client``, the provider's for
@@ -296,7 +293,7 @@ def render_sides(state: ThreadState, paid: bool, by_role: dict[str, Side]) -> li
         pin = state.pins.get(user)
         item = {
             "thread_id": state.thread_id,
-            "counterparty": {"name": name, "avatar_url": _avatar(avatar, other)},
+            "counterparty": {"name": name, "avatar_url": shipped(avatar, other)},
             "last_message_preview": last.preview if last else None,
             "last_actor": last.sender_type if last else None,
             "last_ts": last_ts,

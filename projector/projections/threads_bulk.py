@@ -10,7 +10,9 @@ only their primary keys). Per batch:
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
   statement (COPY is C-encoded by psycopg; the ``unnest`` arrays of the live path are encoded in
-  Python, which costs more than the database's work at these batch sizes).
+  Python, which costs more than the database's work at these batch sizes);
+- offer the avatars of the threads the batch started to ``user_avatars``, as the live path does
+  (``avatars_store.write_user_avatars``: a register that keeps the latest thread's, in one statement).
 
 ``thread_summaries`` and ``viewer_versions`` are not kept per batch: ``finish`` derives them
 from ``thread_previews`` in one statement each once every event is in, which is what the live
@@ -24,8 +26,9 @@ from typing import Sequence
 import psycopg
 
 from projector.projection import BulkLoad
+from projector.projections.avatars_store import write_user_avatars
 from projector.projections.threads import fold_into, render
-from projector.projections.threads_store import READS_FORWARD, load_states, message_item
+from projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
@@ -86,6 +89,7 @@ _UPSERTS = (
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
     states = await load_states(conn, tids)
+    unstarted = {tid for tid in tids if states[tid].started is None}
     created: dict[tuple[str, str], MessageCreated] = {}
     deleted: set[tuple[str, str]] = set()
     registers: set[tuple[bool, str, str]] = set()
@@ -148,6 +152,7 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
                 )
     for statement in _UPSERTS:
         await conn.execute(statement)
+    await write_user_avatars(conn, starts(states, unstarted))
 
 
 async def finish(conn: psycopg.AsyncConnection) -> None:

@@ -11,6 +11,8 @@ Tables (ids ``COLLATE "C"``):
                         the keyset columns; ``listed`` is false while a personalized video is unpaid.
 - ``thread_summaries``  per (viewer, role): unread total and thread count, kept by deltas.
 - ``viewer_versions``   per viewer, bumped whenever one of their previews changes (ETags).
+- ``user_avatars``      per user, the avatar of their latest thread (``avatars_store``), served
+                        by ``GET /v1/img/avatar/{id}``; written when a thread's start arrives.
 
 ``apply`` locks the touched ``threads`` rows in id order first (two projector instances may hold
 the threads and the payments partitions of one thread), loads what the batch touches — the
@@ -37,6 +39,8 @@ import orjson
 import psycopg
 
 from projector.projection import Projection, TableCheck
+from projector.projections.avatars import offers
+from projector.projections.avatars_store import USER_DDL, write_user_avatars
 from projector.projections.threads import (
     Message,
     PreviewRow,
@@ -51,7 +55,7 @@ from projector.projections.threads import (
 from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from shared.jsonbytes import dumps
 
-__all__ = ["PROJECTION", "DDL", "FROM_PARTICIPANT", "READS_FORWARD", "apply", "load_states", "message_item"]
+__all__ = ["PROJECTION", "DDL", "FROM_PARTICIPANT", "READS_FORWARD", "apply", "load_states", "message_item", "starts"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -110,7 +114,7 @@ CREATE TABLE IF NOT EXISTS viewer_versions (
     user_id text COLLATE "C" PRIMARY KEY,
     version int8 NOT NULL DEFAULT 0
 );
-"""
+""" + USER_DDL
 
 _THREAD_COLS = (
     "client_id, client_name, client_avatar, provider_id, provider_name, provider_business_name, "
@@ -208,6 +212,7 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
         if isinstance(e.payload, (MessageCreated, MessageDeleted))
     }
     states = await load_states(conn, tids, messages=touched)
+    unstarted = {tid for tid in tids if states[tid].started is None}
     old = await _old_previews(conn, [states[t] for t in tids])
     before = {key: states[key[0]].messages.get(key[1]) for key in touched}
     markers = {tid: dict(states[tid].reads) for tid in tids}
@@ -232,8 +237,15 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     await _write_threads(conn, [states[t] for t in tids])
     await _write_messages(conn, states, created, deleted - set(created))
     await _write_registers(conn, states, reads, pins)
+    await write_user_avatars(conn, starts(states, unstarted))
     rows = await _render(conn, states, old, before, markers)
     return await _write_previews(conn, rows, old) | {f"thread:{t}" for t in tids}
+
+
+def starts(states: dict[str, ThreadState], unstarted: Collection[str]) -> list:
+    """The avatar offers of the threads among ``unstarted`` whose ``thread.started`` the batch
+    brought (a thread's start is applied once: first wins)."""
+    return [o for tid in sorted(unstarted) if (s := states[tid].started) is not None for o in offers(tid, s)]
 
 
 def _up_to(marker: tuple | None) -> Any:
@@ -513,7 +525,10 @@ PROJECTION = Projection(
     ),
     ddl=DDL,
     apply=apply,
-    tables=("threads", "thread_messages", "thread_reads", "thread_pins", "thread_previews", "thread_summaries", "viewer_versions"),
+    tables=(
+        "threads", "thread_messages", "thread_reads", "thread_pins", "thread_previews", "thread_summaries",
+        "viewer_versions", "user_avatars",
+    ),
     checks=(
         TableCheck("threads", exclude=("version",)),
         TableCheck("thread_summaries", where="(unread_total, thread_count) <> (0, 0)"),

@@ -1,0 +1,83 @@
+"""``GET /v1/img/avatar/{id}`` (public): the image of an avatar a list shipped as this route.
+
+Lists never ship a ``data:`` avatar (CONTRACT §2): thread previews ship
+``/v1/img/avatar/<user id>``, provider listings ``/v1/img/avatar/<provider id>``, the id
+percent-encoded as one path segment (``projector.projections.avatars.route_url``). This answers
+the bytes the projector decoded from that URL (``user_avatars``, ``provider_avatars``) with their
+own media type.
+
+- The one route serves both id spaces: a user's avatar first, else a provider's — one statement,
+  two primary-key lookups, no Redis (no key per request, see ``api.serving``). docs/decisions.md
+  says why and what a colliding id does.
+- Public (an ``<img>`` tag sends no ``Authorization``): ``Cache-Control: public, max-age=3600``,
+  a weak ETag from the bytes (304 on ``If-None-Match``, which then fetches no bytes), and headers
+  that keep the bytes an image: ``X-Content-Type-Options: nosniff``, a sandboxing
+  ``Content-Security-Policy`` (an ``image/svg+xml`` opened directly runs no script on the API's
+  origin) and ``Cross-Origin-Resource-Policy: cross-origin`` (a frontend on another origin may
+  embed it).
+- An unknown id, one longer than 200 characters or with a control character: a problem+json 404.
+  Any query parameter is a 400, as everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.http import Context, Timing
+from api.params import MAX_LENGTH, Query
+from api.problems import not_found
+
+__all__ = ["CACHE_CONTROL", "avatar"]
+
+CACHE_CONTROL = "public, max-age=3600"
+HEADERS = {
+    "Cache-Control": CACHE_CONTROL,
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+}
+MAX_TAGS = 16  # entity tags of If-None-Match considered (a client revalidates one)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no id holds one (schemas._base)
+
+# A user's avatar, else a provider's; the bytes only when no given tag matches (a 304 reads none).
+_FIND = """
+SELECT media_type, etag, CASE WHEN etag = ANY(%(tags)s::text[]) THEN NULL ELSE data END
+FROM (
+    SELECT 0 AS k, media_type, etag, data FROM user_avatars WHERE user_id = %(id)s AND data IS NOT NULL
+    UNION ALL
+    SELECT 1 AS k, media_type, etag, data FROM provider_avatars WHERE provider_id = %(id)s
+) a
+ORDER BY k
+LIMIT 1
+"""
+
+
+def _tags(request: Request) -> list[str]:
+    """The opaque parts of ``If-None-Match``'s entity tags (weak comparison: ``W/`` ignored)."""
+    header = request.headers.get("if-none-match") or ""
+    out = []
+    for part in header.split(",")[:MAX_TAGS]:
+        tag = part.strip().removeprefix("W/")
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+            out.append(tag[1:-1])
+    return out
+
+
+async def avatar(request: Request, ctx: Context, timing: Timing) -> Response:
+    owner: str = request.path_params["avatar_id"]
+    if not owner or len(owner) > MAX_LENGTH or _CONTROL.search(owner):
+        raise not_found(f"no avatar {owner[:MAX_LENGTH]!r}")
+    Query(request, frozenset())
+    async with timing.connection(ctx.pool) as conn:
+        cur = await conn.execute(_FIND, {"id": owner, "tags": _tags(request)})
+        row = await cur.fetchone()
+    if row is None:
+        raise not_found(f"no avatar {owner!r}")
+    media_type, digest, data = row
+    headers = {"ETag": f'W/"{digest}"', **HEADERS}
+    if data is None:
+        return Response(status_code=304, headers=headers)
+    return Response(bytes(data), media_type=media_type, headers=headers)
