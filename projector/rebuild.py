@@ -162,12 +162,16 @@ class Rebuilder:
                 version, previous_version, _ = await self._versions()
                 async with self._c.transaction():
                     await previous.rename(self._c, shadow.schema)
+                    # a version kept from before this code added tables: they start empty
+                    added = await shadow.add_missing_tables(self._c)
                     await self._begin(
                         "rollback", previous_version or version - 1, "catch-up", [], await shadow.positions(self._c)
                     )
                 state = await self._state()
                 assert state is not None
                 self._say(f"{self.name}: rolling back to v{state.target_version} (from {prev_schema(self.name)})")
+                if added:
+                    self._say(f"{self.name}: v{state.target_version} had no {', '.join(added)}; created empty")
             return await self._run(shadow, state)
 
     async def cancel(self) -> str:

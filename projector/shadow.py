@@ -121,6 +121,17 @@ class Shadow:
             await conn.execute(sql.SQL("DROP INDEX {}").format(self.table(name)))
         return [definition for _, definition in indexes]
 
+    async def add_missing_tables(self, conn: psycopg.AsyncConnection) -> list[str]:
+        """In the caller's transaction: create, empty, the projection's tables this schema lacks
+        (a version kept from before they were added), with the projection's own DDL — tables and
+        indexes that exist are left as they are. Returns the tables created."""
+        missing = [t for t in self.projection.tables if not await self._has(conn, t)]
+        if missing:
+            await conn.execute(sql.SQL("SET LOCAL search_path = {}").format(_ident(self.schema)))
+            await conn.execute(self.projection.ddl)
+            await conn.execute("RESET search_path")
+        return missing
+
     async def _has(self, conn: psycopg.AsyncConnection, table: str) -> bool:
         cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}"."{table}"',))
         row = await cur.fetchone()

@@ -104,3 +104,33 @@ def test_provider_avatars_follow_the_latest_snapshot_over_any_batching(migrated)
         assert actual == expected, f"seed {seed}"
         images += len(expected)
     assert images > 10
+
+
+def test_a_rollback_to_a_version_kept_from_before_the_avatar_tables_creates_them_empty(
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    from shared.cli import main as cli
+    from shared.load import publish
+    from tests.support import started, wait_caught_up
+
+    records = [started("t1", client="u-1", provider="u-2", client_avatar="data:image/png;base64,AAA")]
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    topics = [settings.topic_prefix + t for t in THREADS.topics]
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "threads"]) == 0
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:  # v1 as an older release kept it
+        conn.execute("DROP TABLE rs_prev_threads.user_avatars")
+    assert cli(["rollback", "threads"]) == 0
+    assert "had no user_avatars; created empty" in "".join(capsys.readouterr())
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT version, state FROM projections WHERE name = 'threads'").fetchone() == (1, "live")
+        assert conn.execute("SELECT count(*) FROM user_avatars").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+    # the next event applies to the rolled-back tables, avatars included
+    records = [started("t2", client="u-1", provider="u-2", at=5, client_avatar="data:image/png;base64,AAA")]
+    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT thread_id, data FROM user_avatars WHERE user_id = 'u-1'").fetchone() == ("t2", b"\0\0")
