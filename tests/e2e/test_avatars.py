@@ -153,3 +153,36 @@ def test_parameters_are_refused_as_everywhere(loaded):  # noqa: ANN001
     with loaded.client() as http:
         r = http.get("/v1/img/avatar/u-ann", params={"v": "2"})
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def cached(bootstrap: str, pg_admin_url: str, valkey, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    from tests.e2e.conftest import running_stack
+
+    with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=valkey.url, cache_timeout=2.0) as s:
+        yield s
+
+
+def test_with_a_cache_the_route_adds_no_redis_key_per_request(cached, valkey):  # noqa: ANN001
+    import uuid
+
+    import redis
+
+    s = cached.settings
+    asyncio.run(publish(RECORDS[:1], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + "threads.events"])
+    r = redis.Redis.from_url(valkey.url)
+    try:
+        before = {k.decode() for k in r.scan_iter(count=1000)}
+        asked = [f"u-nobody-{uuid.uuid4().hex}" for _ in range(30)]
+        with cached.client() as http:
+            ann = http.get("/v1/img/avatar/u-ann")
+            assert ann.status_code == 200 and ann.content == PNG and "x-cache" not in ann.headers
+            assert http.get("/v1/img/avatar/u-ann", headers={"If-None-Match": ann.headers["etag"]}).status_code == 304
+            for owner in asked:
+                _assert_problem_404(http.get(f"/v1/img/avatar/{owner}"))
+        new = {k.decode() for k in r.scan_iter(count=1000)} - before
+        # the projector's own bumps may still land (viewer scopes of t1); nothing names an avatar
+        assert not [k for k in new if "avatar" in k or "nobody" in k]
+    finally:
+        r.close()
