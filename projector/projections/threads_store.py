@@ -39,7 +39,7 @@ import orjson
 import psycopg
 
 from projector.projection import Projection, TableCheck
-from projector.projections.avatars import offers
+from projector.projections.avatars import Offer, offers
 from projector.projections.avatars_store import USER_DDL, write_user_avatars
 from projector.projections.threads import (
     Message,
@@ -242,7 +242,7 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     return await _write_previews(conn, rows, old) | {f"thread:{t}" for t in tids}
 
 
-def starts(states: dict[str, ThreadState], unstarted: Collection[str]) -> list:
+def starts(states: dict[str, ThreadState], unstarted: Collection[str]) -> list[Offer]:
     """The avatar offers of the threads among ``unstarted`` whose ``thread.started`` the batch
     brought (a thread's start is applied once: first wins)."""
     return [o for tid in sorted(unstarted) if (s := states[tid].started) is not None for o in offers(tid, s)]
