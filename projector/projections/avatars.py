@@ -36,7 +36,9 @@ from urllib.parse import quote, unquote_to_bytes
 if TYPE_CHECKING:
     from projector.projections.threads import Started, ThreadState
 
-__all__ = ["MAX_BYTES", "MAX_URL_CHARS", "Image", "Offer", "decode", "offers", "route_url", "shipped", "user_avatars"]
+__all__ = [
+    "MAX_BYTES", "MAX_URL_CHARS", "Image", "Offer", "decode", "latest", "offers", "route_url", "shipped", "user_avatars",
+]
 
 MAX_BYTES = 256 * 1024
 # A longer URL cannot decode to MAX_BYTES or less (every byte of the body percent-encoded,
