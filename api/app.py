@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import events, ops, providers, queries, threads, workflows
+from api import events, openapi, ops, providers, queries, threads, workflows
 from api import requests as requests_api
 from api.auth import Authenticator
 from api.changes import Hub
@@ -136,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/v1/templates", workflows.templates),
             route("/v1/requests/technician-views/counts", requests_api.technician_counts),
             route("/v1/requests/technician-views", requests_api.technician_views),
+            route("/openapi.json", openapi.serve_openapi),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import LEEWAY_SECONDS
 from api.changes import ChangesUnavailable, Hub, Listener
 from api.http import Context, Timing
+from api.openapi import Operation, documented
 from api.params import Query
 from api.problems import unavailable
 from shared.jsonbytes import dumps
@@ -39,6 +40,11 @@ __all__ = ["HEARTBEAT", "EventStream", "stream"]
 HEARTBEAT = 15.0
 
 
+@documented(Operation(
+    "Live updates (server-sent events)", "`event: ready` once subscribed, then `event: changed` with "
+    '`data: {"scope": "<scope>"}`; a `: heartbeat` comment every 15 s. Ends when the token expires.',
+    body={"type": "string", "description": "text/event-stream"}, media="text/event-stream",
+    cache_control="no-store", errors={503: "No Redis configured, or Redis does not answer"}))
 async def stream(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     Query(request, frozenset())

@@ -88,6 +88,7 @@ def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Call
         response.headers["Server-Timing"] = timing.header()
         return response
 
+    run.operation = getattr(handler, "operation", None)  # type: ignore[attr-defined]  # api/openapi.py
     return run
 
 

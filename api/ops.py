@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.http import NOT_MIGRATED, Context, Timing, json_response
+from api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, array, documented, nullable, obj
 from api.params import Query
 from api.problems import unavailable
 from projector.status import collect
@@ -32,10 +33,31 @@ _READ_TABLES = ["checkpoints", "dead_letters", "projections"]
 __all__ = ["admin_projections", "bind_metrics", "healthz", "metrics_app", "metrics_endpoint", "readyz"]
 
 
+_PARTITION = obj({
+    "topic": STRING, "partition": INTEGER, "offset": INTEGER, "high_watermark": nullable(INTEGER),
+    "lag": INTEGER, "lag_seconds": NUMBER, "checkpoint_at": nullable(STRING),
+    "head_from": {"type": "string", "enum": ["broker", "partition_heads"]}, "stalled": BOOLEAN,
+}, optional=("checkpoint_at", "head_from", "high_watermark"))
+PROJECTIONS_BODY = obj({
+    "projections": array(obj({
+        "name": STRING, "version": INTEGER, "state": {"type": "string", "enum": ["live", "rebuilding"]},
+        "stalled": BOOLEAN, "lag": INTEGER, "lag_seconds": NUMBER, "dead_letters": INTEGER,
+        "skipped_unknown": INTEGER, "last_batch_at": nullable(STRING), "partitions": array(_PARTITION),
+        "rebuild": nullable({"type": "object"}),
+    }, optional=("last_batch_at", "rebuild", "version"))),
+    "stall_after": NUMBER, "heads_from": STRING, "broker_error": nullable(STRING),
+}, optional=("heads_from", "broker_error"))
+
+
+@documented(Operation("Liveness", auth=None, body=obj({"status": {"const": "ok"}}), query=False,
+                      cache_control="no-store"))
 async def healthz(request: Request, ctx: Context, timing: Timing) -> Response:
     return json_response(dumps({"status": "ok"}), None, "no-store", vary=False)
 
 
+@documented(Operation("Readiness: PostgreSQL answers and is migrated", auth=None,
+                      body=obj({"status": {"const": "ready"}}), query=False, cache_control="no-store",
+                      errors={503: "PostgreSQL does not answer within 2 s, or is not migrated"}))
 async def readyz(request: Request, ctx: Context, timing: Timing) -> Response:
     try:
         async with asyncio.timeout(2.0), timing.connection(ctx.pool) as conn:
@@ -52,6 +74,8 @@ async def readyz(request: Request, ctx: Context, timing: Timing) -> Response:
 
 
 def metrics_endpoint(registry: CollectorRegistry):  # noqa: ANN201
+    @documented(Operation("Prometheus metrics (only here when READSIDE_METRICS_PORT is 0)", auth=None,
+                          body={"type": "string"}, media="text/plain", query=False, cache_control="no-store"))
     async def metrics(request: Request, ctx: Context, timing: Timing) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
@@ -86,6 +110,9 @@ class _Timed:
         return self.timing.connection(self.pool)
 
 
+@documented(Operation("Projection status (what `readside status --json` prints)", auth="admin",
+                      body=PROJECTIONS_BODY, cache_control="no-store",
+                      errors={503: "PostgreSQL does not answer"}))
 async def admin_projections(request: Request, ctx: Context, timing: Timing) -> Response:
     """What ``readside status --json`` prints: the same computation (projector/status.py)."""
     viewer = ctx.auth(request)
