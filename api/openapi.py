@@ -141,8 +141,7 @@ def _parameters(path: str, op: Operation, prefix: str) -> list[dict[str, Any]]:
     if op.listing:
         out.append({"name": "If-None-Match", "in": "header", "required": False, "schema": STRING,
                     "description": "an `ETag` from an earlier answer (comma-separated list allowed; `*` is not honoured)"})
-        out.append({"name": "X-Readside-After", "in": "header", "required": False,
-                    "schema": {"type": "string", "pattern": r"^[^,]+:[0-9]+:[0-9]+(,[^,]+:[0-9]+:[0-9]+){0,15}$"},
+        out.append({"name": "X-Readside-After", "in": "header", "required": False, "schema": STRING,
                     "description": "read-your-writes: `<topic>:<partition>:<offset>[,...]` (at most 16, on the "
                                    f"topics this endpoint's projection reads, prefix `{prefix}` included); "
                                    "waits up to 2 s for the projection to pass them"})
@@ -205,8 +204,11 @@ def openapi_document(routes: list[Any], *, prefix: str = "", version: str = "") 
             "title": "Readside query API",
             "version": version or _version(),
             "description": "Read models of the core app's events. Only GET (HEAD alike); any other method is a "
-                           "405 problem with `Allow: GET, HEAD`, an unknown path a 404 problem. Errors are RFC 9457 "
-                           "problems (`application/problem+json`, `Cache-Control: no-store`). Guide: docs/api.md.",
+                           "405 problem with `Allow: GET, HEAD`, an unknown path a 404 problem; a request head over "
+                           "`READSIDE_HTTP_MAX_HEADER_BYTES` is a 431 problem, one not complete within "
+                           "`READSIDE_HTTP_HEADER_TIMEOUT` a 408 problem (both close the connection). Errors are "
+                           "RFC 9457 problems (`application/problem+json`, `Cache-Control: no-store`). Guide: "
+                           "docs/api.md.",
         },
         "security": [{"bearer": []}],
         "paths": paths,

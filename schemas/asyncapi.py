@@ -54,7 +54,7 @@ def asyncapi_document(*, prefix: str = "", version: str = "1") -> dict[str, Any]
         messages[event_type] = {
             "name": event_type,
             "title": event_type,
-            "summary": (PAYLOAD_TYPES[event_type].__doc__ or event_type).strip().splitlines()[0],
+            "summary": (PAYLOAD_TYPES[event_type].__doc__ or event_type).strip().splitlines()[0].replace("``", "`"),
             "contentType": "application/json",
             "payload": _rewrite_refs({k: v for k, v in variant.items() if k != "title"}),
             "bindings": {"kafka": {

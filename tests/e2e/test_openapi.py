@@ -142,3 +142,31 @@ def test_read_your_writes_headers_are_documented(loaded, document: dict[str, Any
     declared = document["paths"]["/v1/threads/summary"]["get"]
     assert "X-Readside-Consistency" in declared["responses"]["200"]["headers"]
     assert any(p["name"] == "X-Readside-After" and p["in"] == "header" for p in declared["parameters"])
+
+
+def _probes(schema: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(value, accepted) pairs at and past a documented parameter's bounds."""
+    if schema.get("type") == "integer":
+        low, high = schema["minimum"], schema["maximum"]
+        return [(str(low), True), (str(high), True), (str(low - 1), False), (str(high + 1), False)]
+    if "enum" in schema:
+        return [(v, True) for v in schema["enum"]] + [("no-such-value", False)]
+    return []
+
+
+def test_documented_parameter_ranges_and_enums_are_what_the_api_enforces(loaded, document: dict[str, Any]) -> None:  # noqa: ANN001
+    token = make_token(loaded.settings.jwt_secret, CLIENT, ["technician", "admin"])
+    checked = 0
+    with httpx.Client(base_url=loaded.base_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
+        for template, item in document["paths"].items():
+            path = template.replace("{thread_id}", THREAD)
+            for param in item["get"]["parameters"]:
+                if param["in"] != "query":
+                    continue
+                for value, accepted in _probes(param["schema"]):
+                    status = client.get(path, params={param["name"]: value}).status_code
+                    assert (status != 400) is accepted, (template, param["name"], value, status)
+                    checked += 1
+            if template not in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+                assert client.get(path, params={"undocumented": "1"}).status_code == 400, template
+    assert checked >= 60
