@@ -247,9 +247,11 @@ async def serve_openapi(request: Request, ctx: Any, timing: Any) -> Response:
     cached = getattr(state, "openapi", None)
     if cached is None:
         body = dumps(openapi_document(request.app.routes, prefix=ctx.settings.topic_prefix))
-        cached = state.openapi = (body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+        # weak, like every ETag here: it names the content whatever the coding (gzip)
+        cached = state.openapi = (body, 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
     body, tag = cached
     headers = {"ETag": tag, "Cache-Control": OPENAPI.cache_control}
-    if tag in {t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")}:
+    sent = {t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")}
+    if tag.removeprefix("W/") in sent:  # the weak comparison (RFC 9110 §8.8.3.2)
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
