@@ -24,7 +24,7 @@ from starlette.responses import Response
 from api.params import Param
 from shared.jsonbytes import dumps
 
-__all__ = ["PROBLEM", "Operation", "documented", "openapi_document", "serve_openapi"]
+__all__ = ["PROBLEM", "Operation", "documented", "openapi_document", "openapi_path", "serve_openapi"]
 
 # -- small schema builders -------------------------------------------------------------------
 
@@ -130,9 +130,14 @@ _HEADERS = {
 }
 
 
+def openapi_path(route_path: str) -> str:
+    """A Starlette path as an OpenAPI path template: ``{name:converter}`` becomes ``{name}``."""
+    return re.sub(r"{(\w+):\w+}", r"{\1}", route_path)
+
+
 def _parameters(path: str, op: Operation, prefix: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for name in re.findall(r"{(\w+)}", path):
+    for name in re.findall(r"{(\w+)}", openapi_path(path)):
         out.append({"name": name, "in": "path", "required": True, "schema": STRING,
                     "description": op.path_params.get(name, "")})
     for p in op.params:
@@ -196,7 +201,7 @@ def openapi_document(routes: list[Any], *, prefix: str = "", version: str = "") 
             item["security"] = []  # public
         elif op.auth != "token":
             item["description"] = (item.get("description", "") + f" Needs the token's role `{op.auth}`.").strip()
-        paths[route.path] = {"get": item}
+        paths[openapi_path(route.path)] = {"get": item}
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
