@@ -191,7 +191,7 @@ def openapi_document(routes: list[Any], *, prefix: str = "", version: str = "") 
             raise ValueError(f"route {route.path} has no Operation: decorate its handler with @documented")
         item: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": "get" + re.sub(r"[^A-Za-z0-9]+", "_", route.path).rstrip("_"),
+            "operationId": "get" + re.sub(r"[^A-Za-z0-9]+", "_", openapi_path(route.path)).rstrip("_"),
             "parameters": _parameters(route.path, op, prefix),
             "responses": _responses(op),
         }

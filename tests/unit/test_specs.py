@@ -55,6 +55,16 @@ def test_every_route_is_a_path_with_its_statuses() -> None:
                 assert response["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+def test_a_route_without_an_operation_is_an_error_not_a_gap() -> None:
+    from starlette.routing import Route
+
+    async def undocumented(request):  # noqa: ANN001, ANN202
+        return None
+
+    with pytest.raises(ValueError, match="/v1/new has no Operation"):
+        openapi_document([*app_routes(), Route("/v1/new", undocumented)])
+
+
 def test_security_marks_public_endpoints() -> None:
     paths = openapi_document(app_routes())["paths"]
     public = {p for p, item in paths.items() if item["get"].get("security") == []}
