@@ -1,5 +1,5 @@
-"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq,
-token, rebuild, rollback."""
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, openapi,
+asyncapi, status, dlq, token, rebuild, rollback."""
 
 from __future__ import annotations
 
@@ -155,13 +155,12 @@ def _write_json(document: object, out: str) -> int:
     import orjson
 
     text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    args = argparse.Namespace(out=out)
-    if args.out == "-":
+    if out == "-":
         sys.stdout.buffer.write(text + b"\n")
     else:
-        with open(args.out, "wb") as fh:
+        with open(out, "wb") as fh:
             fh.write(text + b"\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
