@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +47,11 @@ def obj(props: dict[str, Any], *, optional: tuple[str, ...] = (), open_: bool = 
     if not open_:
         out["additionalProperties"] = False
     return out
+
+
+def enum(literal: Any) -> dict[str, Any]:
+    """A string enum from a ``Literal`` type (the event models' value sets: one source)."""
+    return {"type": "string", "enum": list(get_args(literal))}
 
 
 def array(items: dict[str, Any]) -> dict[str, Any]:

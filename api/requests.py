@@ -22,11 +22,12 @@ from starlette.responses import Response
 
 from api import request_queries as queries
 from api.http import PRIVATE, Context, Timing
-from api.openapi import BOOLEAN, INTEGER, STRING, TIME, Operation, array, counts, documented, nullable, obj
-from api.params import Choice, Integer, Query, Text, names
+from api.openapi import BOOLEAN, INTEGER, STRING, TIME, Operation, array, counts, documented, enum, nullable, obj
+from api.params import Choice, Integer, Query, names
 from api.serving import Spec, serve
 from projector.projections.requests import TICKET_TYPES, VIEWS
 from projector.projections.requests_store import version_key
+from schemas.requests import Priority, Role, Status
 from shared.jsonbytes import dumps
 
 __all__ = ["technician_counts", "technician_views"]
@@ -42,17 +43,13 @@ VIEWS_PARAMS = (VIEW, UNIT, Choice("ticket_type", "parents, subtasks or both", T
                 Integer("per_page", "items per page", 20, 1, 100))
 COUNTS_PARAMS = (VIEW, UNIT)
 _COUNTS = {"counts": counts(VIEWS), "filter_counts": counts(TICKET_TYPES)}
-_STATUS = {"type": "string", "enum": ["new", "open", "in_progress", "pending_requester", "pending_subtask", "solved",
-                                      "closed"]}
 VIEWS_BODY = obj({
     "data": array(obj({
-        "id": STRING, "title": STRING, "status": _STATUS,
-        "priority": {"type": "string", "enum": ["low", "normal", "high", "urgent"]},
+        "id": STRING, "title": STRING, "status": enum(Status), "priority": enum(Priority),
         "business_unit_id": INTEGER, "requester_id": STRING, "assignee_ids": array(STRING),
         "parent_id": nullable(STRING), "is_subtask": BOOLEAN, "created_at": TIME, "updated_at": TIME,
         "solved_at": nullable(TIME),
-        "last_message": nullable(obj({"content": STRING, "sender_role": {"type": "string", "enum": ["requester", "technician"]},
-                                      "created_at": TIME})),
+        "last_message": nullable(obj({"content": STRING, "sender_role": enum(Role), "created_at": TIME})),
         "requester_unread": BOOLEAN, "technician_unread": BOOLEAN,
     })),
     **_COUNTS, "total": INTEGER, "page": INTEGER, "per_page": INTEGER,

@@ -7,10 +7,11 @@ from starlette.responses import Response
 
 from api import queries
 from api.http import PRIVATE, Context, Timing, parse_position
-from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, nullable, obj
+from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
 from api.params import MAX_LENGTH, Choice, Integer, Query, Text, names
 from api.problems import not_found
 from api.serving import Spec, serve
+from schemas.threads import AttachmentKind, MessageType, SenderType
 from shared.jsonbytes import dumps, rfc3339
 
 __all__ = ["messages", "preview", "summary"]
@@ -21,7 +22,7 @@ CURSOR_PARAM = Text("cursor", "the `next_cursor` of the previous page (same othe
 PREVIEW_PARAMS = (ROLE, Integer("limit", "items per page", 20, 1, 100), CURSOR_PARAM)
 MESSAGES_PARAMS = (Integer("limit", "messages per page", 50, 1, 200), CURSOR_PARAM)
 
-SENDER = {"type": "string", "enum": ["client", "provider", "system"]}
+SENDER = enum(SenderType)
 PREVIEW_BODY = obj({
     "items": array(obj({
         "thread_id": STRING,
@@ -42,9 +43,9 @@ SUMMARY_BODY = obj({"unread_total": INTEGER, "thread_count": INTEGER}, open_=Fal
 MESSAGES_BODY = obj({
     "messages": array(obj({
         "message_id": STRING, "sender_id": nullable(STRING), "sender_type": SENDER,
-        "message_type": {"type": "string", "enum": ["user", "system"]}, "content": STRING,
+        "message_type": enum(MessageType), "content": STRING,
         "system_key": nullable(STRING), "system_args": nullable({"type": "object"}),
-        "attachment": nullable(obj({"kind": {"type": "string", "enum": ["image", "file"]}, "url": STRING})),
+        "attachment": nullable(obj({"kind": enum(AttachmentKind), "url": STRING})),
         "created_at": TIME,
     })),
     "has_more": BOOLEAN,
