@@ -3,27 +3,31 @@
 ``readside schema`` publishes the contract for producers (``envelope_json_schema``). Run with a
 real validator (``jsonschema``) over the poison corpora (``tests/poison.py``, the integration
 corpus of ``tests/integration/test_poison.py``, the invalid records of ``test_schemas.py``) and
-over valid streams from ``shared/load.py``, its verdict equals ``decode``'s — except for the rules
+over valid streams from ``shared/load.py`` and random field values (hypothesis), its verdict equals ``decode``'s — except for the rules
 ``schemas.envelope.NOT_IN_JSON_SCHEMA`` names, each case of which is listed here with its rule
 (and must really differ: the list cannot rot).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from schemas import InvalidEvent, UnknownEvent, decode, envelope_json_schema
+from schemas import TOPICS, InvalidEvent, UnknownEvent, decode, envelope_json_schema
+from schemas._base import RFC3339_PATTERN, parse_rfc3339
 from schemas.envelope import NOT_IN_JSON_SCHEMA
 from shared.load import Record, mixed_stream
 from tests.integration.test_poison import poison_corpus
 from tests.poison import POISON
-from tests.unit.test_schemas import EXAMPLES, INVALID, rec
+from tests.unit.test_schemas import EXAMPLES, INVALID, _json, rec
 
-VALIDATORS = {}
+VALIDATORS: dict[str, Draft202012Validator] = {}
 
 
 def _validator(topic: str) -> Draft202012Validator:
@@ -133,6 +137,54 @@ def test_generated_streams_are_valid_to_both(seed: int) -> None:
         value = orjson.dumps(record.value)
         assert decoder_verdict(record.topic, record.key.encode(), value) == "valid"
         assert list(_validator(record.topic).iter_errors(orjson.loads(value))) == [], record.value["type"]
+
+
+def _integral_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, dict):
+        return any(_integral_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_integral_floats(v) for v in value)
+    return False
+
+
+@settings(database=None, max_examples=300)
+@given(data=st.data(), junk=_json)
+def test_any_field_value_gets_the_same_verdict(data: st.DataObject, junk: Any) -> None:
+    event_type = data.draw(st.sampled_from(sorted(EXAMPLES)))
+    topic, key, _, payload = EXAMPLES[event_type]
+    field = data.draw(st.sampled_from([*sorted(payload), "event_id", "occurred_at", "schema_version"]))
+    assume(not _integral_floats(junk))  # "integral-float": 5.0 is 5 to JSON Schema
+    if field in payload:
+        value = rec(event_type, {field: junk})
+        if field == TOPICS[topic][0] and isinstance(junk, str):
+            key = junk.encode()  # the key follows the aggregate id ("record-key" is not the point here)
+    else:
+        value = rec(event_type, **{field: junk})
+    assert decoder_verdict(topic, key, value) == schema_verdict(topic, value)
+
+
+_near_times = st.from_regex(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})?",
+    fullmatch=True,
+) | st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01", "2027-02-29T00:00:00Z",
+                     "2028-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "0000-01-01T00:00:00Z"])
+
+
+@settings(database=None, max_examples=300)
+@given(data=st.data(), text=_near_times)
+def test_times_get_the_same_verdict_but_for_calendar_and_utc_range(data: st.DataObject, text: str) -> None:
+    event_type = data.draw(st.sampled_from(sorted(EXAMPLES)))
+    topic, key, _, payload = EXAMPLES[event_type]
+    times = [f for f, v in payload.items() if isinstance(v, str) and v.startswith("2026-")]
+    field = data.draw(st.sampled_from([*times, "occurred_at"]))
+    value = rec(event_type, {field: text}) if field in payload else rec(event_type, occurred_at=text)
+    decoded, validated = decoder_verdict(topic, key, value), schema_verdict(topic, value)
+    if re.search(RFC3339_PATTERN, text) and parse_rfc3339(text) is None:
+        assert (decoded, validated) == ("invalid", "valid")  # "calendar" or "utc-range"
+    else:
+        assert decoded == validated, text
 
 
 def test_a_client_message_without_sender_is_invalid_to_the_schema_too() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_asyncapi_has_every_topic_dlq_and_event_type() -> None:
     assert set(dlq["headers"]["properties"]) == set(DLQ_HEADERS)
     # every $ref resolves inside the document
     text = orjson.dumps(doc).decode()
-    for ref in set(__import__("re").findall(r'"\$ref":"#/([^"]+)"', text)):
+    for ref in set(re.findall(r'"\$ref":"#/([^"]+)"', text)):
         node = doc
         for part in ref.split("/"):
             node = node[part]
