@@ -99,8 +99,11 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import run
 
+    # The workers configure their logging from the environment (api.app.app_from_env).
     if args.access_log:
-        os.environ["READSIDE_ACCESS_LOG"] = "1"  # the workers read it from the environment
+        os.environ["READSIDE_ACCESS_LOG"] = "1"
+    if args.verbose:
+        os.environ["READSIDE_LOG_LEVEL"] = "DEBUG"
     _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     _check_port_free(args.host, args.port)
     run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
