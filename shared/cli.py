@@ -99,6 +99,11 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import run
 
+    # The workers configure their logging from the environment (api.app.app_from_env).
+    if args.access_log:
+        os.environ["READSIDE_ACCESS_LOG"] = "1"
+    if args.verbose:
+        os.environ["READSIDE_LOG_LEVEL"] = "DEBUG"
     _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     _check_port_free(args.host, args.port)
     run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
@@ -386,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1; about one per core)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log one line per request: method, path, status, ms, cache (default: READSIDE_ACCESS_LOG, off)")
     p.set_defaults(fn=cmd_api)
 
     p = sub.add_parser("migrate", help="create or update the read tables")
