@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.http import Context, Timing
+from api.openapi import Operation, documented
 from api.params import MAX_LENGTH, Query
 from api.problems import not_found
 
-__all__ = ["CACHE_CONTROL", "avatar"]
+__all__ = ["CACHE_CONTROL", "OPERATION", "avatar"]
 
 CACHE_CONTROL = "public, max-age=3600"
 HEADERS = {
@@ -66,6 +67,27 @@ def _tags(request: Request) -> list[str]:
     return out
 
 
+OPERATION = Operation(
+    "An avatar image",
+    "The image behind an `avatar_url` of `/v1/img/avatar/<id>` (what a `data:` avatar becomes in the "
+    "thread previews and the provider listings): the bytes and media type the `data:` URL carried. A user id "
+    "is looked up first, then a provider id. `X-Content-Type-Options: nosniff` and a sandboxing "
+    "`Content-Security-Policy` come with it.",
+    auth=None,
+    body={"description": "the image's bytes"},
+    media="image/*",
+    cache_control=CACHE_CONTROL,
+    errors={
+        404: "No image for the id: unknown, not a `data:` avatar, not `image/*`, undecodable, over 256 KiB, "
+             "or an id over 200 characters",
+        503: "PostgreSQL unreachable, or the read tables not migrated yet",
+    },
+    path_params={"avatar_id": "a user id or a provider id, percent-encoded (it may hold an encoded `/`)"},
+    etag=True,
+)
+
+
+@documented(OPERATION)
 async def avatar(request: Request, ctx: Context, timing: Timing) -> Response:
     owner: str = request.path_params["avatar_id"]
     if not owner or len(owner) > MAX_LENGTH or _CONTROL.search(owner):

@@ -21,6 +21,10 @@ PROJECTIONS = {"threads": ["threads.events", "payments.events"], "requests": ["r
 STREAM = mixed_stream(1, seed=71)
 STARTED = next(r for r in STREAM if r.value["type"] == "thread.started")
 THREAD, CLIENT = STARTED.key, STARTED.value["payload"]["client"]["id"]
+# a user whose avatar is a data: URL (the load streams keep one avatar per user): served as an image
+PICTURED = next(p["id"] for r in STREAM if r.value["type"] == "thread.started"
+                for p in (r.value["payload"]["client"], r.value["payload"]["provider"])
+                if (p["avatar_url"] or "").startswith("data:"))
 
 # (path template, concrete path, who, params, status); who: None, "user", "technician", "admin"
 CASES: list[tuple[str, str, str | None, dict[str, str], int]] = [
@@ -65,6 +69,9 @@ CASES: list[tuple[str, str, str | None, dict[str, str], int]] = [
      {"business_unit_id": "1.5"}, 400),
     ("/v1/requests/technician-views/counts", "/v1/requests/technician-views/counts", "user", {}, 403),
     ("/v1/requests/technician-views/counts", "/v1/requests/technician-views/counts", None, {}, 401),
+    ("/v1/img/avatar/{avatar_id}", f"/v1/img/avatar/{PICTURED}", None, {}, 200),
+    ("/v1/img/avatar/{avatar_id}", "/v1/img/avatar/u-nobody", None, {}, 404),
+    ("/v1/img/avatar/{avatar_id}", f"/v1/img/avatar/{PICTURED}", None, {"v": "2"}, 400),
 ]
 CONDITIONAL = sorted({(t, p, w) for t, p, w, q, s in CASES if s == 200 and t not in
                       ("/healthz", "/readyz", "/metrics", "/v1/admin/projections")})
@@ -159,7 +166,7 @@ def test_documented_parameter_ranges_and_enums_are_what_the_api_enforces(loaded,
     checked = 0
     with httpx.Client(base_url=loaded.base_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
         for template, item in document["paths"].items():
-            path = template.replace("{thread_id}", THREAD)
+            path = template.replace("{thread_id}", THREAD).replace("{avatar_id}", PICTURED)
             for param in item["get"]["parameters"]:
                 if param["in"] != "query":
                     continue

@@ -69,7 +69,7 @@ def test_a_route_without_an_operation_is_an_error_not_a_gap() -> None:
 def test_security_marks_public_endpoints() -> None:
     paths = openapi_document(app_routes())["paths"]
     public = {p for p, item in paths.items() if item["get"].get("security") == []}
-    assert public == {"/healthz", "/readyz", "/metrics", "/v1/providers", "/openapi.json"}
+    assert public == {"/healthz", "/readyz", "/metrics", "/v1/providers", "/openapi.json", "/v1/img/avatar/{avatar_id}"}
     assert "401" in paths["/v1/threads/preview"]["get"]["responses"]
     assert "401" not in paths["/v1/providers"]["get"]["responses"]
     assert "403" in paths["/v1/requests/technician-views"]["get"]["responses"]
