@@ -2,9 +2,9 @@
 
 One stream over every topic — duplicates (the same ``event_id`` re-sent, a few with other
 content), reorders (topics interleaved at random; threads, requests and providers fully shuffled,
-their folds being order-independent; payments and workflows in per-key order) and every kind of
-``tests.poison.POISON`` on every topic, and the corpus of ``tests/integration/test_poison.py`` — is published chunk by chunk while projector *processes* (all four
-projections each) are
+their folds being order-independent; payments and workflows in per-key order), every kind of
+``tests.poison.POISON`` on every topic and the corpus of ``tests/integration/test_poison.py`` — is
+published chunk by chunk while projector *processes* (all four projections each) are
 
 - killed with ``kill -9`` at least ``KILLS`` times, preferably while the victim holds an open write
   transaction (a batch in flight), and restarted;
@@ -21,9 +21,11 @@ are compared with the pure folds (what the other tests compare). Zero rows may d
 table must hold exactly the good events' ids (none lost, none twice); every poison record must be a
 dead letter with its reason, and every unknown type counted once.
 
-A process joins, leaves or is killed only when every consumer group is stable with exactly the
-live processes as members (see ``_settled``), and the processes' consumer sessions last 3 s
-instead of 10 (see ``LAUNCH``): both only shorten the waits the broker imposes.
+Two concessions to the embedded broker, neither to the projector: a process joins, leaves or is
+killed only when every consumer group is stable with exactly the live processes as members (see
+``_settled``: tansu never expires a member that dies in the middle of a rebalance), and the
+processes' consumer sessions last 3 s instead of aiokafka's 10 (see ``LAUNCH``), so that a killed
+process's partitions move on within seconds.
 
 The run prints its figures (seed, events, kills, rebalances, rows compared, differences). A
 failure is reproduced with ``READSIDE_CHAOS_SEED=<the printed seed>``: the stream, the schedule and
