@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from typing import AsyncIterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -17,16 +17,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import events, ops, providers, queries, threads, workflows
+from api import events, openapi, ops, providers, queries, threads, workflows
 from api import requests as requests_api
+from api.access_log import access
 from api.auth import Authenticator
 from api.changes import Hub
 from api.cursors import CursorCodec
 from api.http import Context, Timing, endpoint
+from api.metrics import POOL_REFRESH, ApiMetrics
 from api.problems import Problem
 from api.ryw import Watcher
-from api.ryw import metrics as ryw_metrics
 from projector.http import serve
+from shared import logs
 from shared.cache import Cache
 from shared.db import open_pool
 from shared.kafka import BrokerHeads
@@ -36,39 +38,43 @@ __all__ = ["create_app"]
 
 
 class _Metrics:
-    """Request count and latency per route, in a registry owned by this app."""
+    """Request count and latency per route; with ``access_log``, one log line per request."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access_log: bool = False) -> None:
         self.app = app
-        self.requests = Counter("readside_http_requests", "HTTP requests", ["route", "status"], registry=registry)
-        self.latency = Histogram("readside_http_request_seconds", "HTTP request latency", ["route"], registry=registry)
+        self.requests = metrics.requests
+        self.latency = metrics.latency
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = [500]
+        cache: list[str | None] = [None]
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                if self.access_log:
+                    cache[0] = next((v.decode("latin-1") for k, v in message.get("headers", ()) if k.lower() == b"x-cache"), None)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.requests.labels(path, str(status[0])).inc()
-            self.latency.labels(path).observe(time.perf_counter() - started)
+            self.latency.labels(path).observe(elapsed)
+            if self.access_log:
+                access(scope, status[0], elapsed, cache[0])
 
 
 def create_app(settings: Settings) -> Starlette:
     settings.require_keys()  # never serve with a missing or public key
-    registry = CollectorRegistry()
-    renders = Counter("readside_renders", "List bodies rendered from PostgreSQL", ["projection"], registry=registry)
-    watched: list[Watcher] = []  # the lifespan's, for the metrics
-    ryw_metrics(registry, lambda: watched[0] if watched else None)
+    metrics = ApiMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,31 +86,33 @@ def create_app(settings: Settings) -> Starlette:
                 return await queries.thread_participants(conn, thread_ids)
 
         hub = Hub(settings.redis_url, participants) if settings.redis_url else None
+        metrics.pool = pool
         metrics_stop = asyncio.Event()
+        pool_reader = asyncio.create_task(_read_pool(metrics, metrics_stop), name="readside-pool-metrics")
         metrics_server = None
         if settings.metrics_port:
             metrics_server = asyncio.create_task(
-                serve(ops.metrics_app(registry), ops.bind_metrics(settings), metrics_stop), name="readside-metrics"
+                serve(ops.metrics_app(metrics), ops.bind_metrics(settings), metrics_stop), name="readside-metrics"
             )
         etag_key = hashlib.sha256(("etag:" + settings.cursor_secret).encode()).digest()
         app.state.ctx = Context(
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
-            renders=renders, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
+            renders=metrics.renders, metrics=metrics, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
         )
-        app.state.ctx.ryw = Watcher(pool, BrokerHeads(settings.kafka_bootstrap, timeout=2.0), settings.ryw_max_waiters)
-        watched[:] = [app.state.ctx.ryw]
+        app.state.ctx.ryw = Watcher(pool, BrokerHeads(settings.kafka_bootstrap, timeout=2.0), settings.ryw_max_waiters,
+                                    metrics=metrics)
         try:
             yield
         finally:
             await app.state.ctx.ryw.close()
-            if metrics_server is not None:
-                metrics_stop.set()
-                await asyncio.gather(metrics_server, return_exceptions=True)
+            metrics_stop.set()
+            await asyncio.gather(pool_reader, *([metrics_server] if metrics_server else []), return_exceptions=True)
             if hub is not None:
                 await hub.close()
             if cache is not None:
                 await cache.close()
             await pool.close()
+            metrics.close()
 
     def ctx(request: Request) -> Context:
         return request.app.state.ctx
@@ -125,7 +133,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             route("/healthz", ops.healthz),
             route("/readyz", ops.readyz),
-            *([] if settings.metrics_port else [route("/metrics", ops.metrics_endpoint(registry))]),
+            *([] if settings.metrics_port else [route("/metrics", ops.metrics_endpoint(metrics))]),
             route("/v1/admin/projections", ops.admin_projections),
             route("/v1/events", events.stream),
             route("/v1/threads/preview", threads.preview),
@@ -136,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/v1/templates", workflows.templates),
             route("/v1/requests/technician-views/counts", requests_api.technician_counts),
             route("/v1/requests/technician-views", requests_api.technician_views),
+            route("/openapi.json", openapi.serve_openapi),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
@@ -154,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
             expose_headers=list(EXPOSED_HEADERS),
             max_age=600,
         )
-    app.add_middleware(_Metrics, registry=registry)
+    app.add_middleware(_Metrics, metrics=metrics, access_log=settings.access_log)
     return app
 
 
@@ -162,6 +171,16 @@ def create_app(settings: Settings) -> Starlette:
 EXPOSED_HEADERS = ("ETag", "Server-Timing", "X-Cache", "X-Readside-Lag", "X-Readside-Consistency", "X-Readside-Dead-Letters")
 
 
+async def _read_pool(metrics: ApiMetrics, stop: asyncio.Event) -> None:
+    """The pool's statistics into the metrics every ``POOL_REFRESH`` seconds (other workers' scrapes see them)."""
+    while not stop.is_set():
+        metrics.read_pool()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), POOL_REFRESH)
+
+
 def app_from_env() -> Starlette:
-    """Factory for ASGI servers (``uvicorn --factory api.app:app_from_env``)."""
+    """Factory for ASGI servers (``uvicorn --factory api.app:app_from_env``). Configures logging
+    from the environment too: a worker of ``readside api --workers N`` is a process of its own."""
+    logs.configure(os.environ)
     return create_app(Settings.from_env())

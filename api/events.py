@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import LEEWAY_SECONDS
 from api.changes import ChangesUnavailable, Hub, Listener
 from api.http import Context, Timing
+from api.openapi import Operation, documented
 from api.params import Query
 from api.problems import unavailable
 from shared.jsonbytes import dumps
@@ -39,6 +41,11 @@ __all__ = ["HEARTBEAT", "EventStream", "stream"]
 HEARTBEAT = 15.0
 
 
+@documented(Operation(
+    "Live updates (server-sent events)", "`event: ready` once subscribed, then `event: changed` with "
+    '`data: {"scope": "<scope>"}`; a `: heartbeat` comment every 15 s. Ends when the token expires.',
+    body={"type": "string", "description": "text/event-stream"}, media="text/event-stream",
+    cache_control="no-store", errors={503: "No Redis configured, or Redis does not answer"}))
 async def stream(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     Query(request, frozenset())
@@ -49,7 +56,8 @@ async def stream(request: Request, ctx: Context, timing: Timing) -> Response:
     except ChangesUnavailable:
         raise unavailable("live updates are unavailable (Redis does not answer); retry shortly") from None
     deadline = viewer.expires_at + LEEWAY_SECONDS if viewer.expires_at is not None else None
-    return EventStream(ctx.changes, listener, deadline)
+    clients = ctx.metrics.sse_clients if ctx.metrics is not None else None
+    return EventStream(ctx.changes, listener, deadline, clients)
 
 
 class EventStream(Response):
@@ -58,14 +66,17 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, hub: Hub, listener: Listener, deadline: float | None) -> None:
+    def __init__(self, hub: Hub, listener: Listener, deadline: float | None, clients: Any = None) -> None:
         self.status_code = 200
         self.background = None
         self.hub, self.listener, self.deadline = hub, listener, deadline
+        self.clients = clients  # the ``readside_sse_clients`` gauge: one while this stream is open
         self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.create_task(self._watch(receive))
+        if self.clients is not None:
+            self.clients.inc()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._body(send, b"retry: 3000\nevent: ready\ndata: {}\n\n")
@@ -92,6 +103,8 @@ class EventStream(Response):
         finally:
             watcher.cancel()
             self.hub.leave(self.listener)
+            if self.clients is not None:
+                self.clients.dec()
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -40,6 +40,7 @@ class Context:
     etag_key: bytes = b""
     lag: dict[str, tuple[float, str]] = field(default_factory=dict)
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
+    metrics: Any = None  # api.metrics.ApiMetrics: cache hits and misses, SSE clients...
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
     changes: Any = None  # api.changes.Hub when Redis is configured (GET /v1/events)
     ryw: Any = None  # api.ryw.Watcher: the process's shared X-Readside-After waits
@@ -88,6 +89,7 @@ def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Call
         response.headers["Server-Timing"] = timing.header()
         return response
 
+    run.operation = getattr(handler, "operation", None)  # type: ignore[attr-defined]  # api/openapi.py
     return run
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 
 from api.problems import bad_param
 
-__all__ = ["MAX_LENGTH", "MAX_LENGTHS", "Query"]
+__all__ = ["MAX_LENGTH", "MAX_LENGTHS", "Choice", "Integer", "Param", "Query", "Text", "names"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits, one optional sign, at most int8's width
 
@@ -66,3 +68,60 @@ class Query:
     def canonical(self, exclude: tuple[str, ...] = ("cursor",)) -> str:
         """The parameters in a stable form, for binding cursors and ETags to them."""
         return "&".join(f"{k}={v}" for k, v in sorted(self.values.items()) if k not in exclude and v != "")
+
+
+# -- declared parameters: what an endpoint reads, and what its OpenAPI document says -----------
+
+@dataclass(frozen=True)
+class Param:
+    """One query parameter an endpoint accepts; its bounds live here only (the handler reads
+    through it, ``api/openapi.py`` documents it)."""
+
+    name: str
+    description: str
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "maxLength": MAX_LENGTHS.get(self.name, MAX_LENGTH)}
+
+
+@dataclass(frozen=True)
+class Integer(Param):
+    default: int | None  # None: absent means "not given" (read returns None)
+    low: int
+    high: int
+
+    def read(self, q: Query) -> int | None:
+        if self.default is None and q.text(self.name) is None:
+            return None
+        return q.integer(self.name, self.default or 0, self.low, self.high)
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "integer", "minimum": self.low, "maximum": self.high}
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class Choice(Param):
+    choices: tuple[str, ...]
+    default: str | None = None
+
+    def read(self, q: Query) -> str | None:
+        return q.choice(self.name, self.choices, self.default)
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "enum": list(self.choices)}
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class Text(Param):
+    def read(self, q: Query) -> str | None:
+        return q.text(self.name)
+
+
+def names(params: tuple[Param, ...]) -> frozenset[str]:
+    return frozenset(p.name for p in params)

@@ -20,7 +20,8 @@ from starlette.responses import Response
 from api import provider_queries as queries
 from api.cursors import position_decimal, position_id, position_int
 from api.http import PUBLIC, Context, Timing
-from api.params import Query
+from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, nullable, obj
+from api.params import Choice, Integer, Query, Text, names
 from api.problems import bad_param
 from api.serving import Spec, serve
 from projector.projections.providers import FIELDS, normalize_category
@@ -30,6 +31,27 @@ from shared.jsonbytes import dumps, loads
 __all__ = ["list_providers", "parse_fields"]
 
 SORTS = ("most_booked", "top_rated", "newest")
+PARAMS = (
+    Text("category", "normalized as profiles are (trimmed, lower case, runs of spaces or hyphens become one `_`); "
+                     "absent: all categories"),
+    Choice("sort", "`most_booked` (book_count desc), `top_rated` (mean rating desc), `newest` (created_at desc); "
+                   "ties by id", SORTS, "most_booked"),
+    Integer("limit", "items per page", 12, 1, 50),
+    Text("cursor", "the `next_cursor` of the previous page (same other parameters)"),
+    Text("fields", f"comma list of: {', '.join(FIELDS)} (`id` always; empty: all)"),
+)
+_FIELD_SCHEMAS = {
+    "id": STRING, "business_name": nullable(STRING), "avatar_url": nullable(STRING), "category": STRING,
+    "location": nullable(STRING), "hourly_rate_cents": nullable(INTEGER), "price_visible": BOOLEAN,
+    "custom_subtitle": nullable(STRING), "rating_avg": nullable({"type": "number"}), "rating_count": INTEGER,
+    "book_count": INTEGER, "created_at": TIME, "updated_at": TIME,
+}
+BODY = obj({
+    "items": array(obj({f: _FIELD_SCHEMAS[f] for f in FIELDS}, optional=tuple(f for f in FIELDS if f != "id"),
+                       open_=False)),
+    "next_cursor": CURSOR,
+    "total": INTEGER,
+})
 
 
 def parse_fields(raw: str | None) -> tuple[str, ...] | None:
@@ -58,14 +80,13 @@ def _encode_keys(keys: tuple[Any, ...]) -> list[Any]:
     return [str(k) if isinstance(k, Decimal) else k for k in keys]
 
 
+@documented(Operation("Active providers of one category (public)", params=PARAMS, auth=None, body=BODY,
+                       listing=True, cache_control="public, max-age=30"))
 async def list_providers(request: Request, ctx: Context, timing: Timing) -> Response:
-    q = Query(request, frozenset({"category", "sort", "limit", "cursor", "fields"}))
-    raw_category = q.text("category")
+    q = Query(request, names(PARAMS))
+    raw_category, sort, limit, cursor, raw_fields = (p.read(q) for p in PARAMS)  # type: ignore[attr-defined]
     category = normalize_category(raw_category) if raw_category is not None else None
-    sort: str = q.choice("sort", SORTS, "most_booked")  # type: ignore[assignment]
-    limit = q.integer("limit", 12, 1, 50)
-    fields = parse_fields(q.text("fields"))
-    cursor = q.text("cursor")
+    fields = parse_fields(raw_fields)
     key = listing_key(category)
     bound = "\x1f".join(
         ("providers", "all" if category is None else "c:" + category, sort, str(limit), ",".join(fields or ("*",)))

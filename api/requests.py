@@ -22,10 +22,12 @@ from starlette.responses import Response
 
 from api import request_queries as queries
 from api.http import PRIVATE, Context, Timing
-from api.params import Query
+from api.openapi import BOOLEAN, INTEGER, STRING, TIME, Operation, array, counts, documented, enum, nullable, obj
+from api.params import Choice, Integer, Query, names
 from api.serving import Spec, serve
 from projector.projections.requests import TICKET_TYPES, VIEWS
 from projector.projections.requests_store import version_key
+from schemas.requests import Priority, Role, Status
 from shared.jsonbytes import dumps
 
 __all__ = ["technician_counts", "technician_views"]
@@ -34,10 +36,29 @@ MAX_PAGE = 2**31 - 1
 INT8 = (-(2**63), 2**63 - 1)
 
 
+VIEW = Choice("view", "which view", VIEWS, "unassigned")
+UNIT = Integer("business_unit_id", "only this business unit (absent: all)", None, *INT8)
+VIEWS_PARAMS = (VIEW, UNIT, Choice("ticket_type", "parents, subtasks or both", TICKET_TYPES, "all"),
+                Integer("page", "page number (past the end: empty, with the right total)", 1, 1, MAX_PAGE),
+                Integer("per_page", "items per page", 20, 1, 100))
+COUNTS_PARAMS = (VIEW, UNIT)
+_COUNTS = {"counts": counts(VIEWS), "filter_counts": counts(TICKET_TYPES)}
+VIEWS_BODY = obj({
+    "data": array(obj({
+        "id": STRING, "title": STRING, "status": enum(Status), "priority": enum(Priority),
+        "business_unit_id": INTEGER, "requester_id": STRING, "assignee_ids": array(STRING),
+        "parent_id": nullable(STRING), "is_subtask": BOOLEAN, "created_at": TIME, "updated_at": TIME,
+        "solved_at": nullable(TIME),
+        "last_message": nullable(obj({"content": STRING, "sender_role": enum(Role), "created_at": TIME})),
+        "requester_unread": BOOLEAN, "technician_unread": BOOLEAN,
+    })),
+    **_COUNTS, "total": INTEGER, "page": INTEGER, "per_page": INTEGER,
+})
+COUNTS_BODY = obj(_COUNTS, open_=False)
+
+
 def _business_unit(q: Query) -> int | None:
-    if q.text("business_unit_id") is None:
-        return None
-    return q.integer("business_unit_id", 0, *INT8)
+    return UNIT.read(q)
 
 
 def _counts(counts: queries.Counts, view: str) -> dict[str, dict[str, int]]:
@@ -51,15 +72,15 @@ def _clock(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M")
 
 
+@documented(Operation("The support desk's request views", "Order: `updated_at` then `id`, descending.",
+                       VIEWS_PARAMS, auth="technician", body=VIEWS_BODY, listing=True))
 async def technician_views(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     viewer.require("technician")
-    q = Query(request, frozenset({"view", "business_unit_id", "ticket_type", "page", "per_page"}))
-    view = q.choice("view", VIEWS, "unassigned")
+    q = Query(request, names(VIEWS_PARAMS))
+    view = VIEW.read(q)
     business_unit = _business_unit(q)
-    ticket_type = q.choice("ticket_type", TICKET_TYPES, "all")
-    page = q.integer("page", 1, 1, MAX_PAGE)
-    per_page = q.integer("per_page", 20, 1, 100)
+    ticket_type, page, per_page = (p.read(q) for p in VIEWS_PARAMS[2:])
     now = datetime.now(UTC)
     scope = "\x1f".join(
         ("technician-views", viewer.sub, view, str(business_unit), str(ticket_type), str(page), str(per_page), _clock(now))
@@ -81,11 +102,13 @@ async def technician_views(request: Request, ctx: Context, timing: Timing) -> Re
     )
 
 
+@documented(Operation("Counts of every view", params=COUNTS_PARAMS, auth="technician", body=COUNTS_BODY,
+                       listing=True))
 async def technician_counts(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     viewer.require("technician")
-    q = Query(request, frozenset({"view", "business_unit_id"}))
-    view = q.choice("view", VIEWS, "unassigned")
+    q = Query(request, names(COUNTS_PARAMS))
+    view = VIEW.read(q)
     business_unit = _business_unit(q)
     now = datetime.now(UTC)
     scope = "\x1f".join(("technician-counts", viewer.sub, view, str(business_unit), _clock(now)))

@@ -59,8 +59,9 @@ class _Waiter:
 
 class Watcher:
     def __init__(self, pool: AsyncConnectionPool, heads: BrokerHeads | None, max_waiters: int,
-                 poll: float = POLL) -> None:
+                 poll: float = POLL, metrics: Any = None) -> None:
         self.pool = pool
+        self.metrics = metrics  # api.metrics.ApiMetrics: ``readside_ryw_waiting`` and ``readside_ryw_checks_total``
         self.heads = heads
         self.max_waiters = max_waiters
         self.poll = poll
@@ -81,6 +82,8 @@ class Watcher:
             return False
         waiter = _Waiter(projection, positions)
         self._waiters.add(waiter)
+        if self.metrics is not None:
+            self.metrics.ryw_waiting.inc()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="readside-ryw")
         try:
@@ -90,6 +93,8 @@ class Watcher:
             return False
         finally:
             self._waiters.discard(waiter)
+            if self.metrics is not None:
+                self.metrics.ryw_waiting.dec()
 
     async def close(self) -> None:
         for task in (self._task, self._reading):
@@ -113,6 +118,8 @@ class Watcher:
         if not keys:
             return
         self.checks += 1
+        if self.metrics is not None:
+            self.metrics.ryw_checks.inc()
         async with self.pool.connection() as conn:
             cur = await conn.execute(_CHECK_SQL, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
             rows = await cur.fetchall()
@@ -154,20 +161,3 @@ class Watcher:
             head = heads.get(key)
             self._broker_heads[key] = (0 if head is None else head.high_watermark, started)
 
-
-def metrics(registry: Any, watcher_of: Any) -> None:
-    """``readside_ryw_waiting`` and ``readside_ryw_checks_total`` in ``registry``, read at scrape."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-    from prometheus_client.registry import Collector
-
-    class _Collector(Collector):
-        def collect(self):  # noqa: ANN202
-            watcher = watcher_of()
-            waiting = GaugeMetricFamily("readside_ryw_waiting", "Requests waiting on X-Readside-After")
-            checks = CounterMetricFamily("readside_ryw_checks", "Checkpoint reads of the shared read-your-writes poll")
-            waiting.add_metric([], watcher.waiting if watcher else 0)
-            checks.add_metric([], watcher.checks if watcher else 0)
-            yield waiting
-            yield checks
-
-    registry.register(_Collector())

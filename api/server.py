@@ -19,6 +19,11 @@ Why httptools and not h11 (which bounds heads by itself): on this machine h11 se
 the requests per second of httptools on a trivial endpoint, and the bounds above are a few lines
 on httptools' callbacks. The protocol reads its limits from the environment (``READSIDE_*``), so
 workers started by ``--workers N`` get the same ones.
+
+With ``--workers N`` the workers share a fresh metrics directory (``PROMETHEUS_MULTIPROC_DIR``,
+made before they start and removed when the server stops): every scrape holds all workers'
+metrics (api/metrics.py). uvicorn's own log lines go through our logging setup (each worker
+configures it from ``READSIDE_LOG_*``), so ``READSIDE_LOG_FORMAT=json`` covers them too.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.metrics import shared_directory
 from shared.jsonbytes import dumps
 from shared.settings import Settings
 
@@ -155,17 +161,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 def run(host: str, port: int, workers: int) -> None:
     """Serve ``api.app:app_from_env`` with the bounds above (``readside api``)."""
     settings = _settings()
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        http=PROTOCOL,
-        h11_max_incomplete_event_size=settings.http_max_header_bytes,  # if ever run on h11
-        timeout_keep_alive=settings.http_keepalive,
-        limit_concurrency=settings.http_max_concurrency,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,  # open /v1/events streams never finish by themselves
-    )
+    with shared_directory(workers):
+        uvicorn.run(
+            "api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=PROTOCOL,
+            h11_max_incomplete_event_size=settings.http_max_header_bytes,  # if ever run on h11
+            timeout_keep_alive=settings.http_keepalive,
+            limit_concurrency=settings.http_max_concurrency,
+            log_config=None,  # our handlers (shared/logs.py), not uvicorn's
+            log_level="warning",
+            access_log=False,  # ours is READSIDE_ACCESS_LOG (api/access_log.py)
+            timeout_graceful_shutdown=5,  # open /v1/events streams never finish by themselves
+        )

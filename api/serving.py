@@ -92,6 +92,13 @@ def _headers(spec: Spec, tag: str) -> dict[str, str]:
 
 
 async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
+    response = await _serve(request, ctx, timing, spec)
+    if ctx.metrics is not None:  # readside_cache_hits_total / _misses_total: what X-Cache says
+        ctx.metrics.cache_result(spec.projection, response.headers.get("x-cache"))
+    return response
+
+
+async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
     positions = _positions(request, _projection_topics(ctx.settings.topic_prefix, spec.projection))
     if positions:

@@ -7,22 +7,58 @@ from starlette.responses import Response
 
 from api import queries
 from api.http import PRIVATE, Context, Timing, parse_position
-from api.params import MAX_LENGTH, Query
+from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
+from api.params import MAX_LENGTH, Choice, Integer, Query, Text, names
 from api.problems import not_found
 from api.serving import Spec, serve
+from schemas.threads import AttachmentKind, MessageType, SenderType
 from shared.jsonbytes import dumps, rfc3339
 
 __all__ = ["messages", "preview", "summary"]
 
 ROLES = ("client", "provider")
+ROLE = Choice("role", "only threads where the viewer has this side (absent: both)", ROLES)
+CURSOR_PARAM = Text("cursor", "the `next_cursor` of the previous page (same other parameters and token)")
+PREVIEW_PARAMS = (ROLE, Integer("limit", "items per page", 20, 1, 100), CURSOR_PARAM)
+MESSAGES_PARAMS = (Integer("limit", "messages per page", 50, 1, 200), CURSOR_PARAM)
+
+SENDER = enum(SenderType)
+PREVIEW_BODY = obj({
+    "items": array(obj({
+        "thread_id": STRING,
+        "counterparty": obj({"name": STRING, "avatar_url": nullable(STRING)}),
+        "last_message_preview": nullable(STRING),
+        "last_actor": nullable(SENDER),
+        "last_ts": TIME,
+        "unread_count": INTEGER,
+        "state": STRING,
+        "meta": obj({"service_type": STRING, "paid": BOOLEAN, "message_count": INTEGER}),
+        "pinned": BOOLEAN,
+        "preview_key": nullable(STRING),
+        "preview_args": nullable({"type": "object"}),
+    })),
+    "next_cursor": CURSOR,
+})
+SUMMARY_BODY = obj({"unread_total": INTEGER, "thread_count": INTEGER}, open_=False)
+MESSAGES_BODY = obj({
+    "messages": array(obj({
+        "message_id": STRING, "sender_id": nullable(STRING), "sender_type": SENDER,
+        "message_type": enum(MessageType), "content": STRING,
+        "system_key": nullable(STRING), "system_args": nullable({"type": "object"}),
+        "attachment": nullable(obj({"kind": enum(AttachmentKind), "url": STRING})),
+        "created_at": TIME,
+    })),
+    "has_more": BOOLEAN,
+    "next_cursor": CURSOR,
+})
 
 
+@documented(Operation("The viewer's inbox", "Order: `last_ts` then `thread_id`, descending.",
+                       PREVIEW_PARAMS, body=PREVIEW_BODY, listing=True))
 async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
-    q = Query(request, frozenset({"role", "limit", "cursor"}))
-    role = q.choice("role", ROLES)
-    limit = q.integer("limit", 20, 1, 100)
-    cursor = q.text("cursor")
+    q = Query(request, names(PREVIEW_PARAMS))
+    role, limit, cursor = (p.read(q) for p in PREVIEW_PARAMS)
     bound = f"preview\x1f{viewer.sub}\x1f{role}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
@@ -42,10 +78,12 @@ async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
     )
 
 
+@documented(Operation("The viewer's unread total and thread count", params=(ROLE,), body=SUMMARY_BODY,
+                       listing=True))
 async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
-    q = Query(request, frozenset({"role"}))
-    role = q.choice("role", ROLES)
+    q = Query(request, names((ROLE,)))
+    role = ROLE.read(q)
 
     async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
         version, per_role = await queries.summary(conn, viewer.sub)
@@ -59,14 +97,17 @@ async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
     )
 
 
+@documented(Operation(
+    "One thread's messages visible to the viewer", "Newest first. A thread the viewer is not part of is a 404, "
+    "exactly as one that does not exist.", MESSAGES_PARAMS, body=MESSAGES_BODY, listing=True,
+    errors={404: "No such thread for this viewer"}, path_params={"thread_id": "the thread's id"}))
 async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     thread_id = request.path_params["thread_id"]
     if "\x00" in thread_id or len(thread_id) > MAX_LENGTH:
         raise not_found(f"no thread {thread_id!r} for this viewer")
-    q = Query(request, frozenset({"limit", "cursor"}))
-    limit = q.integer("limit", 50, 1, 200)
-    cursor = q.text("cursor")
+    q = Query(request, names(MESSAGES_PARAMS))
+    limit, cursor = (p.read(q) for p in MESSAGES_PARAMS)
     bound = f"messages\x1f{viewer.sub}\x1f{thread_id}\x1f{limit}"
     before = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 

@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from api import workflow_queries as queries
 from api.http import PRIVATE, Context, Timing, parse_position
-from api.params import Query
+from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, nullable, obj
+from api.params import Integer, Query, Text, names
 from api.serving import Spec, serve
 from projector.projections.workflows_store import TEMPLATES_KEY, owner_key
 from shared.jsonbytes import dumps, rfc3339
@@ -21,11 +22,24 @@ from shared.jsonbytes import dumps, rfc3339
 __all__ = ["my_workflows", "templates"]
 
 
+PARAMS = (Integer("limit", "items per page", 20, 1, 100),
+          Text("cursor", "the `next_cursor` of the previous page (same other parameters and token)"))
+BODY = obj({
+    "items": array(obj({
+        "id": STRING, "name": STRING, "latest_version": nullable(INTEGER), "node_count": INTEGER,
+        "edge_count": INTEGER, "is_template": BOOLEAN, "created_at": TIME, "updated_at": TIME,
+    })),
+    "next_cursor": CURSOR,
+})
+
+
+@documented(Operation("The viewer's workflows (templates included)", params=PARAMS, body=BODY, listing=True))
 async def my_workflows(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     return await _page(request, ctx, timing, "workflows", viewer.sub, owner_key(viewer.sub), viewer.sub)
 
 
+@documented(Operation("Every template, any owner", params=PARAMS, body=BODY, listing=True))
 async def templates(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     return await _page(request, ctx, timing, "templates", viewer.sub, TEMPLATES_KEY, None)
@@ -34,9 +48,8 @@ async def templates(request: Request, ctx: Context, timing: Timing) -> Response:
 async def _page(
     request: Request, ctx: Context, timing: Timing, name: str, viewer: str, key: str, owner_id: str | None
 ) -> Response:
-    q = Query(request, frozenset({"limit", "cursor"}))
-    limit = q.integer("limit", 20, 1, 100)
-    cursor = q.text("cursor")
+    q = Query(request, names(PARAMS))
+    limit, cursor = (p.read(q) for p in PARAMS)
     bound = f"{name}\x1f{viewer}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 

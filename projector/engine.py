@@ -34,6 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from projector.projection import Projection
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 OnCommit = Callable[[str, set[str]], Awaitable[None]]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
+BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 # Retried with backoff in the main loop. Any psycopg error is: one the records caused is isolated
 # inside the batch (``_apply_isolating``), so one arriving here is not a record's to pay for.
 RETRYABLE = (psycopg.Error, KafkaError, OSError, asyncio.TimeoutError, FencedError)
@@ -108,6 +110,11 @@ class ProjectionRunner:
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
         self.events = 0
+        # Per committed batch, from its processing's start to its offsets committed in Kafka
+        # (projector/http.py serves them as readside_projector_batch_seconds / _batch_events).
+        self.batch_seconds = Histogram("readside_projector_batch_seconds", "Batch latency", registry=None)
+        self.batch_events = Histogram("readside_projector_batch_events", "Records per batch", registry=None,
+                                      buckets=BATCH_EVENTS_BUCKETS)
 
     # -- partition bookkeeping -------------------------------------------------------------
     def forget(self, tp: TopicPartition) -> None:
@@ -171,6 +178,7 @@ class ProjectionRunner:
                     epochs = dict(self.epochs)
                     batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
                     committed = None
+                    started = time.perf_counter()
                     async with self.lock:
                         stale = [tp for tp in batch if self.epochs.get(tp) != epochs.get(tp)]
                         for tp in stale:
@@ -184,6 +192,8 @@ class ProjectionRunner:
                         # Outside the lock: Kafka's commit waits for a rebalance to finish, and the
                         # rebalance waits for the lock (on_partitions_revoked).
                         await self._after_commit(*committed)
+                        self.batch_seconds.observe(time.perf_counter() - started)
+                        self.batch_events.observe(sum(end - start for start, end in committed[0].values()))
                     if time.monotonic() - last_cleanup > 600:
                         await self._cleanup_dedupe()
                         last_cleanup = time.monotonic()

@@ -8,7 +8,9 @@
   ``readside_projection_lag_events``, ``readside_projection_lag_seconds``,
   ``readside_partition_lag_events{projection,topic,partition}``,
   ``readside_projection_dead_letters``, and ``readside_projector_events_total`` /
-  ``readside_projector_batches_total`` counted by this process.
+  ``readside_projector_batches_total`` counted by this process, with the histograms
+  ``readside_projector_batch_seconds{projection}`` (a batch from its processing's start to its
+  offsets committed) and ``readside_projector_batch_events{projection}`` (records per batch).
 
 A :class:`Monitor` refreshes the status (``projector.status.collect``: PostgreSQL plus the
 broker's heads) every ``min(5, READSIDE_STALL_AFTER / 4)`` seconds; the endpoints serve its last
@@ -26,7 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -47,12 +49,13 @@ log = logging.getLogger(__name__)
 
 
 class _RunnerCounts(Collector):
-    """Events and batches this process committed, read from the runners at scrape time."""
+    """Events and batches this process committed, and its batch histograms, read from the
+    runners at scrape time."""
 
     def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
         self.runners = runners
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily("readside_projector_events", "Records committed by this process", labels=["projection"])
         batches = CounterMetricFamily("readside_projector_batches", "Batches committed by this process", labels=["projection"])
         for runner in self.runners:
@@ -60,6 +63,16 @@ class _RunnerCounts(Collector):
             batches.add_metric([runner.projection.name], runner.batches)
         yield events
         yield batches
+        for attribute in ("batch_seconds", "batch_events"):
+            merged: Metric | None = None
+            for runner in self.runners:
+                for family in getattr(runner, attribute).collect():
+                    if merged is None:
+                        merged = Metric(family.name, family.documentation, family.type)
+                    for sample in family.samples:
+                        merged.add_sample(sample.name, {"projection": runner.projection.name, **sample.labels}, sample.value)
+            if merged is not None:
+                yield merged
 
 
 class Monitor:

@@ -28,20 +28,29 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-__all__ = ["ID_MAX", "ID_PATTERN", "Id", "Payload", "Timestamp", "id_problem", "parse_rfc3339", "rfc3339_problem"]
+__all__ = ["ID_MAX", "ID_PATTERN", "RFC3339_PATTERN", "Id", "Payload", "Timestamp", "id_problem", "parse_rfc3339", "rfc3339_problem"]
 
 ID_MAX = 200
 """The most characters an id may have (CONTRACT §3 "Bounds")."""
 
-ID_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+# JSON Schema patterns end with ``(?![\s\S])`` ("nothing follows"), not ``$``: Python's ``$`` (used
+# by Python's JSON Schema validators) also matches before a final newline, ECMA-262's does not.
+ID_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*(?![\s\S])"
 """No control character (C0, DEL, C1); the same text is a Python, Rust and ECMA-262 regex."""
+
+RFC3339_PATTERN = (
+    r"^(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])(?![\s\S])"
+)
+"""RFC 3339 ``date-time`` with an offset, as the decoder reads it (Python and ECMA-262 alike): "T"
+and "Z" in either case, any number of fractional digits, no leap second (``:60``). What a pattern
+leaves to :func:`parse_rfc3339`: the length of each month (``02-30``) and years 1..9999 once
+converted to UTC."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-# RFC 3339 `date-time`: "T" and "Z" may be lower case; any number of fractional digits.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(RFC3339_PATTERN)
 
 
 def _parse(text: str) -> datetime | str:
@@ -124,7 +133,12 @@ def _bounded_id(value: str) -> str:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_from_string), AfterValidator(_to_utc)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_from_string),
+    AfterValidator(_to_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
 """An RFC 3339 time string (or an aware ``datetime``), validated to an aware UTC ``datetime``."""
 
 Id = Annotated[

@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from schemas._base import ID_MAX, ID_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
+from schemas._base import ID_MAX, ID_PATTERN, RFC3339_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
 from schemas.registry import (
     PAYLOAD_TYPES,
     SUPPORTED_SCHEMA_VERSION,
@@ -222,33 +222,53 @@ def _decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unkno
     return Event(event_id, event_type, occurred_at, typed)
 
 
-def envelope_json_schema() -> dict[str, Any]:
+NOT_IN_JSON_SCHEMA: dict[str, str] = {
+    "record-key": "the record key equals the payload's aggregate id (the key is not in the value)",
+    "unknown-type": "a type this version does not know is skipped and counted, not dead-lettered; "
+    "the schema, which lists the known types, rejects it",
+    "calendar": "a day that does not exist in its month (2026-02-30, 2027-02-29)",
+    "utc-range": "a time within years 0001..9999 once converted to UTC "
+    "(0001-01-01T00:00:00+01:00 is before year 1)",
+    "integral-float": "an integer written with a fraction (5.0): the same number as 5 to JSON Schema, "
+    "not an integer to the decoder",
+    "not-json": "a value that is not JSON (or no value: a tombstone) has nothing to validate",
+}
+"""What :func:`decode` checks that the exported JSON Schema cannot say, by name. Everything else —
+shapes, closed value sets, bounds of ids, the RFC 3339 form of times, the topic's types (with
+``topic``), ``sender_id`` null only for system messages — both check alike."""
+
+
+def envelope_json_schema(topic: str | None = None) -> dict[str, Any]:
     """One JSON Schema (2020-12) document for every record value: a ``oneOf`` of one envelope
     per event type, told apart by the ``const`` of ``type``, with the payloads in ``$defs``.
+    With ``topic`` (a base topic name), only the types that topic carries.
 
-    The schema states shapes and the bounds of ids (``minLength``, ``maxLength``, ``pattern``);
-    :func:`decode` additionally checks the topic, the record key, that every time falls within
-    years 1..9999 once converted to UTC and, for ``message.created``, that ``sender_id`` is null
-    only for system messages.
+    The schema states shapes, the bounds of ids (``minLength``, ``maxLength``, ``pattern``), the
+    form of times (``pattern``) and the cross-field rules (``message.created``: ``sender_id`` is
+    null only for system messages, as ``if``/``then``); :func:`decode` additionally checks what
+    :data:`NOT_IN_JSON_SCHEMA` lists.
     """
-    models = list(dict.fromkeys(PAYLOAD_TYPES.values()))
+    if topic is not None and topic not in TOPICS:
+        raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
+    types = [t for t in PAYLOAD_TYPES if topic is None or t in TOPICS[topic][1]]
+    models = list(dict.fromkeys(PAYLOAD_TYPES[t] for t in types))
     refs, top = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/$defs/{model}"
     )
     variants = []
-    for event_type, model in PAYLOAD_TYPES.items():
-        topic = topic_of(event_type)
+    for event_type in types:
+        model = PAYLOAD_TYPES[event_type]
         variants.append(
             {
                 "title": f"{event_type} envelope",
-                "description": f"Topic `{topic}`; the record key is the payload's "
-                f"`{TOPICS[topic][0]}`.",
+                "description": f"Topic `{topic_of(event_type)}`; the record key is the payload's "
+                f"`{TOPICS[topic_of(event_type)][0]}`.",
                 "type": "object",
                 "properties": {
                     "event_id": {"type": "string", "minLength": 1, "maxLength": ID_MAX, "pattern": ID_PATTERN},
                     "type": {"const": event_type},
                     "schema_version": {"type": "integer", "const": SUPPORTED_SCHEMA_VERSION},
-                    "occurred_at": {"type": "string", "format": "date-time"},
+                    "occurred_at": {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN},
                     "payload": refs[(model, "validation")],
                 },
                 "required": ["event_id", "type", "schema_version", "occurred_at", "payload"],
@@ -256,10 +276,11 @@ def envelope_json_schema() -> dict[str, Any]:
         )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Readside event envelope",
+        "title": "Readside event envelope" + (f" on {topic}" if topic else ""),
         "description": "A Kafka record value. Unknown fields are allowed and ignored, except "
         "in RequestChanges. Times are RFC 3339 with an offset, within years 0001..9999 once "
-        "converted to UTC. Ids are 1 to 200 characters without control characters.",
+        "converted to UTC. Ids are 1 to 200 characters without control characters. Not "
+        "expressed here, checked by the decoder: " + "; ".join(NOT_IN_JSON_SCHEMA.values()) + ".",
         "oneOf": variants,
         "$defs": top["$defs"],
     }

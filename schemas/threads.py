@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas._base import Id, Payload, Timestamp
@@ -69,7 +69,16 @@ class MessageCreated(Payload):
 
     ``system_args`` is any JSON object; for ``system_key`` ``event_reminder`` producers send
     ``{"days_before": int, "date": "YYYY-MM-DD"}``, which this model does not enforce.
+    ``sender_id`` is null only when ``sender_type`` is ``system``: the validator below, and the
+    same rule as ``if``/``then`` in the exported JSON Schema.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"sender_id": {"type": "null"}}, "required": ["sender_id"]},
+            "then": {"properties": {"sender_type": {"const": "system"}}},
+        }
+    )
 
     thread_id: Id
     message_id: Id

@@ -1,5 +1,5 @@
-"""``readside``: the one command line — demo, projector, api, migrate, load, schema, status, dlq,
-token, rebuild, rollback."""
+"""``readside``: the one command line — demo, projector, api, migrate, load, schema, openapi,
+asyncapi, status, dlq, token, rebuild, rollback."""
 
 from __future__ import annotations
 
@@ -99,6 +99,11 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import run
 
+    # The workers configure their logging from the environment (api.app.app_from_env).
+    if args.access_log:
+        os.environ["READSIDE_ACCESS_LOG"] = "1"
+    if args.verbose:
+        os.environ["READSIDE_LOG_LEVEL"] = "DEBUG"
     _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     _check_port_free(args.host, args.port)
     run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
@@ -125,17 +130,42 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    import orjson
-
     from schemas import envelope_json_schema
 
-    text = orjson.dumps(envelope_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    if args.out == "-":
+    return _write_json(envelope_json_schema(), args.out)
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    import secrets
+    from dataclasses import replace
+
+    from api.app import create_app
+    from api.openapi import openapi_document
+
+    # The document depends on the routes (is /metrics on the public port?) and the topic prefix,
+    # not on keys: an app made with throwaway ones (nothing connects until it serves).
+    settings = Settings.from_env()
+    app = create_app(replace(settings, jwt_algorithm="HS256", jwt_secret=secrets.token_hex(32),
+                             cursor_secret=secrets.token_hex(32)))
+    return _write_json(openapi_document(app.routes, prefix=settings.topic_prefix), args.out)
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from schemas.asyncapi import asyncapi_document
+
+    return _write_json(asyncapi_document(prefix=Settings.from_env().topic_prefix), args.out)
+
+
+def _write_json(document: object, out: str) -> int:
+    import orjson
+
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    if out == "-":
         sys.stdout.buffer.write(text + b"\n")
     else:
-        with open(args.out, "wb") as fh:
+        with open(out, "wb") as fh:
             fh.write(text + b"\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -361,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes (default 1; about one per core)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log one line per request: method, path, status, ms, cache (default: READSIDE_ACCESS_LOG, off)")
     p.set_defaults(fn=cmd_api)
 
     p = sub.add_parser("migrate", help="create or update the read tables")
@@ -376,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="write the JSON Schema of the envelope and every payload")
     p.add_argument("--out", default="-", help="file (default: stdout)")
     p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("openapi", help="write the OpenAPI 3.1 document of the query API (also served at /openapi.json)")
+    p.add_argument("--out", default="-", help="file (default: stdout)")
+    p.set_defaults(fn=cmd_openapi)
+
+    p = sub.add_parser("asyncapi", help="write the AsyncAPI 3.0 document of the event topics")
+    p.add_argument("--out", default="-", help="file (default: stdout)")
+    p.set_defaults(fn=cmd_asyncapi)
 
     p = sub.add_parser(
         "status",

@@ -69,6 +69,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def _check_public_key(pem: str | None) -> None:
     if not pem:
         raise ConfigError("READSIDE_JWT_ALGORITHM=RS256 needs READSIDE_JWT_PUBLIC_KEY (a PEM public key)")
@@ -141,6 +150,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # response bodies at least this large are gzipped for clients that accept it; 0 = never
     gzip_min_bytes: int = 1024
+    # one log line per request of `readside api` (api/access_log.py)
+    access_log: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +192,7 @@ class Settings:
             metrics_host=env.get("READSIDE_METRICS_HOST") or cls.metrics_host,
             cors_origins=_origins(env.get("READSIDE_CORS_ORIGINS", "")),
             gzip_min_bytes=_int(env, "READSIDE_GZIP_MIN_BYTES", 1024, 0, 100 * 1024 * 1024),
+            access_log=_flag(env, "READSIDE_ACCESS_LOG"),
         )
 
     def require_keys(self) -> Settings:
@@ -226,6 +238,7 @@ class Settings:
             "READSIDE_METRICS_HOST": self.metrics_host,
             "READSIDE_CORS_ORIGINS": ",".join(self.cors_origins),
             "READSIDE_GZIP_MIN_BYTES": str(self.gzip_min_bytes),
+            "READSIDE_ACCESS_LOG": "1" if self.access_log else "0",
         }
         if self.redis_url:
             env["READSIDE_REDIS_URL"] = self.redis_url

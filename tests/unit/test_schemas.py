@@ -399,6 +399,7 @@ INVALID = [
     bad("unix-time", rec(changes={"created_at": 1764000000}), "created_at"),
     bad("impossible-date", rec(changes={"created_at": "2026-02-30T10:00:00Z"}), "created_at"),
     bad("leap-second", rec("message.read", {"read_at": "2026-12-31T23:59:60Z"}), "read_at"),
+    bad("offset-minutes-75", rec(changes={"created_at": "2026-11-22T10:05:00+05:75"}), "created_at"),
     # payload: closed value sets
     bad("sender-type-bot", rec(changes={"sender_type": "bot"}), "sender_type"),
     bad("message-type-note", rec(changes={"message_type": "note"}), "message_type"),

@@ -35,6 +35,7 @@ def test_to_env_reproduces_every_setting() -> None:
             "READSIDE_METRICS_HOST": "10.0.0.1",
             "READSIDE_CORS_ORIGINS": "https://app.example,http://localhost:5173",
             "READSIDE_GZIP_MIN_BYTES": "0",
+            "READSIDE_ACCESS_LOG": "1",
         }
     )
     again = Settings.from_env(custom.to_env())
@@ -53,6 +54,7 @@ def test_to_env_reproduces_every_setting() -> None:
         pytest.param("READSIDE_PROJECTOR_PORT", "70000", "between 0 and 65535", id="port-out-of-range"),
         pytest.param("READSIDE_HTTP_MAX_HEADER_BYTES", "100", "between 1024", id="header-cap-too-small"),
         pytest.param("READSIDE_METRICS_PORT", "-1", "between 0 and 65535", id="metrics-port-out-of-range"),
+        pytest.param("READSIDE_ACCESS_LOG", "maybe", "1 or 0", id="access-log-not-a-flag"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, hint: str) -> None:
