@@ -2,9 +2,9 @@
 
 One stream over every topic — duplicates (the same ``event_id`` re-sent, a few with other
 content), reorders (topics interleaved at random; threads, requests and providers fully shuffled,
-their folds being order-independent; payments and workflows in per-key order) and every kind of
-``tests.poison.POISON`` — is published chunk by chunk while projector *processes* (all four
-projections each) are
+their folds being order-independent; payments and workflows in per-key order), every kind of
+``tests.poison.POISON`` on every topic and the corpus of ``tests/integration/test_poison.py`` — is
+published chunk by chunk while projector *processes* (all four projections each) are
 
 - killed with ``kill -9`` at least ``KILLS`` times, preferably while the victim holds an open write
   transaction (a batch in flight), and restarted;
@@ -21,9 +21,11 @@ are compared with the pure folds (what the other tests compare). Zero rows may d
 table must hold exactly the good events' ids (none lost, none twice); every poison record must be a
 dead letter with its reason, and every unknown type counted once.
 
-A process joins, leaves or is killed only when every consumer group is stable with exactly the
-live processes as members (see ``_settled``), and the processes' consumer sessions last 3 s
-instead of 10 (see ``LAUNCH``): both only shorten the waits the broker imposes.
+Two concessions to the embedded broker, neither to the projector: a process joins, leaves or is
+killed only when every consumer group is stable with exactly the live processes as members (see
+``_settled``: tansu never expires a member that dies in the middle of a rebalance), and the
+processes' consumer sessions last 3 s instead of aiokafka's 10 (see ``LAUNCH``), so that a killed
+process's partitions move on within seconds.
 
 The run prints its figures (seed, events, kills, rebalances, rows compared, differences). A
 failure is reproduced with ``READSIDE_CHAOS_SEED=<the printed seed>``: the stream, the schedule and
@@ -57,7 +59,8 @@ from projector.verify import compare
 from shared.embedded import EmbeddedValkey
 from shared.load import MAX_MESSAGE_BYTES, TOPICS, Record, mixed_stream
 from shared.settings import Settings
-from tests.poison import POISON, Poison
+from tests.integration.test_poison import poison_corpus
+from tests.poison import POISON
 from tests.support import as_event, checkpoints, merge_keeping_order, wait_caught_up, wait_until
 
 pytestmark = pytest.mark.slow
@@ -84,18 +87,23 @@ def _seed() -> int:
 
 @dataclass(frozen=True)
 class Item:
-    """One record to publish, as bytes; ``record`` is the good event (None for poison)."""
+    """One record to publish, as bytes: a good event (``record``), a copy of one, or poison
+    (``bad``: a dead letter whose reason contains ``reason``, or, without one, an unknown type)."""
 
     topic: str  # the base topic name
     key: bytes | None
     value: bytes | None
     kind: str  # "good", "duplicate", "altered duplicate", or the poison's name
     record: Record | None = None
-    poison: Poison | None = None
+    bad: bool = False
+    reason: str | None = None
 
 
 def build_stream(rng: random.Random, scale: int) -> list[Item]:
     good = mixed_stream(scale, seed=rng.randrange(1 << 30))
+    # The corpus of issue 9 §1, but for its fold-error record on thread pz-1: that one fails only
+    # once its thread has started, so under a shuffle the failure could land on a good event.
+    corpus = [c for c in poison_corpus(good) if c[1] != b"pz-1"]
     out: list[Item] = []
     for topic in TOPICS:
         records = [r for r in good if r.topic == topic]
@@ -119,7 +127,10 @@ def build_stream(rng: random.Random, scale: int) -> list[Item]:
             for _ in range(POISON_EACH):
                 template = records[rng.randrange(n)]
                 key, value = poison.make(template, f"poison-{rng.getrandbits(64):016x}")
-                placed.append((rng.uniform(0, n), Item(topic, key, value, poison.name, poison=poison)))
+                placed.append((rng.uniform(0, n), Item(topic, key, value, poison.name, bad=True, reason=poison.reason)))
+        for corpus_topic, key, value, hint in corpus:
+            if corpus_topic == topic:
+                placed.append((rng.uniform(0, n), Item(topic, key, value, f"corpus: {hint}", bad=True, reason=hint)))
         out += [item for _, item in sorted(placed, key=lambda p: p[0])]
     # topics interleave at random (a payment before its thread, a reader's mark before messages)
     return merge_keeping_order(out, lambda item: item.topic, rng)  # type: ignore[arg-type, return-value]
@@ -183,7 +194,7 @@ class Feeder:
                     await producer.send(self.settings.topic_prefix + i.topic, i.value, key=i.key) for i in chunk
                 ]
                 for item, meta in zip(chunk, await asyncio.gather(*futures)):
-                    if item.poison is not None:
+                    if item.bad:
                         self.placed.append((item, meta.topic, meta.partition, meta.offset))
                 self.sent += len(chunk)
         finally:
@@ -197,6 +208,7 @@ class Feeder:
 # meanwhile waits for it too), so 20 kills fit in a few minutes. Correctness never depends on it.
 LAUNCH = (
     "import functools, aiokafka, projector.engine as engine; "
+    "assert engine.AIOKafkaConsumer is aiokafka.AIOKafkaConsumer, 'the engine no longer names AIOKafkaConsumer'; "
     "engine.AIOKafkaConsumer = functools.partial("
     "aiokafka.AIOKafkaConsumer, session_timeout_ms=3000, heartbeat_interval_ms=1000); "
     "from shared.cli import main; raise SystemExit(main(%r))"
@@ -437,7 +449,7 @@ def test_chaos_kills_rebalances_and_outages_over_one_poisoned_stream_leave_the_t
     good = good_events(items)
     fig.records, fig.good = len(items), len(good)
     fig.duplicates = sum(1 for i in items if "duplicate" in i.kind)
-    fig.poison = sum(1 for i in items if i.poison is not None)
+    fig.poison = sum(1 for i in items if i.bad)
     actions = schedule(rng)
 
     valkey = EmbeddedValkey(data_dir=tmp_path / "valkey")
@@ -503,7 +515,7 @@ def test_chaos_kills_rebalances_and_outages_over_one_poisoned_stream_leave_the_t
                 # sometimes at any moment (polling, committing to Kafka, bumping the cache)
                 victim = rng.choice(procs)
                 procs.remove(victim)
-                if rng.random() < 0.75 and _wait_for_transaction(watcher, victim.name, 5.0):
+                if rng.random() < 0.75 and _wait_for_transaction(watcher, victim.name, 8.0):
                     threading.Event().wait(rng.uniform(0.0, 0.02))  # somewhere inside it
                     fig.kills_mid_batch += 1
                 else:
@@ -562,7 +574,7 @@ def test_chaos_kills_rebalances_and_outages_over_one_poisoned_stream_leave_the_t
                 problems.append(f"{name}: dedupe lost {len(want - have)} good event(s), holds {len(have - want)} other(s)")
             (skipped,) = conn.execute("SELECT skipped_unknown FROM projections WHERE name = %s", (name,)).fetchone()  # type: ignore[misc]
             unknown = sum(
-                1 for i, *_ in feeder.placed if i.poison is not None and i.poison.reason is None and i.topic in projection.topics
+                1 for i, *_ in feeder.placed if i.reason is None and i.topic in projection.topics
             )
             if skipped != unknown:
                 problems.append(f"{name}: {skipped} unknown types counted, {unknown} sent")
@@ -573,18 +585,18 @@ def test_chaos_kills_rebalances_and_outages_over_one_poisoned_stream_leave_the_t
     fig.dead_letters = len(letters)
     projection_of = {settings.topic_prefix + t: name for name, p in REGISTRY.items() for t in p.topics}
     expected_letters = {
-        (projection_of[topic], topic, part, off): item.poison
+        (projection_of[topic], topic, part, off): item
         for item, topic, part, off in feeder.placed
-        if item.poison is not None and item.poison.reason is not None
+        if item.reason is not None
     }
     if letters.keys() != expected_letters.keys():
         problems.append(
             f"dead letters: {len(expected_letters.keys() - letters.keys())} poison record(s) missing, "
             f"{len(letters.keys() - expected_letters.keys())} unexpected"
         )
-    for key, poison in expected_letters.items():
-        if key in letters and poison.reason not in letters[key]:  # type: ignore[operator]
-            problems.append(f"dead letter {key} ({poison.name}): reason {letters[key]!r}")
+    for key, item in expected_letters.items():
+        if key in letters and item.reason not in letters[key]:  # type: ignore[operator]
+            problems.append(f"dead letter {key} ({item.kind}): reason {letters[key]!r}")
     fig.differences += len(problems) - len(reference_diffs) - len(fold_diffs)
     fig.seconds = time.monotonic() - began
     print(fig.line(), flush=True)
@@ -593,5 +605,7 @@ def test_chaos_kills_rebalances_and_outages_over_one_poisoned_stream_leave_the_t
         print(f"\n{fig.line()}", flush=True)
     assert not problems, f"seed {seed}:\n" + "\n".join(problems)
     assert fig.kills >= KILLS and fig.joins + fig.leaves >= REBALANCES and fig.max_processes == MAX_PROCESSES
+    # the harness still sees batches in flight (typically 8 to 14 kills of 20 land inside one)
+    assert fig.kills_mid_batch >= KILLS // 5, "the kills no longer catch batches in flight"
     assert fig.pg_sessions_ended > 0 and fig.redis_restarts == 1 and fig.progress_while_redis_down > 0
     assert fig.rows_compared > 0 and fig.differences == 0
