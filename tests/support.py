@@ -6,12 +6,17 @@ Tests wait for conditions (a checkpoint reaching the broker's head), never for a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 import random
-from typing import Any, Callable, Hashable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import orjson
 import psycopg
@@ -220,6 +225,38 @@ def read_topics(bootstrap: str, topics: list[str], count: int, polls: int = 150)
             await consumer.stop()
 
     return asyncio.run(go())
+
+
+@contextlib.contextmanager
+def api_server(env: dict[str, str], logs: Path, *args: str, ready: str = "/healthz", timeout: float = 60.0,
+               inherit: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``readside api *args`` on a free port with ``env`` (on top of this process's environment,
+    unless ``inherit`` is False); waits until ``ready`` answers 200, yields the base URL and the
+    process, and stops it (SIGTERM) afterwards. Its output goes to ``logs/api-<port>.log``."""
+    import httpx
+
+    from shared.embedded import free_port
+
+    port = free_port()
+    log = open(logs / f"api-{port}.log", "wb")
+    api = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port), *args],
+                           env={**(os.environ if inherit else {}), **env}, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert api.poll() is None, f"the API exited with {api.returncode}; see {logs}/api-{port}.log"
+        try:
+            return httpx.get(base + ready, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(answers, timeout, f"the API to answer {ready}")
+        yield base, api
+    finally:
+        api.terminate()
+        api.wait(20)
+        log.close()
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,11 +14,11 @@ import httpx
 import psycopg
 import pytest
 
-from shared.embedded import EmbeddedValkey, free_port
+from shared.embedded import EmbeddedValkey
 from shared.kafka import CONTRACT_TOPICS, create_topics
 from shared.settings import Settings
 from tests.conftest import InProcessProjector, _with_db
-from tests.support import wait_until
+from tests.support import api_server
 
 
 @dataclass
@@ -57,30 +54,10 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
     names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
     asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
     projector = InProcessProjector(settings).start()
-    port = free_port()
-    log = open(logs / "api.log", "wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
-        env={**os.environ, **settings.to_env()},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert api.poll() is None, f"API exited with {api.returncode}"
-        try:
-            return httpx.get(base_url + "/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, 30, "the API to be ready")
-        yield Stack(settings, base_url, projector)
+        with api_server(settings.to_env(), logs, ready="/readyz", timeout=30) as (base_url, _):
+            yield Stack(settings, base_url, projector)
     finally:
-        api.terminate()
-        api.wait(10)
-        log.close()
         projector.stop()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,7 +11,7 @@ import pytest
 
 from api.auth import make_token
 from projector.projections.avatars import MAX_BYTES
-from shared.load import Record, publish
+from shared.load import publish
 from tests.support import started, wait_caught_up
 from tests.unit.test_providers_fold import profile
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,7 +27,7 @@ from shared.load import publish
 from shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import wait_caught_up, wait_until
+from tests.support import api_server, wait_caught_up, wait_until
 from tests.unit.test_providers_fold import profile
 
 SECRET = "bounds-secret-0123456789-abcdefghijklmnop"
@@ -42,27 +39,9 @@ SECRET = "bounds-secret-0123456789-abcdefghijklmnop"
 def api_process(db_url: str, logs: Path, **env: str) -> Iterator[tuple[str, int]]:
     """``readside api`` on a free port with ``env`` on top of a minimal configuration."""
     settings = replace(Settings(), database_url=db_url, jwt_secret=SECRET, cursor_secret="cursor-" + SECRET)
-    port = free_port()
-    log = open(logs / f"api-{port}.log", "wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
-        env={**os.environ, **settings.to_env(), **env}, stdout=log, stderr=subprocess.STDOUT,
-    )
-
-    def ready() -> bool:
-        assert api.poll() is None, f"API exited with {api.returncode}"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 30, "the API to answer")
-        yield "127.0.0.1", port
-    finally:
-        api.terminate()
-        api.wait(10)
-        log.close()
+    with api_server({**settings.to_env(), **env}, logs, timeout=30) as (base, _):
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        yield host, int(port)
 
 
 @pytest.fixture(scope="module")

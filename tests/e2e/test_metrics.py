@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from dataclasses import replace
@@ -30,7 +29,7 @@ from shared.load import publish
 from shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import wait_caught_up, wait_until
+from tests.support import api_server, wait_caught_up, wait_until
 from tests.unit.test_providers_fold import profile
 
 SECRET = "metrics-secret-0123456789-abcdefghijklmnop"
@@ -56,28 +55,8 @@ def value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str)
 def api_process(db_url: str, logs: Path, *args: str, redis_url: str | None = None, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """``readside api *args`` on a free port; yields its base URL and the process."""
     settings = replace(Settings(), database_url=db_url, redis_url=redis_url, jwt_secret=SECRET, cursor_secret="cursor-" + SECRET)
-    port = free_port()
-    log = open(logs / f"api-{port}.log", "wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "api", "--port", str(port), *args],
-        env={**os.environ, **settings.to_env(), **env}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert api.poll() is None, f"API exited with {api.returncode}"
-        try:
-            return httpx.get(base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 60, "the API to answer")
-        yield base, api
-    finally:
-        api.terminate()
-        api.wait(20)
-        log.close()
+    with api_server({**settings.to_env(), **env}, logs, *args) as running:
+        yield running
 
 
 def workers_of(api: subprocess.Popen) -> list[int]:

