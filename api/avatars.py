@@ -9,7 +9,7 @@ own media type.
 - The one route serves both id spaces: a user's avatar first, else a provider's — one statement,
   two primary-key lookups, no Redis (no key per request, see ``api.serving``). docs/decisions.md
   says why and what a colliding id does.
-- Public (an ``<img>`` tag sends no ``Authorization``): ``Cache-Control: public, max-age=3600``,
+- Public (an ``<img>`` tag sends no ``Authorization``): ``Cache-Control: public, max-age=30``,
   a weak ETag from the bytes (304 on ``If-None-Match``, which then fetches no bytes), and headers
   that keep the bytes an image: ``X-Content-Type-Options: nosniff``, a sandboxing
   ``Content-Security-Policy`` (an ``image/svg+xml`` opened directly runs no script on the API's
@@ -33,7 +33,7 @@ from api.problems import not_found
 
 __all__ = ["CACHE_CONTROL", "OPERATION", "avatar"]
 
-CACHE_CONTROL = "public, max-age=3600"
+CACHE_CONTROL = "public, max-age=30"  # as every public answer: a replaced image is revalidated within 30 s
 HEADERS = {
     "Cache-Control": CACHE_CONTROL,
     "X-Content-Type-Options": "nosniff",

@@ -123,8 +123,8 @@ def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 _HEADERS = {
     "ETag": _header("weak tag of this answer; send it back as `If-None-Match`"),
-    "Cache-Control": _header("`private, no-cache` (per viewer), `public, max-age=30` (public lists), "
-                             "`public, max-age=3600` (avatar images), `no-store`"),
+    "Cache-Control": _header("`private, no-cache` (per viewer), `public, max-age=30` (public lists and avatar images), "
+                             "`no-store`"),
     "Server-Timing": _header("`cache;dur=…, db;dur=…, app;dur=…, total;dur=…` (milliseconds)"),
     "X-Cache": _header("`HIT` or `MISS` (with Redis)", {"type": "string", "enum": ["HIT", "MISS"]}),
     "X-Readside-Lag": _header("`events=<n>; seconds=<s>`: how far the projection is behind the broker"),

@@ -157,7 +157,10 @@ class Watcher:
         if len(self._broker_heads) > MAX_REMEMBERED:
             self._broker_heads.clear()
         for key in positions:
-            # A partition the broker does not list holds nothing: everything in it is applied.
+            # A partition missing from the answer may be one the broker did not answer for in time:
+            # its head stays unknown, so the waiter waits (a made-up partition costs one bounded
+            # wait) rather than hearing "caught-up" before a write that may be there.
             head = heads.get(key)
-            self._broker_heads[key] = (0 if head is None else head.high_watermark, started)
+            if head is not None:
+                self._broker_heads[key] = (head.high_watermark, started)
 

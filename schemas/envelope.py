@@ -153,7 +153,7 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unknow
         raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
     try:
         return _decode(topic, key, value)
-    except InvalidEvent:
+    except (InvalidEvent, MemoryError):  # memory is the machine's, not the record's: retried
         raise
     except Exception as exc:  # noqa: BLE001 - a decoder bug costs this record, not the projection
         raise InvalidEvent(f"decoder error: {exc!r}") from exc

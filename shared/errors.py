@@ -19,13 +19,13 @@ import psycopg
 
 __all__ = ["ConfigError", "FencedError", "ReadsideError", "RetryableError", "record_fault"]
 
-# SQLSTATE classes of a database that is down, busy or being operated on: the same statement may
-# succeed later. 08 connection exception, 25 invalid transaction state (a read-only standby after
-# a failover), 40 transaction rollback (deadlock, serialization failure), 53 insufficient resources
-# (disk full, too many connections), 55 object not in prerequisite state (lock not available),
-# 57 operator intervention (admin shutdown, statement timeout, query canceled), 58 system error
-# (I/O), F0 configuration file error, XX internal error.
-_WORLD_SQLSTATE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "F0", "XX"})
+# SQLSTATE classes that name the rows a statement was given: 21 cardinality violation (one batch
+# touching a row twice), 22 data exception (out of range, untranslatable character...), 23
+# integrity constraint violation, 54 program limit exceeded ("index row requires N bytes").
+# Every other class is the world's — a database down or busy (08, 40, 53, 57...), but also a
+# deployment fault (42501 permission denied, 42P01 a missing table, 0A000): retried, never a
+# reason to dead-letter a whole stream one event at a time.
+_RECORD_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "54"})
 
 
 class ReadsideError(Exception):
@@ -49,22 +49,23 @@ def record_fault(exc: BaseException) -> bool:
     (bisect down to the culprit) and dead-letter it. False when the world is down: retry the
     whole batch with backoff, dead-letter nothing.
 
-    - The records': a PostgreSQL error of any class but those of an unavailable database —
-      ``DataError`` (22: a value out of range, an untranslatable character), ``IntegrityError``
-      (23), ``ProgramLimitExceeded`` (54: "index row requires N bytes", though it is an
-      ``OperationalError``), a constraint or a statement that rejects these rows — a psycopg
-      error raised before sending (a NUL in a text value), and any other exception from the fold
-      (a ``ValueError``, an ``OverflowError``...).
-    - The world's: ``RetryableError``, ``FencedError``, ``OSError``, ``TimeoutError``, an
-      ``OperationalError`` without SQLSTATE (connection lost or closed), ``InterfaceError``, and
-      the SQLSTATE classes of :data:`_WORLD_SQLSTATE_CLASSES` — deadlocks and serialization
-      failures included: the whole batch is retried, as a fresh transaction.
+    - The records': a PostgreSQL error of the classes that name the rows
+      (:data:`_RECORD_SQLSTATE_CLASSES`) — ``CardinalityViolation`` (21), ``DataError`` (22: a
+      value out of range, an untranslatable character), ``IntegrityError`` (23),
+      ``ProgramLimitExceeded`` (54: "index row requires N bytes", though it is an
+      ``OperationalError``) — a ``DataError`` raised before sending (a NUL in a text value), and
+      any other exception from the fold (a ``ValueError``, an ``OverflowError``...).
+    - The world's: ``RetryableError``, ``FencedError``, ``OSError``, ``TimeoutError``,
+      ``MemoryError``, a psycopg error without SQLSTATE other than a ``DataError`` (connection
+      lost or closed), ``InterfaceError``, and every SQLSTATE class outside
+      :data:`_RECORD_SQLSTATE_CLASSES` — deadlocks, a read-only standby, permission denied, a
+      missing table: the whole batch is retried, as a fresh transaction, and the projection shows
+      lag (then *stalled*) until the world is mended.
     """
-    if isinstance(exc, (RetryableError, FencedError, OSError, TimeoutError, psycopg.InterfaceError)):
+    if isinstance(exc, (RetryableError, FencedError, OSError, TimeoutError, MemoryError, psycopg.InterfaceError)):
         return False
     if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate
-        if state is None:
-            return not isinstance(exc, psycopg.OperationalError)
-        return state[:2] not in _WORLD_SQLSTATE_CLASSES
+        if exc.sqlstate is None:  # raised before sending: a value libpq cannot carry (a NUL in text)
+            return isinstance(exc, psycopg.DataError)
+        return exc.sqlstate[:2] in _RECORD_SQLSTATE_CLASSES
     return True

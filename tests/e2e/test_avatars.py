@@ -75,7 +75,7 @@ def test_a_preview_ships_the_route_and_the_route_answers_the_exact_bytes(loaded)
     assert png.status_code == 200 and png.content == PNG and png.headers["content-type"] == "image/png"
     assert svg.status_code == 200 and svg.content == SVG.encode() and svg.headers["content-type"] == "image/svg+xml"
     for r in (png, svg):
-        assert r.headers["cache-control"] == "public, max-age=3600"
+        assert r.headers["cache-control"] == "public, max-age=30"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in r.headers["content-security-policy"]
         assert r.headers["etag"].startswith('W/"') and "db;dur=" in r.headers["server-timing"]
@@ -90,7 +90,7 @@ def test_if_none_match_answers_304_without_a_body(loaded):  # noqa: ANN001
         other = http.get("/v1/img/avatar/u-ann", headers={"If-None-Match": 'W/"0123"'})
         elsewhere = http.get("/v1/img/avatar/u-bob", headers={"If-None-Match": tag})
     assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == tag
-    assert same.headers["cache-control"] == "public, max-age=3600"
+    assert same.headers["cache-control"] == "public, max-age=30"
     assert strong_form.status_code == 304  # If-None-Match compares weakly
     assert other.status_code == 200 and other.content == PNG
     assert elsewhere.status_code == 200 and elsewhere.content == SVG.encode()

@@ -57,6 +57,13 @@ def test_the_records_fault(exc: BaseException) -> None:
         asyncio.TimeoutError(),
         FencedError("x"),
         RetryableError("x"),
+        # a deployment fault, not the rows': retried (the projection stalls, visibly), never a
+        # stream dead-lettered one event at a time
+        errors.InsufficientPrivilege("permission denied for table user_avatars"),
+        errors.UndefinedTable('relation "user_avatars" does not exist'),
+        errors.UndefinedColumn("x"),
+        errors.FeatureNotSupported("x"),
+        MemoryError(),
     ],
     ids=lambda e: type(e).__name__,
 )
