@@ -3,15 +3,17 @@
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Installed from /src, which is then removed: everything runs from the installed `readside` package
+# (a source tree in the working directory would shadow it for `python -m readside...`).
+COPY pyproject.toml README.md constraints.txt /src/
+COPY readside /src/readside
+COPY api /src/api
+COPY projector /src/projector
+COPY schemas /src/schemas
+COPY shared /src/shared
+RUN PIP_CONSTRAINT=/src/constraints.txt pip install /src && rm -rf /src \
+    && useradd --system --uid 10001 --no-create-home readside
 WORKDIR /app
-
-# Dependencies first (pinned in pyproject.toml), so a code change rebuilds only the last layers.
-COPY pyproject.toml README.md ./
-COPY api ./api
-COPY projector ./projector
-COPY schemas ./schemas
-COPY shared ./shared
-RUN pip install . && useradd --system --uid 10001 --no-create-home readside
 
 USER readside
 ENTRYPOINT ["readside"]

@@ -17,22 +17,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import avatars, events, openapi, ops, providers, queries, threads, workflows
-from api import requests as requests_api
-from api.access_log import access
-from api.auth import Authenticator
-from api.changes import Hub
-from api.cursors import CursorCodec
-from api.http import Context, Timing, endpoint
-from api.metrics import POOL_REFRESH, ApiMetrics
-from api.problems import Problem
-from api.ryw import Watcher
-from projector.http import serve
-from shared import logs
-from shared.cache import Cache
-from shared.db import open_pool
-from shared.kafka import BrokerHeads
-from shared.settings import Settings
+from readside.api import avatars, events, openapi, ops, providers, queries, threads, workflows
+from readside.api import requests as requests_api
+from readside.api.access_log import access
+from readside.api.auth import Authenticator
+from readside.api.changes import Hub
+from readside.api.cursors import CursorCodec
+from readside.api.http import Context, Timing, endpoint
+from readside.api.metrics import POOL_REFRESH, ApiMetrics
+from readside.api.problems import Problem
+from readside.api.ryw import Watcher
+from readside.projector.http import serve
+from readside.shared import logs
+from readside.shared.cache import Cache
+from readside.shared.db import open_pool
+from readside.shared.kafka import BrokerHeads
+from readside.shared.settings import Settings
 
 __all__ = ["create_app"]
 
@@ -186,7 +186,7 @@ async def _read_pool(metrics: ApiMetrics, stop: asyncio.Event) -> None:
 
 
 def app_from_env() -> Starlette:
-    """Factory for ASGI servers (``uvicorn --factory api.app:app_from_env``). Configures logging
+    """Factory for ASGI servers (``uvicorn --factory readside.api.app:app_from_env``). Configures logging
     from the environment too: a worker of ``readside api --workers N`` is a process of its own."""
     logs.configure(os.environ)
     return create_app(Settings.from_env())

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import jwt
 from starlette.requests import Request
 
-from api.problems import bad_param, forbidden, unauthorized
-from shared.settings import Settings
+from readside.api.problems import bad_param, forbidden, unauthorized
+from readside.shared.settings import Settings
 
 __all__ = ["Authenticator", "Viewer"]
 

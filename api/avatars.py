@@ -2,12 +2,12 @@
 
 Lists never ship a ``data:`` avatar (CONTRACT §2): thread previews ship
 ``/v1/img/avatar/<user id>``, provider listings ``/v1/img/avatar/<provider id>``, the id
-percent-encoded as one path segment (``projector.projections.avatars.route_url``). This answers
+percent-encoded as one path segment (``readside.projector.projections.avatars.route_url``). This answers
 the bytes the projector decoded from that URL (``user_avatars``, ``provider_avatars``) with their
 own media type.
 
 - The one route serves both id spaces: a user's avatar first, else a provider's — one statement,
-  two primary-key lookups, no Redis (no key per request, see ``api.serving``). docs/decisions.md
+  two primary-key lookups, no Redis (no key per request, see ``readside.api.serving``). docs/decisions.md
   says why and what a colliding id does.
 - Public (an ``<img>`` tag sends no ``Authorization``): ``Cache-Control: public, max-age=30``,
   a weak ETag from the bytes (304 on ``If-None-Match``, which then fetches no bytes), and headers
@@ -26,10 +26,10 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.http import Context, Timing
-from api.openapi import Operation, documented
-from api.params import MAX_LENGTH, Query
-from api.problems import not_found
+from readside.api.http import Context, Timing
+from readside.api.openapi import Operation, documented
+from readside.api.params import MAX_LENGTH, Query
+from readside.api.problems import not_found
 
 __all__ = ["CACHE_CONTROL", "OPERATION", "avatar"]
 
@@ -41,7 +41,7 @@ HEADERS = {
     "Cross-Origin-Resource-Policy": "cross-origin",
 }
 MAX_TAGS = 16  # entity tags of If-None-Match considered (a client revalidates one)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no id holds one (schemas._base)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no id holds one (readside.schemas._base)
 
 # A user's avatar, else a provider's; the bytes only when no given tag matches (a 304 reads none).
 _FIND = """

@@ -36,9 +36,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from api.auth import Viewer
-from projector.projections.workflows_store import TEMPLATES_KEY
-from shared.cache import CHANNEL
+from readside.api.auth import Viewer
+from readside.projector.projections.workflows_store import TEMPLATES_KEY
+from readside.shared.cache import CHANNEL
 
 __all__ = ["ChangesUnavailable", "Hub", "Listener"]
 

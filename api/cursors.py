@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from api.problems import bad_param
+from readside.api.problems import bad_param
 
 __all__ = ["CursorCodec", "position_decimal", "position_id", "position_int", "position_time"]
 

@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.auth import LEEWAY_SECONDS
-from api.changes import ChangesUnavailable, Hub, Listener
-from api.http import Context, Timing
-from api.openapi import Operation, documented
-from api.params import Query
-from api.problems import unavailable
-from shared.jsonbytes import dumps
+from readside.api.auth import LEEWAY_SECONDS
+from readside.api.changes import ChangesUnavailable, Hub, Listener
+from readside.api.http import Context, Timing
+from readside.api.openapi import Operation, documented
+from readside.api.params import Query
+from readside.api.problems import unavailable
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["HEARTBEAT", "EventStream", "stream"]
 

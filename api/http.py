@@ -14,12 +14,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import Authenticator
-from api.cursors import CursorCodec, position_id, position_time
-from api.problems import Problem, bad_param, unavailable
-from shared.cache import Cache
-from shared.kafka import BrokerHeads
-from shared.settings import Settings
+from readside.api.auth import Authenticator
+from readside.api.cursors import CursorCodec, position_id, position_time
+from readside.api.problems import Problem, bad_param, unavailable
+from readside.shared.cache import Cache
+from readside.shared.kafka import BrokerHeads
+from readside.shared.settings import Settings
 
 __all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_modified", "parse_position"]
 
@@ -40,10 +40,10 @@ class Context:
     etag_key: bytes = b""
     lag: dict[str, tuple[float, str]] = field(default_factory=dict)
     renders: Any = None  # prometheus Counter: bodies rendered from PostgreSQL, per projection
-    metrics: Any = None  # api.metrics.ApiMetrics: cache hits and misses, SSE clients...
+    metrics: Any = None  # readside.api.metrics.ApiMetrics: cache hits and misses, SSE clients...
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
-    changes: Any = None  # api.changes.Hub when Redis is configured (GET /v1/events)
-    ryw: Any = None  # api.ryw.Watcher: the process's shared X-Readside-After waits
+    changes: Any = None  # readside.api.changes.Hub when Redis is configured (GET /v1/events)
+    ryw: Any = None  # readside.api.ryw.Watcher: the process's shared X-Readside-After waits
 
 
 @dataclass
@@ -125,7 +125,7 @@ def json_response(body: bytes, etag: str | None, cache_control: str, vary: bool 
 
 def parse_position(position: list, kinds: tuple[type, ...]) -> tuple:
     """A cursor position ``[rfc3339, id]`` back into ``(datetime, id)``; anything else is a 400
-    (see ``api.cursors``: odd ids and times never reach the database)."""
+    (see ``readside.api.cursors``: odd ids and times never reach the database)."""
     if len(position) != 2:
         raise bad_param("cursor is not valid")
     return position_time(position[0]), position_id(position[1])

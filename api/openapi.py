@@ -2,9 +2,9 @@
 ``readside openapi``).
 
 Each endpoint declares, next to its handler, an :class:`Operation` (``@documented(...)``): its
-parameters are the very :class:`api.params.Param` objects the handler reads through (names,
+parameters are the very :class:`readside.api.params.Param` objects the handler reads through (names,
 types, ranges, defaults, enums cannot drift), its identity rule, its 200 body as a JSON Schema,
-and whether it is a list served by ``api.serving`` (ETag, 304, freshness and read-your-writes
+and whether it is a list served by ``readside.api.serving`` (ETag, 304, freshness and read-your-writes
 headers). The statuses follow from that: every endpoint may answer a 500 problem; a parsed query
 string, 400; a token, 401 (and 400 for two ``Authorization`` headers); a role, 403; a list, 304,
 400 (``X-Readside-After``) and 503 (database); ``errors`` adds the rest (404, 503). The paths come
@@ -21,8 +21,8 @@ from typing import Any, Callable, get_args
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.params import Param
-from shared.jsonbytes import dumps
+from readside.api.params import Param
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["PROBLEM", "Operation", "documented", "openapi_document", "openapi_path", "serve_openapi"]
 
@@ -85,7 +85,7 @@ class Operation:
     auth: str | None = "token"  # None: public; "token": any valid token; else a role's name
     body: dict[str, Any] | None = None  # the 200 body's JSON Schema
     media: str = "application/json"
-    listing: bool = False  # served by api.serving: ETag/304, X-Readside-* headers
+    listing: bool = False  # served by readside.api.serving: ETag/304, X-Readside-* headers
     query: bool = True  # the query string is checked (unknown parameters: 400)
     cache_control: str = "private, no-cache"
     errors: dict[int, str] = field(default_factory=dict)  # further statuses -> when

@@ -17,19 +17,19 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.http import NOT_MIGRATED, Context, Timing, json_response
-from api.metrics import ApiMetrics
-from api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, array, documented, nullable, obj
-from api.params import Query
-from api.problems import unavailable
-from projector.status import collect
-from shared.listen import listening_socket
-from shared.jsonbytes import dumps
-from shared.settings import Settings
+from readside.api.http import NOT_MIGRATED, Context, Timing, json_response
+from readside.api.metrics import ApiMetrics
+from readside.api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, array, documented, nullable, obj
+from readside.api.params import Query
+from readside.api.problems import unavailable
+from readside.projector.status import collect
+from readside.shared.listen import listening_socket
+from readside.shared.jsonbytes import dumps
+from readside.shared.settings import Settings
 
 # Made by every migration (`readside migrate [--only ...]`, or the projector at its start): until
 # they exist nothing is migrated. A projection left out of the migration answers 503 on its own
-# endpoints (a missing table is a 503, see api.http), not on /readyz.
+# endpoints (a missing table is a 503, see readside.api.http), not on /readyz.
 _READ_TABLES = ["checkpoints", "dead_letters", "projections"]
 
 __all__ = ["admin_projections", "bind_metrics", "healthz", "metrics_app", "metrics_endpoint", "readyz"]

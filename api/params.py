@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from api.problems import bad_param
+from readside.api.problems import bad_param
 
 __all__ = ["MAX_LENGTH", "MAX_LENGTHS", "Choice", "Integer", "Param", "Query", "Text", "names"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from shared.jsonbytes import dumps
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["Problem", "bad_param", "forbidden", "not_found", "unauthorized", "unavailable"]
 

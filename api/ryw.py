@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from shared.kafka import BrokerHeads, BrokerUnavailable
+from readside.shared.kafka import BrokerHeads, BrokerUnavailable
 
 __all__ = ["POLL", "Watcher"]
 
@@ -61,7 +61,7 @@ class Watcher:
     def __init__(self, pool: AsyncConnectionPool, heads: BrokerHeads | None, max_waiters: int,
                  poll: float = POLL, metrics: Any = None) -> None:
         self.pool = pool
-        self.metrics = metrics  # api.metrics.ApiMetrics: ``readside_ryw_waiting`` and ``readside_ryw_checks_total``
+        self.metrics = metrics  # readside.api.metrics.ApiMetrics: ``readside_ryw_waiting`` and ``readside_ryw_checks_total``
         self.heads = heads
         self.max_waiters = max_waiters
         self.poll = poll

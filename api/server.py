@@ -35,13 +35,13 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.metrics import shared_directory
-from shared.jsonbytes import dumps
-from shared.settings import Settings
+from readside.api.metrics import shared_directory
+from readside.shared.jsonbytes import dumps
+from readside.shared.settings import Settings
 
 __all__ = ["BoundedHttpToolsProtocol", "run"]
 
-PROTOCOL = "api.server:BoundedHttpToolsProtocol"
+PROTOCOL = "readside.api.server:BoundedHttpToolsProtocol"
 LINGER = 1.0  # seconds a refused connection is drained before it is closed
 
 
@@ -159,11 +159,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def run(host: str, port: int, workers: int) -> None:
-    """Serve ``api.app:app_from_env`` with the bounds above (``readside api``)."""
+    """Serve ``readside.api.app:app_from_env`` with the bounds above (``readside api``)."""
     settings = _settings()
     with shared_directory(workers):
         uvicorn.run(
-            "api.app:app_from_env",
+            "readside.api.app:app_from_env",
             factory=True,
             host=host,
             port=port,

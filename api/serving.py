@@ -44,8 +44,8 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.http import Context, Timing
-from api.problems import bad_param
+from readside.api.http import Context, Timing
+from readside.api.problems import bad_param
 
 __all__ = ["RYW_TIMEOUT", "Spec", "etag", "serve"]
 
@@ -219,7 +219,7 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 @functools.cache
 def _projection_topics(prefix: str, projection: str) -> frozenset[str]:
-    from projector.projections import REGISTRY
+    from readside.projector.projections import REGISTRY
 
     return frozenset(prefix + t for t in REGISTRY[projection].topics)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import queries
-from api.http import PRIVATE, Context, Timing, parse_position
-from api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
-from api.params import MAX_LENGTH, Choice, Integer, Query, Text, names
-from api.problems import not_found
-from api.serving import Spec, serve
-from schemas.threads import AttachmentKind, MessageType, SenderType
-from shared.jsonbytes import dumps, rfc3339
+from readside.api import queries
+from readside.api.http import PRIVATE, Context, Timing, parse_position
+from readside.api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
+from readside.api.params import MAX_LENGTH, Choice, Integer, Query, Text, names
+from readside.api.problems import not_found
+from readside.api.serving import Spec, serve
+from readside.schemas.threads import AttachmentKind, MessageType, SenderType
+from readside.shared.jsonbytes import dumps, rfc3339
 
 __all__ = ["messages", "preview", "summary"]
 

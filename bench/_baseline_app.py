@@ -1,6 +1,6 @@
 """The compute-on-read inbox that the thread read models replace, served like the real API.
 
-Same stack as ``api.app``: uvicorn + Starlette, the same auth, parameter parsing, pool, Timing
+Same stack as ``readside.api.app``: uvicorn + Starlette, the same auth, parameter parsing, pool, Timing
 and ready-bytes orjson responses; only the query differs. Over the normalized tables the bench
 fills (``messages``, ``threads_base``, ``reads_base``) it computes per request: the latest
 visible message per thread by window function, unread and visible counts by aggregation, the
@@ -19,12 +19,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.http import PRIVATE, Context, Timing, json_response
-from api.params import Query
+from readside.api.http import PRIVATE, Context, Timing, json_response
+from readside.api.params import Query
 from bench._common import baseline_starlette
-from projector.projections.threads import message_preview
-from shared.jsonbytes import dumps, rfc3339
-from shared.settings import Settings
+from readside.projector.projections.threads import message_preview
+from readside.shared.jsonbytes import dumps, rfc3339
+from readside.shared.settings import Settings
 
 # Its best session settings: custom plans (see create_app) and sorts in memory (~10% faster).
 PG_OPTIONS = "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan -c work_mem=64MB"
@@ -162,7 +162,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     # The same server options as ``readside api`` (api/server.py: its bounded protocol and limits).
-    from api.server import PROTOCOL
+    from readside.api.server import PROTOCOL
 
     limits = Settings.from_env()
     uvicorn.run("bench._baseline_app:app_from_env", factory=True, host="127.0.0.1", port=args.port,

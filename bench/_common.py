@@ -26,12 +26,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from api import ops
-from api.auth import Authenticator
-from api.cursors import CursorCodec
-from api.http import Context, endpoint
-from shared.embedded import EmbeddedBroker, free_port
-from shared.settings import Settings
+from readside.api import ops
+from readside.api.auth import Authenticator
+from readside.api.cursors import CursorCodec
+from readside.api.http import Context, endpoint
+from readside.embedded import EmbeddedBroker, free_port
+from readside.shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

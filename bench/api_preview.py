@@ -3,11 +3,11 @@
 Generates marketplace threads straight into PostgreSQL with COPY (no broker): the normalized
 tables a compute-on-read app would query (``threads_base``, ``messages``, ``reads_base``, with
 the best indexes we could give them) AND the projection's precomputed rows for the very same
-threads (``ThreadState`` built in Python, rendered with ``projector.projections.threads.render``
+threads (``ThreadState`` built in Python, rendered with ``readside.projector.projections.threads.render``
 into ``thread_previews`` + ``viewer_versions``). Then, through real HTTP with a concurrent
 client, for the heaviest viewers:
 
-- projection: the real API (``python -m shared.cli api``), 200 and the 304 path (If-None-Match);
+- projection: the real API (``python -m readside.cli api``), 200 and the 304 path (If-None-Match);
 - baseline: ``bench._baseline_app`` — the same Starlette/uvicorn stack running the window
   function + aggregation query (see that module);
 - both as bare SQL too (sequential, psycopg), to separate the query from the HTTP stack.
@@ -29,14 +29,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from api.auth import make_token
-from api.queries import inbox_page
+from readside.api.auth import make_token
+from readside.api.queries import inbox_page
 from bench import _baseline_app as baseline
 from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
-from projector.projections import REGISTRY
-from projector.projections.threads import Message, Started, ThreadState, message_preview, render
-from shared.db import migrate
-from shared.jsonbytes import dumps
+from readside.projector.projections import REGISTRY
+from readside.projector.projections.threads import Message, Started, ThreadState, message_preview, render
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps
 
 EPOCH = datetime(2026, 9, 1, 8, tzinfo=UTC)
 SPAN_MS = 60 * 24 * 3600 * 1000
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(url) as conn:
             sizes = conn.execute("SELECT count(*) FROM thread_previews WHERE user_id = ANY(%s) AND listed", (heavy,)).fetchone()
         proj_sql, base_sql = sql_timing(url, heavy, args.sql_runs)
-        with server("api", ["shared.cli", "api", "--workers", str(args.workers)], settings) as api, \
+        with server("api", ["readside.cli", "api", "--workers", str(args.workers)], settings) as api, \
                 server("baseline", ["bench._baseline_app", "--workers", str(args.workers)], settings) as base:
             res = asyncio.run(measure(args, api.base_url, base.base_url, heavy))
     threads, messages = args.generated

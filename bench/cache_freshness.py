@@ -4,7 +4,7 @@ event-to-visible freshness under a steady event stream.
 Data: ``bench.api_preview``'s generator (COPY, no broker), smaller by default. Two API processes
 serve the same database, side by side:
 
-- ``api+redis`` — ``python -m shared.cli api`` with ``READSIDE_REDIS_URL``: versions and ready
+- ``api+redis`` — ``python -m readside.cli api`` with ``READSIDE_REDIS_URL``: versions and ready
   bodies in Redis (``READSIDE_BENCH_REDIS_URL``, default an embedded Valkey started for the run);
 - ``api (no redis)`` — the same command without ``READSIDE_REDIS_URL``: the uncached path every
   request takes when no cache is configured (one indexed lookup per 200, one primary-key lookup
@@ -50,14 +50,14 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
 
-from api.auth import make_token
+from readside.api.auth import make_token
 from bench import api_preview
 from bench._common import (
     Connection, LoadResult, Server, bench_database, bench_settings, hammer, kafka, pct, say, server, table, use_uvloop,
 )
-from shared.embedded import EmbeddedValkey
-from shared.kafka import create_topics
-from shared.settings import Settings
+from readside.embedded import EmbeddedValkey
+from readside.shared.kafka import create_topics
+from readside.shared.settings import Settings
 
 TOPICS = ("threads.events", "payments.events")
 CACHED, PLAIN, SSE, SQL = "api+redis", "api (no redis)", "api+redis, SSE", "sql"
@@ -85,7 +85,7 @@ def redis_server() -> Iterator[str]:
 @contextlib.contextmanager
 def projector_process(settings: Settings) -> Iterator[Server]:
     """``readside projector --only threads`` as its own process (``Server`` for start/stop only: no HTTP)."""
-    proc = Server("projector", [sys.executable, "-m", "shared.cli", "projector", "--only", "threads"], settings, 0)
+    proc = Server("projector", [sys.executable, "-m", "readside.cli", "projector", "--only", "threads"], settings, 0)
     say(f"projector started (log {proc.log_path})")
     try:
         yield proc
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             listed = conn.execute("SELECT count(*) FROM thread_previews WHERE user_id = ANY(%s) AND listed",
                                   (heavy,)).fetchone()[0]
         asyncio.run(create_topics(bootstrap, [plain.topic_prefix + t for t in TOPICS], partitions=args.partitions))
-        argv_api = ["shared.cli", "api", "--workers", str(args.workers)]
+        argv_api = ["readside.cli", "api", "--workers", str(args.workers)]
         with server("api-redis", argv_api, cached) as api_r, server("api-plain", argv_api, plain) as api_p:
             srv = asyncio.run(serving(args, api_r.base_url, api_p.base_url, heavy)) if not args.skip_serving else None
             fresh = None

@@ -1,13 +1,13 @@
 """Projector events/s end to end (broker → committed rows) versus the ceilings on the same data.
 
-Publishes ``--events`` synthetic thread events (``shared.load.thread_stream``) to fresh topics on
+Publishes ``--events`` synthetic thread events (``readside.load.thread_stream``) to fresh topics on
 the broker, then measures, on the same machine and the same topic data:
 
 (a) consume alone: aiokafka, manual assignment from offset 0, ``getmany(max_records=5000)`` +
     ``orjson.loads`` of every value — the raw ceiling;
-(b) the same + ``schemas.decode`` of every record — the decode ceiling;
+(b) the same + ``readside.schemas.decode`` of every record — the decode ceiling;
 (f) fold + render alone: ``threads.fold_all`` and ``render`` over the decoded events, in memory;
-(c) the real projector (``projector.service.run_projector(settings, ["threads"])`` in-process,
+(c) the real projector (``readside.projector.service.run_projector(settings, ["threads"])`` in-process,
     default asyncio loop as ``readside projector``) from an empty database until the
     ``checkpoints`` table reaches the high watermarks (read from Fetch responses in (a)).
 
@@ -29,13 +29,13 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-import projector.service as service
+import readside.projector.service as service
 from bench._common import bench_database, bench_settings, kafka, pct, say, table
-from projector.engine import ProjectionRunner
-from projector.projections.threads import fold_all, render
-from schemas import Event, decode
-from shared.kafka import create_topics
-from shared.load import publish, thread_stream
+from readside.projector.engine import ProjectionRunner
+from readside.projector.projections.threads import fold_all, render
+from readside.schemas import Event, decode
+from readside.shared.kafka import create_topics
+from readside.load import publish, thread_stream
 
 TOPICS = ("threads.events", "payments.events")
 EVENTS_PER_THREAD = 25.7  # what thread_stream's default simulation produces on average
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(heads.values())
         if total != sent:
             say(f"warning: high watermarks sum to {total}, {sent} were published")
-        say(f"(b) consume + schemas.decode, best of {args.repeat}")
+        say(f"(b) consume + readside.schemas.decode, best of {args.repeat}")
         dec_s, _, kept = min((asyncio.run(consume(bootstrap, prefix, args.partitions, sent, "decode"))
                               for _ in range(args.repeat)), key=lambda r: r[0])
         typed = [e for e in (decode(*k) for k in kept) if isinstance(e, Event)]
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     raw, dec, fold, proj = total / raw_s, total / dec_s, total / fold_s, total / proj_s
     rows = [("path", "events/s", "seconds", "vs (a)"),
             ("(a) consume + orjson.loads", f"{raw:,.0f}", f"{raw_s:.2f}", "1.00"),
-            ("(b) consume + schemas.decode", f"{dec:,.0f}", f"{dec_s:.2f}", f"{dec / raw:.2f}"),
+            ("(b) consume + readside.schemas.decode", f"{dec:,.0f}", f"{dec_s:.2f}", f"{dec / raw:.2f}"),
             ("(f) fold_all + render, in memory", f"{fold:,.0f}", f"{fold_s:.2f}", f"{fold / raw:.2f}"),
             ("(c) projector, broker -> committed", f"{proj:,.0f}", f"{proj_s:.2f}", f"{proj / raw:.2f}"),
             ("(c) same, wall incl. start + group join", f"{total / wall_s:,.0f}", f"{wall_s:.2f}", f"{total / wall_s / raw:.2f}"),

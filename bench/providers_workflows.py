@@ -7,7 +7,7 @@ Fills one database straight with COPY (no broker), both sides from the same gene
   (``base_providers``, ``base_bookings``, ``base_reviews``) and counts bookings per request (join +
   GROUP BY + sort + LIMIT, reviews aggregated the same way, total by window count). The projection
   side holds the precomputed cards (``providers`` rows rendered by
-  ``projector.projections.providers.render``) plus ``provider_counts`` and ``listing_versions``.
+  ``readside.projector.projections.providers.render``) plus ``provider_counts`` and ``listing_versions``.
 - workflows: ``--viewers`` heavy owners with ``--workflows-per-viewer`` workflows each (plus
   other owners'), 1..8 saved versions each with real-sized graphs (2..24 nodes, 2% of workflows
   1500..3000 nodes). The baseline stores every version's ``nodes``/``edges`` as jsonb and, per
@@ -15,7 +15,7 @@ Fills one database straight with COPY (no broker), both sides from the same gene
   the projection holds one summary row per workflow (``render`` of ``WorkflowState``).
 
 Then through real HTTP with the bench client (``bench._common.hammer``), for each path: the real
-API (``python -m shared.cli api``) and the baseline served by the same stack (Starlette, uvicorn,
+API (``python -m readside.cli api``) and the baseline served by the same stack (Starlette, uvicorn,
 auth, parameter parsing, pool, ready bytes) from this module (``--serve-baseline``). Both answers
 are compared byte for byte before timing.
 """
@@ -37,18 +37,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import make_token
-from api.http import PRIVATE, PUBLIC, Context, Timing, json_response
-from api.params import Query
+from readside.api.auth import make_token
+from readside.api.http import PRIVATE, PUBLIC, Context, Timing, json_response
+from readside.api.params import Query
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
-from projector.projections.providers import Profile, ProviderState, normalize_category, render
-from projector.projections.providers_store import PROJECTION as PROVIDERS
-from projector.projections.workflows import Created, Latest, WorkflowState
-from projector.projections.workflows import render as render_workflow
-from projector.projections.workflows_store import PROJECTION as WORKFLOWS
-from shared.db import migrate
-from shared.jsonbytes import dumps, rfc3339
-from shared.settings import Settings
+from readside.projector.projections.providers import Profile, ProviderState, normalize_category, render
+from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
+from readside.projector.projections.workflows import Created, Latest, WorkflowState
+from readside.projector.projections.workflows import render as render_workflow
+from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps, rfc3339
+from readside.shared.settings import Settings
 
 EPOCH = datetime(2026, 6, 1, 8, tzinfo=UTC)
 SPAN_S = 150 * 24 * 3600
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = bench_settings(url)
         args.jwt_secret = settings.jwt_secret
         heavy = generate(url, args)
-        with server("api", ["shared.cli", "api", "--workers", str(args.workers)], settings) as api, \
+        with server("api", ["readside.cli", "api", "--workers", str(args.workers)], settings) as api, \
                 server("baseline", ["bench.providers_workflows", "--serve-baseline", "--workers", str(args.workers)],
                        settings) as base:
             results = asyncio.run(measure(args, api.base_url, base.base_url, heavy))

@@ -1,7 +1,7 @@
 """Rebuild versus live projection on the same topics: events/s of each, their ratio, and the time
 to rebuild the whole stream.
 
-Publishes about ``--events`` synthetic thread events (``shared.load.thread_stream``) to fresh
+Publishes about ``--events`` synthetic thread events (``readside.load.thread_stream``) to fresh
 topics, then on the same machine and the same topic data:
 
 (a) consume alone: aiokafka from offset 0 with ``orjson.loads`` of every value — the raw ceiling
@@ -10,7 +10,7 @@ topics, then on the same machine and the same topic data:
     ``readside projector`` runs it) from an empty database until its checkpoints reach the high
     watermarks; rate from its first batch to its last, so the group join is left out. It is then
     stopped, so the rebuild runs alone, as (L) did;
-(R) ``readside rebuild threads --verify`` (``projector.rebuild.Rebuilder``, in-process, what the
+(R) ``readside rebuild threads --verify`` (``readside.projector.rebuild.Rebuilder``, in-process, what the
     command runs): bulk load from offset 0 into the shadow schema with the threads bulk loader
     (COPY), indexes, catch-up, cutover with ``--verify`` (it reads both versions whole); the rate
     of the bulk phase, and of the whole command from its start to its end;
@@ -18,7 +18,7 @@ topics, then on the same machine and the same topic data:
 (G) with ``--generic``: the projection's own ``apply`` in the bulk phase (no bulk loader), to
     weigh the COPY path.
 
-Checks (``projector.verify.compare``, what ``--verify`` runs; timed apart): (R)'s tables must
+Checks (``readside.projector.verify.compare``, what ``--verify`` runs; timed apart): (R)'s tables must
 equal the live ones, and each later run's tables the previous run's.
 """
 
@@ -35,11 +35,11 @@ import psycopg
 
 from bench._common import bench_database, bench_settings, kafka, say, table
 from bench.projector_throughput import TOPICS, Observed, consume, run_projector_until
-from projector.projections import REGISTRY
-from projector.rebuild import Options, Rebuilder
-from projector.verify import compare
-from shared.kafka import create_topics
-from shared.load import publish, thread_stream
+from readside.projector.projections import REGISTRY
+from readside.projector.rebuild import Options, Rebuilder
+from readside.projector.verify import compare
+from readside.shared.kafka import create_topics
+from readside.load import publish, thread_stream
 
 EVENTS_PER_THREAD = 25.7
 

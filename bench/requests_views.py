@@ -4,10 +4,10 @@ Generates support-desk requests straight into PostgreSQL with COPY (no broker): 
 tables a compute-on-read app would query (``req_base``, ``req_assignees_base``,
 ``req_messages_base``, ``req_reads_base``, with the best indexes we could give them) AND the
 projection's rows for the very same requests (``RequestState`` built in Python, rendered with
-``projector.projections.requests.render`` into ``requests_rows``, ``request_assignees``,
+``readside.projector.projections.requests.render`` into ``requests_rows``, ``request_assignees``,
 ``request_counts``, ``request_window_counts`` and ``request_versions``). Then, through real HTTP with a concurrent client:
 
-- projection: the real API (``python -m shared.cli api``), 200 and the 304 path (If-None-Match);
+- projection: the real API (``python -m readside.cli api``), 200 and the 304 path (If-None-Match);
 - baseline: the same Starlette/uvicorn stack (``python -m bench.requests_views baseline``) that
   counts every view with one ``count(*) FILTER (...)`` pass over the scope's requests (assignees
   aggregated by ``GROUP BY``), and assembles the page's items (assignees, latest message, unread
@@ -35,13 +35,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import make_token
-from api.http import PRIVATE, Context, Timing, json_response
-from api.params import Query
-from api.request_queries import technician_views
+from readside.api.auth import make_token
+from readside.api.http import PRIVATE, Context, Timing, json_response
+from readside.api.params import Query
+from readside.api.request_queries import technician_views
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
-from projector.projections import REGISTRY
-from projector.projections.requests import (
+from readside.projector.projections import REGISTRY
+from readside.projector.projections.requests import (
     TICKET_TYPES,
     VIEWS,
     Created,
@@ -52,10 +52,10 @@ from projector.projections.requests import (
     window_keys,
     window_starts,
 )
-from projector.projections.threads import normalize_text
-from shared.db import migrate
-from shared.jsonbytes import dumps
-from shared.settings import Settings
+from readside.projector.projections.threads import normalize_text
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps
+from readside.shared.settings import Settings
 
 STATUSES = ("new", "open", "in_progress", "pending_requester", "pending_subtask", "solved", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(url) as conn:
             sizes = dict(conn.execute("SELECT view, sum(n) FROM request_counts WHERE scope = '*' AND technician_id = '' GROUP BY 1"))
         sql = sql_timing(url, techs, args.sql_runs)
-        with server("api", ["shared.cli", "api", "--workers", str(args.workers)], settings) as api, \
+        with server("api", ["readside.cli", "api", "--workers", str(args.workers)], settings) as api, \
                 server("baseline", ["bench.requests_views", "baseline", "--workers", str(args.workers)], settings) as base:
             res = asyncio.run(measure(args, api.base_url, base.base_url, techs))
     rows = [("path", "req/s", "p50 ms", "p99 ms", "server p50 ms", "requests", "errors")]
@@ -482,7 +482,7 @@ def _serve_baseline(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    # The same server options as ``readside api`` (shared.cli.cmd_api).
+    # The same server options as ``readside api`` (readside.cli.cmd_api).
     uvicorn.run("bench.requests_views:baseline_from_env", factory=True, host="127.0.0.1", port=args.port,
                 workers=args.workers, log_level="warning", access_log=False)
     return 0

@@ -3,7 +3,7 @@
 The ``dead_letters`` table holds every record a projection could not apply: the original bytes
 (``value`` NULL for a tombstone), the origin (topic, partition, offset), the reason. The
 ``<topic>.dlq`` topics hold the same records for other consumers — except one too large for the
-topic, announced there by a small pointer record (``projector.engine.pointer``); the table keeps
+topic, announced there by a small pointer record (``readside.projector.engine.pointer``); the table keeps
 it whole. Replay reads the table, which is exactly-once.
 
 **Replay** re-decodes each selected dead letter with today's schemas (a deployed upcaster, a
@@ -15,7 +15,7 @@ relaxed model) and:
   dead letters share, is applied once and counted as a duplicate;
 - one whose type is now unknown to the projection is dropped, as the projector would skip it;
 - one that still fails (decoding, or the fold — a ``DataError``, a ``ProgramLimitExceeded``... as
-  the projector classifies them, ``shared.errors.record_fault``) stays, with the new reason and
+  the projector classifies them, ``readside.shared.errors.record_fault``) stays, with the new reason and
   ``retries + 1``; an unavailable database stops the replay (what committed stays done).
 
 Dead letters are taken ``FOR UPDATE SKIP LOCKED``, so two replays never apply one twice. After
@@ -34,14 +34,14 @@ from typing import Any, Callable, Sequence
 import orjson
 import psycopg
 
-from projector.projection import Projection
-from projector.projections import REGISTRY
-from schemas import Event, InvalidEvent, UnknownEvent, decode
-from schemas.envelope import clean_reason
-from shared.cache import Cache, CacheDown
-from shared.errors import record_fault
-from shared.settings import Settings
-from shared.table import ago, format_table
+from readside.projector.projection import Projection
+from readside.projector.projections import REGISTRY
+from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
+from readside.schemas.envelope import clean_reason
+from readside.shared.cache import Cache, CacheDown
+from readside.shared.errors import record_fault
+from readside.shared.settings import Settings
+from readside.shared.table import ago, format_table
 
 __all__ = ["DeadLetter", "ReplayResult", "get", "list_dead_letters", "render_list", "render_show", "replay", "show_json"]
 

@@ -12,7 +12,7 @@ One ``ProjectionRunner`` per projection, each with its own consumer group
 6. Set-based writes: the projection's ``apply`` gets the whole batch.
 7. Poison never stops the line: invalid records (tombstones included) are dead-lettered
    (``<topic>.dlq`` + the ``dead_letters`` table); a write that fails for the records' sake
-   (``shared.errors.record_fault``: a fold that raises, a ``DataError``, an ``IntegrityError``,
+   (``readside.shared.errors.record_fault``: a fold that raises, a ``DataError``, an ``IntegrityError``,
    a ``ProgramLimitExceeded``...) is bisected down to the failing event, which is dead-lettered;
    operational errors (broker, database down, deadlocks) are retried with backoff, never
    skipped. A dead letter too large for its topic is kept whole in the table and announced on the
@@ -37,11 +37,11 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from projector.projection import Projection
-from schemas import Event, InvalidEvent, UnknownEvent, decode
-from schemas.envelope import clean_reason
-from shared.errors import FencedError, record_fault
-from shared.settings import Settings
+from readside.projector.projection import Projection
+from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
+from readside.schemas.envelope import clean_reason
+from readside.shared.errors import FencedError, record_fault
+from readside.shared.settings import Settings
 
 __all__ = ["OnCommit", "POINTER_HEADER", "ProjectionRunner", "pointer"]
 

@@ -12,7 +12,7 @@
   ``readside_projector_batch_seconds{projection}`` (a batch from its processing's start to its
   offsets committed) and ``readside_projector_batch_events{projection}`` (records per batch).
 
-A :class:`Monitor` refreshes the status (``projector.status.collect``: PostgreSQL plus the
+A :class:`Monitor` refreshes the status (``readside.projector.status.collect``: PostgreSQL plus the
 broker's heads) every ``min(5, READSIDE_STALL_AFTER / 4)`` seconds; the endpoints serve its last
 reading, so a probe never waits on the broker. It logs when a projection stalls and recovers.
 """
@@ -35,13 +35,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from projector.engine import ProjectionRunner
-from projector.status import Status, collect
-from shared.jsonbytes import dumps
-from shared.kafka import BrokerHeads
-from shared.listen import listening_socket
-from shared.settings import Settings
-from shared.table import duration
+from readside.projector.engine import ProjectionRunner
+from readside.projector.status import Status, collect
+from readside.shared.jsonbytes import dumps
+from readside.shared.kafka import BrokerHeads
+from readside.shared.listen import listening_socket
+from readside.shared.settings import Settings
+from readside.shared.table import duration
 
 __all__ = ["Monitor", "bind", "build_app", "serve"]
 

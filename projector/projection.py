@@ -7,7 +7,7 @@ what the batch touches with one query per table, folds in memory with the module
 functions, and writes back with one statement per table. It returns the cache keys whose
 content changed (bumped after commit).
 
-For ``readside rebuild`` (``projector.rebuild``) a projection may also declare:
+For ``readside rebuild`` (``readside.projector.rebuild``) a projection may also declare:
 
 - ``checks``: how ``--verify`` compares each table between two versions. Counters that only
   exist for ETags (``viewer_versions``, a row's ``version``) depend on how events were batched,
@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, Sequence
 
 import psycopg
 
-from schemas import Event
+from readside.schemas import Event
 
 __all__ = ["ApplyFn", "BulkLoad", "Projection", "TableCheck"]
 

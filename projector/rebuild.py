@@ -4,7 +4,7 @@ one from offset 0, then swapped in atomically.
 Phases, recorded in ``rebuilds.phase`` (one row per projection) so a run resumes where the last
 one stopped — after Ctrl-C or ``kill -9`` alike:
 
-1. ``bulk``: the shadow tables (``projector.shadow``, primary keys only) are filled from offset 0
+1. ``bulk``: the shadow tables (``readside.projector.shadow``, primary keys only) are filled from offset 0
    up to the live checkpoints as they were when the phase (re)started. A reader task fetches and
    decodes the next chunk while the previous one is written (one transaction per chunk:
    rows, ``rs_seen``, ``rs_checkpoints`` and the ``rebuilds`` row), with ``synchronous_commit``
@@ -13,7 +13,7 @@ one stopped — after Ctrl-C or ``kill -9`` alike:
    the aggregates one chunk touches; an aggregate touched again by a later chunk is loaded back
    from the shadow tables. The projection's ``bulk`` loader is used when it has one, else its
    own ``apply``. With ``workers`` > 1 the phase runs in that many processes, the partitions
-   split between them (``projector.rebuild_bulk``).
+   split between them (``readside.projector.rebuild_bulk``).
 2. ``index``: in one transaction, the loader's ``finish`` (derived tables), every secondary
    index, ``ANALYZE``.
 3. ``catch-up``: the tail, from the shadow's positions toward the live checkpoints (which keep
@@ -50,15 +50,15 @@ import orjson
 import psycopg
 from aiokafka import TopicPartition
 
-from projector.progress import Progress, duration
-from projector.projection import Projection
-from projector.rebuild_bulk import ShadowWriter, load, run_workers
-from projector.replay import Chunk, Replay
-from projector.shadow import Shadow, build_schema, prev_schema
-from projector.verify import TableDiff, compare, report
-from shared.cache import Cache, CacheDown
-from shared.errors import ConfigError, ReadsideError
-from shared.settings import Settings
+from readside.projector.progress import Progress, duration
+from readside.projector.projection import Projection
+from readside.projector.rebuild_bulk import ShadowWriter, load, run_workers
+from readside.projector.replay import Chunk, Replay
+from readside.projector.shadow import Shadow, build_schema, prev_schema
+from readside.projector.verify import TableDiff, compare, report
+from readside.shared.cache import Cache, CacheDown
+from readside.shared.errors import ConfigError, ReadsideError
+from readside.shared.settings import Settings
 
 __all__ = ["Options", "RebuildAborted", "Rebuilder", "mark_interrupted"]
 
@@ -213,7 +213,7 @@ class Rebuilder:
 
         class _Session:
             async def __aenter__(self) -> None:
-                from shared.db import migrate
+                from readside.shared.db import migrate
 
                 await asyncio.to_thread(migrate, rebuilder.settings.database_url, [rebuilder.projection])
                 rebuilder.conn = await psycopg.AsyncConnection.connect(
@@ -376,7 +376,7 @@ class Rebuilder:
     async def _bulk_workers(
         self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
     ) -> dict[Key, int]:
-        from projector.projections import REGISTRY
+        from readside.projector.projections import REGISTRY
 
         if REGISTRY.get(self.name) is not self.projection:
             raise ConfigError("--workers runs the registered projection in each worker: this one is not registered")

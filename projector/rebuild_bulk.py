@@ -2,7 +2,7 @@
 
 ``ShadowWriter.write`` applies one chunk in the caller's transaction: dedupe by ``event_id``
 against ``rs_seen`` (first wins), the projection's write (its bulk loader in the bulk phase, its
-``apply`` otherwise; a write that fails for the events' sake — ``shared.errors.record_fault``, as
+``apply`` otherwise; a write that fails for the events' sake — ``readside.shared.errors.record_fault``, as
 the live engine classifies it — is bisected down to the failing events, which are kept in
 ``rs_failed`` as the live engine dead-letters them; the database being down propagates), and the
 new positions in ``rs_checkpoints`` —
@@ -12,7 +12,7 @@ rows and positions commit together, so a build resumes exactly where its last co
 chunk while the previous one is written (decoding is CPU, writing mostly waits for PostgreSQL).
 
 Workers: ``readside rebuild --workers N`` splits the partitions by partition number into N
-groups and runs ``python -m projector.rebuild_bulk`` once per group, each with its own broker
+groups and runs ``python -m readside.projector.rebuild_bulk`` once per group, each with its own broker
 connection, database connection and transactions — the way N live projector instances share a
 consumer group. Their writes are safe together for the same reason: ``apply`` and the bulk
 loaders lock the aggregate rows they load, in key order (ARCHITECTURE invariant 5), and
@@ -31,12 +31,12 @@ from typing import Awaitable, Callable
 import orjson
 import psycopg
 
-from projector.projection import Projection
-from projector.replay import Chunk, Item, Replay
-from projector.shadow import Shadow
-from schemas.envelope import clean_reason
-from shared.errors import ReadsideError, record_fault
-from shared.settings import Settings
+from readside.projector.projection import Projection
+from readside.projector.replay import Chunk, Item, Replay
+from readside.projector.shadow import Shadow
+from readside.schemas.envelope import clean_reason
+from readside.shared.errors import ReadsideError, record_fault
+from readside.shared.settings import Settings
 
 __all__ = ["ShadowWriter", "load", "run_workers"]
 
@@ -205,13 +205,13 @@ def _worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key
         "max_rate": max_rate,
         "parent": os.getpid(),
     }
-    return [sys.executable, "-m", "projector.rebuild_bulk", orjson.dumps(spec).decode()]
+    return [sys.executable, "-m", "readside.projector.rebuild_bulk", orjson.dumps(spec).decode()]
 
 
 async def _worker(spec: dict) -> None:
     from aiokafka import TopicPartition
 
-    from projector.projections import REGISTRY
+    from readside.projector.projections import REGISTRY
 
     settings = Settings.from_env()
     projection = REGISTRY[spec["projection"]]

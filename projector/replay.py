@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from projector.projection import Projection
-from schemas import Event, InvalidEvent, UnknownEvent, decode
-from shared.errors import ReadsideError, RetryableError
-from shared.settings import Settings
+from readside.projector.projection import Projection
+from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
+from readside.shared.errors import ReadsideError, RetryableError
+from readside.shared.settings import Settings
 
 __all__ = ["Chunk", "Item", "Replay", "RetentionError"]
 

@@ -12,14 +12,14 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from projector.engine import OnCommit, ProjectionRunner
-from projector.projection import Projection
-from projector.projections import REGISTRY
-from shared.cache import Cache, CacheDown
-from shared.db import migrate, open_pool
-from shared.errors import ConfigError
-from shared.kafka import create_topics
-from shared.settings import Settings
+from readside.projector.engine import OnCommit, ProjectionRunner
+from readside.projector.projection import Projection
+from readside.projector.projections import REGISTRY
+from readside.shared.cache import Cache, CacheDown
+from readside.shared.db import migrate, open_pool
+from readside.shared.errors import ConfigError
+from readside.shared.kafka import create_topics
+from readside.shared.settings import Settings
 
 __all__ = ["Invalidator", "run_projector", "select"]
 
@@ -83,7 +83,7 @@ async def run_projector(
     projections = select(names)
     if not settings.projector_port:
         return await _run(settings, projections, stop, on_commit, None)
-    from projector import http
+    from readside.projector import http
 
     sock = http.bind(settings)  # first: a port in use fails the start, not the first probe
     try:
@@ -156,7 +156,7 @@ async def _run(
     try:
         runners = [ProjectionRunner(settings, p, pool, producer, on_commit) for p in projections]
         if sock is not None:
-            from projector import http
+            from readside.projector import http
 
             monitor = http.Monitor(settings, [p.name for p in projections], runners)
             tasks += [monitor.run(pool, stop), http.serve(http.build_app(monitor), sock, stop)]

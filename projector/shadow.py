@@ -39,8 +39,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from projector.projection import Projection
-from shared.errors import ReadsideError
+from readside.projector.projection import Projection
+from readside.shared.errors import ReadsideError
 
 __all__ = ["Shadow", "build_schema", "prev_schema"]
 

@@ -4,7 +4,7 @@ projector's own ``/readyz`` all read this one computation.
 Per projection: version, state, dead letters, unknown types skipped, last batch; per partition:
 checkpoint, high watermark, lag in events and in seconds, when the checkpoint last moved.
 
-- **High watermarks** come from the broker when it answers (:class:`shared.kafka.BrokerHeads`),
+- **High watermarks** come from the broker when it answers (:class:`readside.shared.kafka.BrokerHeads`),
   so a dead projector cannot hide its lag; otherwise (or for a partition the broker did not
   answer for) from ``partition_heads``, which the projector records with every batch. The larger
   of the two wins: a head never moves back.
@@ -29,9 +29,9 @@ from typing import Any, Iterable
 
 import psycopg
 
-from projector.projections import REGISTRY
-from shared.kafka import BrokerHeads, BrokerUnavailable, Head
-from shared.table import ago, duration, format_table
+from readside.projector.projections import REGISTRY
+from readside.shared.kafka import BrokerHeads, BrokerUnavailable, Head
+from readside.shared.table import ago, duration, format_table
 
 __all__ = ["PartitionStatus", "ProjectionStatus", "Status", "collect", "load", "render", "summarize"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from projector.projection import Projection
+from readside.projector.projection import Projection
 
 __all__ = ["TableDiff", "compare", "report"]
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from schemas.envelope import (
+from readside.schemas.envelope import (
     PAYLOAD_TYPES,
     SUPPORTED_SCHEMA_VERSION,
     TOPICS,
@@ -24,10 +24,10 @@ from schemas.envelope import (
     decode,
     envelope_json_schema,
 )
-from schemas.payments import PaymentReceived
-from schemas.providers import BookingConfirmed, ProviderProfileUpdated, ReviewPosted
-from schemas.publisher import Published, Publisher, encode, make_event, read_after, route
-from schemas.requests import (
+from readside.schemas.payments import PaymentReceived
+from readside.schemas.providers import BookingConfirmed, ProviderProfileUpdated, ReviewPosted
+from readside.schemas.publisher import Published, Publisher, encode, make_event, read_after, route
+from readside.schemas.requests import (
     RequestAssigned,
     RequestChanges,
     RequestCreated,
@@ -36,7 +36,7 @@ from schemas.requests import (
     RequestTaken,
     RequestUpdated,
 )
-from schemas.threads import (
+from readside.schemas.threads import (
     Attachment,
     MessageCreated,
     MessageDeleted,
@@ -47,7 +47,7 @@ from schemas.threads import (
     ThreadStarted,
     ThreadStateChanged,
 )
-from schemas.workflows import WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
+from readside.schemas.workflows import WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
 
 __all__ = [
     "Attachment",

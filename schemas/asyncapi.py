@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from schemas.envelope import NOT_IN_JSON_SCHEMA, envelope_json_schema
-from schemas.registry import PAYLOAD_TYPES, TOPICS
+from readside.schemas.envelope import NOT_IN_JSON_SCHEMA, envelope_json_schema
+from readside.schemas.registry import PAYLOAD_TYPES, TOPICS
 
 __all__ = ["DLQ_HEADERS", "asyncapi_document"]
 

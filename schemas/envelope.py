@@ -13,7 +13,7 @@ this order, and stops at the first failure:
 4. the topic carries the type;
 5. ``schema_version`` is supported (1), or :data:`UPCASTERS` lift the payload to it;
 6. the payload validates against its model (:data:`PAYLOAD_TYPES`), ids and times bounded
-   as the envelope's (``schemas._base.Id``, ``Timestamp``);
+   as the envelope's (``readside.schemas._base.Id``, ``Timestamp``);
 7. the record key, as UTF-8, equals the payload's aggregate id (a missing key is a mismatch).
 
 Any failure raises :class:`InvalidEvent` whose ``reason`` goes to the dead-letter header; so
@@ -21,7 +21,7 @@ does any other exception raised while decoding a record (a decoder bug must cost
 never the projection). Reasons are at most :data:`REASON_MAX` characters, control characters
 escaped.
 The registry (:data:`TOPICS`, :data:`PAYLOAD_TYPES`, :data:`UPCASTERS`) lives in
-``schemas.registry`` and is re-exported here.
+``readside.schemas.registry`` and is re-exported here.
 An unknown ``schema_version`` of an unknown type is still just an unknown event: the contract
 dead-letters unsupported versions of *known* types only.
 """
@@ -36,8 +36,8 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from schemas._base import ID_MAX, ID_PATTERN, RFC3339_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
-from schemas.registry import (
+from readside.schemas._base import ID_MAX, ID_PATTERN, RFC3339_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
+from readside.schemas.registry import (
     PAYLOAD_TYPES,
     SUPPORTED_SCHEMA_VERSION,
     TOPICS,

@@ -6,7 +6,7 @@ before the thread it pays for: readers must not assume the thread exists yet.
 
 from __future__ import annotations
 
-from schemas._base import Id, Payload, Timestamp
+from readside.schemas._base import Id, Payload, Timestamp
 
 __all__ = ["PaymentReceived"]
 

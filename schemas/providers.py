@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from schemas._base import Id, Payload, Timestamp
+from readside.schemas._base import Id, Payload, Timestamp
 
 __all__ = ["BookingConfirmed", "ProviderProfileUpdated", "ReviewPosted"]
 

@@ -2,7 +2,7 @@
 
 For the core app, the demo, the test suites and any Python producer (guide:
 ``docs/publishing.md``). :func:`make_event` refuses a payload its model rejects, so whatever it
-builds, :func:`schemas.decode` accepts. Retrying a send must reuse the same ``event_id``:
+builds, :func:`readside.schemas.decode` accepts. Retrying a send must reuse the same ``event_id``:
 consumers drop a seen ``event_id``, so that is what makes a retry safe, and a fresh
 ``make_event`` would be a second event.
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
-from schemas._base import id_problem
-from schemas.registry import PAYLOAD_TYPES, SUPPORTED_SCHEMA_VERSION, TOPICS, topic_of
+from readside.schemas._base import id_problem
+from readside.schemas.registry import PAYLOAD_TYPES, SUPPORTED_SCHEMA_VERSION, TOPICS, topic_of
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.payments import PaymentReceived
-from schemas.providers import BookingConfirmed, ProviderProfileUpdated, ReviewPosted
-from schemas.requests import (
+from readside.schemas.payments import PaymentReceived
+from readside.schemas.providers import BookingConfirmed, ProviderProfileUpdated, ReviewPosted
+from readside.schemas.requests import (
     RequestAssigned,
     RequestCreated,
     RequestMessageCreated,
@@ -21,7 +21,7 @@ from schemas.requests import (
     RequestTaken,
     RequestUpdated,
 )
-from schemas.threads import (
+from readside.schemas.threads import (
     MessageCreated,
     MessageDeleted,
     MessageRead,
@@ -29,7 +29,7 @@ from schemas.threads import (
     ThreadStarted,
     ThreadStateChanged,
 )
-from schemas.workflows import WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
+from readside.schemas.workflows import WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
 
 __all__ = ["PAYLOAD_TYPES", "SUPPORTED_SCHEMA_VERSION", "TOPICS", "UPCASTERS", "topic_of"]
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas._base import Id, Payload, Timestamp
+from readside.schemas._base import Id, Payload, Timestamp
 
 __all__ = [
     "RequestAssigned",

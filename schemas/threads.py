@@ -14,7 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas._base import Id, Payload, Timestamp
+from readside.schemas._base import Id, Payload, Timestamp
 
 __all__ = [
     "Attachment",

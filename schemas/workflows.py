@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas._base import Id, Payload, Timestamp
+from readside.schemas._base import Id, Payload, Timestamp
 
 __all__ = ["WorkflowCreated", "WorkflowDeleted", "WorkflowVersionSaved"]
 

@@ -8,7 +8,7 @@
                                the whole batch rolls back and the consumer re-seeks
 
 Poison (an event that fails validation or a fold) is not an exception that leaves the
-projector: it is dead-lettered (see ``projector.engine``). ``schemas.InvalidEvent`` carries the
+projector: it is dead-lettered (see ``readside.projector.engine``). ``schemas.InvalidEvent`` carries the
 reason. :func:`record_fault` tells, for an exception raised while writing records, whether it
 belongs to the records (isolate and dead-letter them) or to the world (retry the batch).
 """

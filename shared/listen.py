@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.errors import ConfigError
+from readside.shared.errors import ConfigError
 
 __all__ = ["listening_socket"]
 

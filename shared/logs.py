@@ -18,7 +18,7 @@ from typing import Mapping
 
 import orjson
 
-from shared.errors import ConfigError
+from readside.shared.errors import ConfigError
 
 __all__ = ["JsonFormatter", "configure"]
 

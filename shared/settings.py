@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from shared.errors import ConfigError
+from readside.shared.errors import ConfigError
 
 __all__ = ["Settings"]
 

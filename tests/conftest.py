@@ -23,9 +23,9 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres
-from shared.kafka import CONTRACT_TOPICS, create_topics
-from shared.settings import Settings
+from readside.embedded import EmbeddedBroker, EmbeddedPostgres
+from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.settings import Settings
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -112,7 +112,7 @@ class InProcessProjector:
         self._thread = threading.Thread(target=self._main, daemon=True)
 
     def _main(self) -> None:
-        from projector.service import run_projector
+        from readside.projector.service import run_projector
 
         async def go() -> None:
             self._loop = asyncio.get_running_loop()
@@ -154,7 +154,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from shared.embedded import EmbeddedValkey
+    from readside.embedded import EmbeddedValkey
 
     server = EmbeddedValkey(data_dir=tmp_path_factory.mktemp("valkey"))
     yield server.start()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
-from shared.load import Record
+from readside.load import Record
 
 __all__ = ["POISON", "Poison"]
 

@@ -22,8 +22,8 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import Event, decode
-from shared.load import Record
+from readside.schemas import Event, decode
+from readside.load import Record
 
 _counter = itertools.count()
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -235,11 +235,11 @@ def api_server(env: dict[str, str], logs: Path, *args: str, ready: str = "/healt
     process, and stops it (SIGTERM) afterwards. Its output goes to ``logs/api-<port>.log``."""
     import httpx
 
-    from shared.embedded import free_port
+    from readside.embedded import free_port
 
     port = free_port()
     log = open(logs / f"api-{port}.log", "wb")
-    api = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port), *args],
+    api = subprocess.Popen([sys.executable, "-m", "readside.cli", "api", "--port", str(port), *args],
                            env={**(os.environ if inherit else {}), **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
@@ -298,8 +298,8 @@ def expected_threads(records: Iterable[Record]) -> dict[str, Any]:
 
     Dedupe is by ``event_id`` (first wins), as the projector does.
     """
-    from projector.projections.threads import fold_all, render
-    from shared.jsonbytes import dumps
+    from readside.projector.projections.threads import fold_all, render
+    from readside.shared.jsonbytes import dumps
 
     seen: set[str] = set()
     events = []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from projector.projection import Projection
-from projector.projections.providers_store import PROJECTION as PROVIDERS
-from projector.projections.requests_store import PROJECTION as REQUESTS
-from projector.projections.threads_bulk import BULK as THREADS_BULK
-from projector.projections.threads_store import PROJECTION as THREADS
-from projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.projector.projection import Projection
+from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
+from readside.projector.projections.requests_store import PROJECTION as REQUESTS
+from readside.projector.projections.threads_bulk import BULK as THREADS_BULK
+from readside.projector.projections.threads_store import PROJECTION as THREADS
+from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
 
 __all__ = ["REGISTRY"]
 

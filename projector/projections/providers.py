@@ -30,9 +30,9 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Iterable
 
-from projector.projections.avatars import shipped
-from schemas import BookingConfirmed, Event, ProviderProfileUpdated, ReviewPosted
-from shared.jsonbytes import dumps
+from readside.projector.projections.avatars import shipped
+from readside.schemas import BookingConfirmed, Event, ProviderProfileUpdated, ReviewPosted
+from readside.shared.jsonbytes import dumps
 
 __all__ = [
     "FIELDS",

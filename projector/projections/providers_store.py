@@ -30,11 +30,11 @@ from typing import Any, Sequence
 
 import psycopg
 
-from projector.projection import Projection, TableCheck
-from projector.projections.avatars_store import PROVIDER_DDL, write_provider_avatars
-from projector.projections.providers import Card, Profile, ProviderState, fold_into, render
-from schemas import BookingConfirmed, Event, ReviewPosted
-from shared.jsonbytes import dumps
+from readside.projector.projection import Projection, TableCheck
+from readside.projector.projections.avatars_store import PROVIDER_DDL, write_provider_avatars
+from readside.projector.projections.providers import Card, Profile, ProviderState, fold_into, render
+from readside.schemas import BookingConfirmed, Event, ReviewPosted
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["ALL_KEY", "DDL", "PROJECTION", "apply", "listing_key"]
 

@@ -39,8 +39,8 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from projector.projections.threads import further, normalize_text
-from schemas import (
+from readside.projector.projections.threads import further, normalize_text
+from readside.schemas import (
     Event,
     RequestAssigned,
     RequestCreated,

@@ -38,8 +38,8 @@ from typing import Sequence
 
 import psycopg
 
-from projector.projection import Projection, TableCheck
-from projector.projections.requests import (
+from readside.projector.projection import Projection, TableCheck
+from readside.projector.projections.requests import (
     ALL_SCOPE,
     RequestRow,
     RequestState,
@@ -51,8 +51,8 @@ from projector.projections.requests import (
     render,
     scopes,
 )
-from schemas import Event
-from shared.jsonbytes import dumps
+from readside.schemas import Event
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["DDL", "PROJECTION", "SHARED_VIEW_SQL", "apply", "version_key"]
 

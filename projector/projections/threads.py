@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from projector.projections.avatars import shipped
-from schemas import (
+from readside.projector.projections.avatars import shipped
+from readside.schemas import (
     Event,
     MessageCreated,
     MessageDeleted,

@@ -25,12 +25,12 @@ from typing import Sequence
 
 import psycopg
 
-from projector.projection import BulkLoad
-from projector.projections.avatars_store import write_user_avatars
-from projector.projections.threads import fold_into, render
-from projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts
-from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
-from shared.jsonbytes import dumps
+from readside.projector.projection import BulkLoad
+from readside.projector.projections.avatars_store import write_user_avatars
+from readside.projector.projections.threads import fold_into, render
+from readside.projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts
+from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["BULK", "apply", "finish"]
 

@@ -38,10 +38,10 @@ from typing import Any, Collection, Sequence
 import orjson
 import psycopg
 
-from projector.projection import Projection, TableCheck
-from projector.projections.avatars import Offer, offers
-from projector.projections.avatars_store import USER_DDL, write_user_avatars
-from projector.projections.threads import (
+from readside.projector.projection import Projection, TableCheck
+from readside.projector.projections.avatars import Offer, offers
+from readside.projector.projections.avatars_store import USER_DDL, write_user_avatars
+from readside.projector.projections.threads import (
     Message,
     PreviewRow,
     Side,
@@ -52,8 +52,8 @@ from projector.projections.threads import (
     unread,
     visible,
 )
-from schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
-from shared.jsonbytes import dumps
+from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["PROJECTION", "DDL", "FROM_PARTICIPANT", "READS_FORWARD", "apply", "load_states", "message_item", "starts"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from schemas import Event, WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
+from readside.schemas import Event, WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
 
 __all__ = ["Created", "Latest", "WorkflowRow", "WorkflowState", "fold", "fold_all", "fold_into", "render"]
 

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 import psycopg
 
-from projector.projection import Projection, TableCheck
-from projector.projections.workflows import Created, Latest, WorkflowState, fold_into, render
-from schemas import Event
-from shared.jsonbytes import dumps
+from readside.projector.projection import Projection, TableCheck
+from readside.projector.projections.workflows import Created, Latest, WorkflowState, fold_into, render
+from readside.schemas import Event
+from readside.shared.jsonbytes import dumps
 
 __all__ = ["DDL", "PROJECTION", "TEMPLATES_KEY", "apply", "owner_key"]
 

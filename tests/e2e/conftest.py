@@ -14,9 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from shared.embedded import EmbeddedValkey
-from shared.kafka import CONTRACT_TOPICS, create_topics
-from shared.settings import Settings
+from readside.embedded import EmbeddedValkey
+from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector, _with_db
 from tests.support import api_server
 

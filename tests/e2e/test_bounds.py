@@ -20,11 +20,11 @@ import psycopg
 import pytest
 import redis
 
-from api.auth import make_token
-from api.ryw import POLL
-from shared.embedded import EmbeddedValkey, free_port
-from shared.load import publish
-from shared.settings import Settings
+from readside.api.auth import make_token
+from readside.api.ryw import POLL
+from readside.embedded import EmbeddedValkey, free_port
+from readside.load import publish
+from readside.shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import api_server, wait_caught_up, wait_until
@@ -293,8 +293,8 @@ def _transactions(db_url: str) -> int:
 def test_many_waiting_requests_share_one_poll_and_past_the_cap_are_answered_at_once(
     db_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from projector.service import select
-    from shared.db import migrate
+    from readside.projector.service import select
+    from readside.shared.db import migrate
 
     migrate(db_url, select(None))
     prefix = f"b{uuid.uuid4().hex[:8]}."

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 import redis
 
-from api.auth import make_token
-from shared.embedded import EmbeddedValkey
-from shared.load import publish
+from readside.api.auth import make_token
+from readside.embedded import EmbeddedValkey
+from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import message, started, wait_caught_up, wait_until
 import orjson

@@ -28,7 +28,7 @@ import httpx
 import orjson
 import pytest
 
-from shared.embedded import free_port
+from readside.embedded import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +155,7 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
             assert response.status_code == 200, (shlex.quote(match["url"]), response.text)
             bodies[match["url"].split("?")[0].split(f":{port}")[1]] = response.json()
         assert bodies["/v1/threads/preview"]["items"], "the first curl must show a non-empty inbox"
-        made = subprocess.run([sys.executable, "-m", "shared.cli", "token", "u-someone", "--role", "admin"],
+        made = subprocess.run([sys.executable, "-m", "readside.cli", "token", "u-someone", "--role", "admin"],
                               env=env | {"READSIDE_JWT_SECRET": secret}, capture_output=True, text=True, timeout=60)
         assert made.returncode == 0, made.stderr
         base = curls[0]["url"].split("/v1/")[0]

@@ -12,10 +12,10 @@ import httpx
 import orjson
 import pytest
 
-from api.auth import make_token
-from shared.cache import Cache
-from shared.embedded import EmbeddedValkey
-from shared.load import publish
+from readside.api.auth import make_token
+from readside.shared.cache import Cache
+from readside.embedded import EmbeddedValkey
+from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import message, started, wait_until
 

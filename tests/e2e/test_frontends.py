@@ -10,8 +10,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from api.auth import make_token
-from shared.load import publish
+from readside.api.auth import make_token
+from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import message, started, wait_caught_up
 

@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.auth import make_token
-from projector.service import select
-from shared.db import migrate
-from shared.embedded import EmbeddedValkey, free_port
-from shared.load import publish
-from shared.settings import Settings
+from readside.api.auth import make_token
+from readside.projector.service import select
+from readside.shared.db import migrate
+from readside.embedded import EmbeddedValkey, free_port
+from readside.load import publish
+from readside.shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import api_server, wait_caught_up, wait_until

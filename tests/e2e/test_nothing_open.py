@@ -25,10 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from api.auth import make_token
-from api.cursors import CursorCodec
-from shared.embedded import EmbeddedValkey, free_port
-from shared.load import publish
+from readside.api.auth import make_token
+from readside.api.cursors import CursorCodec
+from readside.embedded import EmbeddedValkey, free_port
+from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import api_server, message, started, wait_caught_up
 from tests.unit.test_workflows_fold import created
@@ -78,7 +78,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _refuses(argv: list[str], env: dict[str, str], timeout: float = 30.0) -> str:
     """Run ``readside <argv>``; it must exit non-zero within ``timeout`` and say why in one line."""
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *argv], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "readside.cli", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -129,7 +129,7 @@ def test_with_rs256_the_api_refuses_to_start_without_a_cursor_secret() -> None:
 def test_readside_token_needs_the_secret_it_signs_with() -> None:
     line = _refuses(["token", "u-1"], _clean_env())
     assert "READSIDE_JWT_SECRET" in line, line
-    ok = subprocess.run([sys.executable, "-m", "shared.cli", "token", "u-1", "--role", "admin"],
+    ok = subprocess.run([sys.executable, "-m", "readside.cli", "token", "u-1", "--role", "admin"],
                         env=_clean_env(READSIDE_JWT_SECRET=STRONG), capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
     claims = jwt.decode(ok.stdout.strip(), STRONG, algorithms=["HS256"])

@@ -12,8 +12,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from api.auth import make_token
-from shared.load import mixed_stream, publish
+from readside.api.auth import make_token
+from readside.load import mixed_stream, publish
 from tests.support import wait_caught_up
 
 PROJECTIONS = {"threads": ["threads.events", "payments.events"], "requests": ["requests.events"],

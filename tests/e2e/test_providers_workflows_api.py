@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from api.auth import make_token
-from shared.load import Record, publish
+from readside.api.auth import make_token
+from readside.load import Record, publish
 from tests.support import as_event, wait_caught_up
 from tests.unit.test_providers_fold import booking, profile, resent, review
 from tests.unit.test_workflows_fold import created, deleted, saved

@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from api.auth import make_token
-from schemas import Published, Publisher, read_after
+from readside.api.auth import make_token
+from readside.schemas import Published, Publisher, read_after
 from tests.e2e.conftest import Stack
 from tests.support import started, wait_caught_up
 

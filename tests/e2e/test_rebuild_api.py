@@ -20,10 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from api.auth import make_token
-from projector.projections import REGISTRY
-from projector.rebuild import Options, Rebuilder
-from shared.load import publish, thread_stream
+from readside.api.auth import make_token
+from readside.projector.projections import REGISTRY
+from readside.projector.rebuild import Options, Rebuilder
+from readside.load import publish, thread_stream
 from tests.e2e.conftest import running_stack
 from tests.integration.test_rebuild import versions, with_extra_sql
 from tests.support import assert_tables_equal_fold, message, started, wait_caught_up

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from api.auth import make_token
-from projector.projections.requests import TICKET_TYPES, VIEWS, RequestRow, in_view
-from shared.jsonbytes import dumps, loads
-from shared.load import Record, publish, request_stream
+from readside.api.auth import make_token
+from readside.projector.projections.requests import TICKET_TYPES, VIEWS, RequestRow, in_view
+from readside.shared.jsonbytes import dumps, loads
+from readside.load import Record, publish, request_stream
 from tests.e2e.conftest import running_stack
 from tests.support import wait_caught_up, wait_until
 from tests.unit.test_requests_fold import assigned, created, dedupe, rows_of, said, taken, updated

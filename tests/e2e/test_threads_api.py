@@ -8,8 +8,8 @@ import time
 import jwt
 import pytest
 
-from api.auth import make_token
-from shared.load import publish
+from readside.api.auth import make_token
+from readside.load import publish
 from tests.support import deleted, message, payment, read, started, wait_caught_up
 
 THREAD_TOPICS = ("threads.events", "payments.events")

@@ -12,13 +12,13 @@ import random
 import psycopg
 import pytest
 
-from projector.projections.avatars import decode, user_avatars
-from projector.projections.providers import fold_all as fold_providers
-from projector.projections.providers_store import PROJECTION as PROVIDERS
-from projector.projections.threads import fold_all
-from projector.projections.threads_store import PROJECTION as THREADS
-from shared.db import migrate
-from shared.load import Record, provider_stream, thread_stream
+from readside.projector.projections.avatars import decode, user_avatars
+from readside.projector.projections.providers import fold_all as fold_providers
+from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
+from readside.projector.projections.threads import fold_all
+from readside.projector.projections.threads_store import PROJECTION as THREADS
+from readside.shared.db import migrate
+from readside.load import Record, provider_stream, thread_stream
 from tests.integration.test_threads_store import _run, _split
 from tests.support import as_event, envelope
 from tests.unit.test_avatars import AVATARS, _with_avatars
@@ -109,8 +109,8 @@ def test_provider_avatars_follow_the_latest_snapshot_over_any_batching(migrated)
 def test_a_rollback_to_a_version_kept_from_before_the_avatar_tables_creates_them_empty(
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
-    from shared.cli import main as cli
-    from shared.load import publish
+    from readside.cli import main as cli
+    from readside.load import publish
     from tests.support import started, wait_caught_up
 
     records = [started("t1", client="u-1", provider="u-2", client_avatar="data:image/png;base64,AAA")]

@@ -15,7 +15,7 @@ published chunk by chunk while projector *processes* (all four projections each)
   started again on the same port).
 
 Then every table of every projection is compared, row by row and on every column
-(``projector.verify.compare``, the rules of ``--verify``), with the good events applied once, in
+(``readside.projector.verify.compare``, the rules of ``--verify``), with the good events applied once, in
 one clean pass, into a schema of its own; and the thread, request, provider and workflow tables
 are compared with the pure folds (what the other tests compare). Zero rows may differ; the dedupe
 table must hold exactly the good events' ids (none lost, none twice); every poison record must be a
@@ -54,11 +54,11 @@ import redis
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from projector.projections import REGISTRY
-from projector.verify import compare
-from shared.embedded import EmbeddedValkey
-from shared.load import MAX_MESSAGE_BYTES, TOPICS, Record, mixed_stream
-from shared.settings import Settings
+from readside.projector.projections import REGISTRY
+from readside.projector.verify import compare
+from readside.embedded import EmbeddedValkey
+from readside.load import MAX_MESSAGE_BYTES, TOPICS, Record, mixed_stream
+from readside.shared.settings import Settings
 from tests.integration.test_poison import poison_corpus
 from tests.poison import POISON
 from tests.support import as_event, checkpoints, merge_keeping_order, wait_caught_up, wait_until
@@ -207,11 +207,11 @@ class Feeder:
 # the partitions of a process killed with -9 wait for its session to expire (and a process joining
 # meanwhile waits for it too), so 20 kills fit in a few minutes. Correctness never depends on it.
 LAUNCH = (
-    "import functools, aiokafka, projector.engine as engine; "
+    "import functools, aiokafka, readside.projector.engine as engine; "
     "assert engine.AIOKafkaConsumer is aiokafka.AIOKafkaConsumer, 'the engine no longer names AIOKafkaConsumer'; "
     "engine.AIOKafkaConsumer = functools.partial("
     "aiokafka.AIOKafkaConsumer, session_timeout_ms=3000, heartbeat_interval_ms=1000); "
-    "from shared.cli import main; raise SystemExit(main(%r))"
+    "from readside.cli import main; raise SystemExit(main(%r))"
 )
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.load import Record, publish, thread_stream
-from shared.settings import Settings
+from readside.load import Record, publish, thread_stream
+from readside.shared.settings import Settings
 from tests.support import assert_tables_equal_fold, wait_caught_up
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ class Proc:
     def start(self) -> Proc:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "projector"],
+                [sys.executable, "-m", "readside.cli", "projector"],
                 env={**os.environ, **self.settings.to_env()},
                 stdout=log,
                 stderr=subprocess.STDOUT,

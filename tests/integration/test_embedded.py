@@ -17,8 +17,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedServerError, EmbeddedValkey, free_port
-from shared.load import TOPICS, ensure_topics, publish, run_load, thread_stream
+from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedServerError, EmbeddedValkey, free_port
+from readside.load import TOPICS, ensure_topics, publish, run_load, thread_stream
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ import orjson
 import psycopg
 import redis
 
-from projector.projections import REGISTRY
-from shared.db import migrate
-from shared.embedded import free_port
-from shared.load import Record, publish, thread_stream
-from shared.settings import Settings
+from readside.projector.projections import REGISTRY
+from readside.shared.db import migrate
+from readside.embedded import free_port
+from readside.load import Record, publish, thread_stream
+from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
 
@@ -35,7 +35,7 @@ def topics(settings: Settings) -> list[str]:
 def readside(settings: Settings, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
     """``readside <args>`` as an operator runs it, configured by ``settings``."""
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "readside.cli", *args],
         env={**os.environ, **settings.to_env()},
         capture_output=True,
         text=True,
@@ -188,7 +188,7 @@ def test_admin_endpoint_returns_the_figures_of_status_json(settings: Settings, t
     port = free_port()
     with open(tmp_path / "api.log", "wb") as log:
         api = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "readside.cli", "api", "--port", str(port)],
             env={**os.environ, **settings.to_env()},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,11 +17,11 @@ import orjson
 import psycopg
 import pytest
 
-import projector.service
-from projector.engine import POINTER_HEADER
-from shared.cli import main as cli
-from shared.load import Record, provider_stream, publish, request_stream, thread_stream, workflow_stream
-from shared.settings import Settings
+import readside.projector.service
+from readside.projector.engine import POINTER_HEADER
+from readside.cli import main as cli
+from readside.load import Record, provider_stream, publish, request_stream, thread_stream, workflow_stream
+from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.integration.test_providers_workflows_projection import (
     actual_providers,
@@ -132,7 +132,7 @@ def _caught_up(settings: Settings) -> None:
 def test_a_poison_corpus_between_good_events_never_stops_the_projector(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(projector.service, "PRODUCER_MAX_REQUEST", DLQ_MAX_REQUEST)
+    monkeypatch.setattr(readside.projector.service, "PRODUCER_MAX_REQUEST", DLQ_MAX_REQUEST)
     good = (thread_stream(threads=10, seed=31) + [started("pz-1"), message("pz-1", "m1", 10)]
             + request_stream(requests=6, seed=32) + provider_stream(providers=6, seed=33)
             + workflow_stream(workflows=3, versions=(1, 2), seed=34))  # fmt: skip
@@ -253,12 +253,12 @@ def _long_category_profile(seed: int) -> tuple[bytes, bytes]:
 def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebuild(settings: Settings) -> None:
     from aiokafka import TopicPartition as TP
 
-    from projector.projections import REGISTRY
-    from projector.rebuild_bulk import ShadowWriter
-    from projector.replay import Chunk, Item
-    from projector.shadow import Shadow
-    from schemas import decode
-    from shared.db import migrate
+    from readside.projector.projections import REGISTRY
+    from readside.projector.rebuild_bulk import ShadowWriter
+    from readside.projector.replay import Chunk, Item
+    from readside.projector.shadow import Shadow
+    from readside.schemas import decode
+    from readside.shared.db import migrate
 
     providers = REGISTRY["providers"]
     migrate(settings.database_url, [providers])
@@ -294,8 +294,8 @@ def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebu
 def test_a_data_error_fails_one_dead_letter_of_a_replay_not_the_replay(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from projector.projections import REGISTRY
-    from shared.db import migrate
+    from readside.projector.projections import REGISTRY
+    from readside.shared.db import migrate
 
     migrate(settings.database_url, list(REGISTRY.values()))
     topic = settings.topic_prefix + "providers.events"

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import psycopg
 
-from shared.load import publish, thread_stream
+from readside.load import publish, thread_stream
 from tests.conftest import InProcessProjector
 from tests.support import (
     assert_tables_equal_fold,

@@ -13,16 +13,16 @@ import orjson
 import psycopg
 import pytest
 
-from projector.projections.providers import fold_all as fold_providers
-from projector.projections.providers import render as render_provider
-from projector.projections.providers_store import PROJECTION as PROVIDERS
-from projector.projections.providers_store import listing_key
-from projector.projections.workflows import fold_all as fold_workflows
-from projector.projections.workflows import render as render_workflow
-from projector.projections.workflows_store import PROJECTION as WORKFLOWS
-from shared.db import migrate
-from shared.jsonbytes import dumps
-from shared.load import Record, provider_stream, publish, workflow_stream
+from readside.projector.projections.providers import fold_all as fold_providers
+from readside.projector.projections.providers import render as render_provider
+from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
+from readside.projector.projections.providers_store import listing_key
+from readside.projector.projections.workflows import fold_all as fold_workflows
+from readside.projector.projections.workflows import render as render_workflow
+from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps
+from readside.load import Record, provider_stream, publish, workflow_stream
 from tests.conftest import InProcessProjector
 from tests.support import as_event, wait_caught_up
 from tests.unit.test_providers_fold import booking, profile, resent, review

@@ -18,10 +18,10 @@ import orjson
 import psycopg
 import pytest
 
-from projector.projection import BulkLoad, Projection
-from projector.projections import REGISTRY
-from shared.cli import main as cli
-from shared.load import publish, thread_stream
+from readside.projector.projection import BulkLoad, Projection
+from readside.projector.projections import REGISTRY
+from readside.cli import main as cli
+from readside.load import publish, thread_stream
 from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
 
 THREAD_TOPICS = ("threads.events", "payments.events")
@@ -66,7 +66,7 @@ def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projec
     asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
     env = {**os.environ, **settings.to_env()}
-    argv = [sys.executable, "-m", "shared.cli", "rebuild", "threads", "--batch", "100"]
+    argv = [sys.executable, "-m", "readside.cli", "rebuild", "threads", "--batch", "100"]
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen([*argv, "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -80,14 +80,14 @@ def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projec
     assert row(settings.database_url, "SELECT phase FROM rebuilds WHERE projection = 'threads'") == ("bulk",)
     assert versions(settings.database_url)[3] == "rebuilding"  # nobody could say otherwise after kill -9
     # what an operator sees meanwhile
-    shown = subprocess.run([sys.executable, "-m", "shared.cli", "status", "--json"], env=env,
+    shown = subprocess.run([sys.executable, "-m", "readside.cli", "status", "--json"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     (threads,) = [p for p in orjson.loads(shown.stdout)["projections"] if p["name"] == "threads"]
     assert threads["state"] == "rebuilding"
     assert threads["rebuild"]["phase"] == "bulk" and threads["rebuild"]["target_version"] == 2
     assert 0 < threads["rebuild"]["events_done"] < threads["rebuild"]["events_total"] == len(records)
-    table = subprocess.run([sys.executable, "-m", "shared.cli", "status"], env=env, capture_output=True, text=True, timeout=60)
+    table = subprocess.run([sys.executable, "-m", "readside.cli", "status"], env=env, capture_output=True, text=True, timeout=60)
     assert f"threads: rebuild to v2, phase bulk, {threads['rebuild']['events_done']:,}/{len(records):,} events" in table.stdout
 
     # resumed by two bulk worker processes: positions are per partition, whoever writes them
@@ -112,7 +112,7 @@ def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("projector.shadow.LOCK_DEADLINE", 1.0)
+    monkeypatch.setattr("readside.projector.shadow.LOCK_DEADLINE", 1.0)
     with psycopg.connect(settings.database_url) as reporting:  # a long report holding a live table
         reporting.execute("SELECT count(*) FROM thread_previews").fetchone()
         pid = reporting.info.backend_pid
@@ -217,7 +217,7 @@ def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
 def test_every_projection_rebuilds_to_tables_verify_finds_equal(
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
-    from shared.load import mixed_stream
+    from readside.load import mixed_stream
     from tests.support import checkpoints, high_watermarks
 
     records = mixed_stream(2, seed=23)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from api.request_queries import technician_views
-from projector.projections.requests import (
+from readside.api.request_queries import technician_views
+from readside.projector.projections.requests import (
     COUNTED_VIEWS,
     TECHNICIAN_VIEWS,
     TICKET_TYPES,
@@ -22,10 +22,10 @@ from projector.projections.requests import (
     in_view,
     window_keys,
 )
-from projector.projections.requests_store import PROJECTION
-from shared.db import migrate
-from shared.jsonbytes import dumps
-from shared.load import Record, publish, request_stream
+from readside.projector.projections.requests_store import PROJECTION
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps
+from readside.load import Record, publish, request_stream
 from tests.support import as_event, wait_caught_up, with_stale_reads
 from tests.unit.test_requests_fold import assigned, dedupe, rows_of, said, taken, updated
 
@@ -108,7 +108,7 @@ def _expected_view(rows: list[RequestRow], view: str, tech: str, bu: int | None,
 
 
 def assert_queries_equal_fold(db_url: str, records: list[Record], now: datetime, per_page: int = 7) -> int:
-    """Every view, business unit, ticket type and page through ``api.request_queries`` equals the
+    """Every view, business unit, ticket type and page through ``readside.api.request_queries`` equals the
     fold's brute force at ``now``; returns how many pages were compared."""
     rows = [r for r in rows_of(dedupe(records)).values() if r.listed]
     units = sorted({r.business_unit_id for r in rows})

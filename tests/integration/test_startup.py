@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.embedded import EmbeddedBroker, free_port
-from shared.kafka import CONTRACT_TOPICS, create_topics
-from shared.load import publish
-from shared.settings import Settings
+from readside.embedded import EmbeddedBroker, free_port
+from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.load import publish
+from readside.shared.settings import Settings
 from tests.support import message, started, wait_caught_up, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def test_a_projector_started_before_its_broker_waits_then_projects(settings: Set
     log = tmp_path / "projector.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "projector", "--only", "threads"],
+            [sys.executable, "-m", "readside.cli", "projector", "--only", "threads"],
             env={**os.environ, **own.to_env()}, stdout=out, stderr=subprocess.STDOUT,
         )
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log")
@@ -63,7 +63,7 @@ def test_sigterm_while_waiting_for_the_broker_is_a_clean_stop(settings: Settings
     log = tmp_path / "projector.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "projector"],
+            [sys.executable, "-m", "readside.cli", "projector"],
             env={**os.environ, **own.to_env(), "READSIDE_LOG_FORMAT": form}, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -73,7 +73,7 @@ def test_sigterm_while_waiting_for_the_broker_is_a_clean_stop(settings: Settings
         assert "Traceback" not in log.read_text()
         if form == "json":  # every line a JSON object, ours among them
             entries = [orjson.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            assert any(e["logger"] == "projector.service" and "waiting for" in e["message"] for e in entries)
+            assert any(e["logger"] == "readside.projector.service" and "waiting for" in e["message"] for e in entries)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -89,7 +89,7 @@ def test_the_api_on_a_busy_port_says_so_in_one_line() -> None:
         port = holder.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("READSIDE_")}
         env["READSIDE_JWT_SECRET"] = "s" * 40
-        out = subprocess.run([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+        out = subprocess.run([sys.executable, "-m", "readside.cli", "api", "--port", str(port)],
                              env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
@@ -102,7 +102,7 @@ def test_an_api_started_before_the_migration_is_not_ready_and_says_what_to_run(s
     port = free_port()
     log = tmp_path / "api.log"
     with open(log, "ab") as out:
-        api = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--port", str(port)],
+        api = subprocess.Popen([sys.executable, "-m", "readside.cli", "api", "--port", str(port)],
                                env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -121,7 +121,7 @@ def test_an_api_started_before_the_migration_is_not_ready_and_says_what_to_run(s
         assert listing.headers["content-type"] == "application/problem+json"
         assert "readside migrate" in listing.json()["detail"]
 
-        migrated = subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env={**os.environ, **settings.to_env()},
+        migrated = subprocess.run([sys.executable, "-m", "readside.cli", "migrate"], env={**os.environ, **settings.to_env()},
                                   capture_output=True, text=True, timeout=120)
         assert migrated.returncode == 0, migrated.stderr
         assert httpx.get(base + "/readyz", timeout=5).status_code == 200

@@ -14,13 +14,13 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from api.queries import message_page
-from projector.projections.threads import fold_all, render
-from projector.projections.threads_bulk import BULK
-from projector.projections.threads_store import PROJECTION
-from shared.db import migrate
-from shared.jsonbytes import dumps
-from shared.load import Record
+from readside.api.queries import message_page
+from readside.projector.projections.threads import fold_all, render
+from readside.projector.projections.threads_bulk import BULK
+from readside.projector.projections.threads_store import PROJECTION
+from readside.shared.db import migrate
+from readside.shared.jsonbytes import dumps
+from readside.load import Record
 from tests.support import (
     as_event,
     deleted,

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.projections.avatars import MAX_BYTES, Image, decode, latest, offers, route_url, shipped, user_avatars
-from projector.projections.providers import fold_all as fold_providers
-from projector.projections.providers import render as render_card
-from projector.projections.threads import fold_all, render
-from shared.load import Record, thread_stream
+from readside.projector.projections.avatars import MAX_BYTES, Image, decode, latest, offers, route_url, shipped, user_avatars
+from readside.projector.projections.providers import fold_all as fold_providers
+from readside.projector.projections.providers import render as render_card
+from readside.projector.projections.threads import fold_all, render
+from readside.load import Record, thread_stream
 from tests.support import as_event, envelope, started
 from tests.unit.test_providers_fold import profile
 

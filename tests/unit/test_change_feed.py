@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.changes import _scopes
+from readside.api.changes import _scopes
 
 
 @pytest.mark.parametrize(

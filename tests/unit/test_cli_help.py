@@ -10,7 +10,7 @@ from importlib.metadata import version
 
 import pytest
 
-from shared.cli import build_parser
+from readside.cli import build_parser
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "readside") -> list[tuple[str, argparse.ArgumentParser]]:
@@ -38,6 +38,6 @@ def test_every_option_has_help_and_states_its_default(path: str, parser: argpars
 
 
 def test_version_names_the_installed_package() -> None:
-    out = subprocess.run([sys.executable, "-m", "shared.cli", "--version"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([sys.executable, "-m", "readside.cli", "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
     assert out.stdout.strip() == f"readside {version('readside')}"

@@ -10,13 +10,14 @@ history with room for 1 MB workflow payloads.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from shared.cli import build_parser
+from readside.cli import build_parser
 
 ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -43,15 +44,20 @@ def test_each_command_is_one_the_cli_accepts(name: str) -> None:
 
 def test_the_dockerfile_copies_what_exists_and_installs_the_package() -> None:
     text = (ROOT / "Dockerfile").read_text()
+    copied = set()
     for sources in re.findall(r"^COPY (.+) \S+$", text, flags=re.M):
         for source in sources.split():
             assert (ROOT / source).exists(), source
-    assert re.search(r"^RUN pip install \.", text, flags=re.M)
+            copied.add(source)
+    # every folder the package is made of (pyproject's package-dir) reaches the image
+    folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    assert folders <= copied, folders - copied
+    assert re.search(r"^RUN PIP_CONSTRAINT=\S+ pip install /src && rm -rf /src", text, flags=re.M)
     assert re.search(r'^ENTRYPOINT \["readside"\]', text, flags=re.M)
     assert re.search(r"^USER (?!root)", text, flags=re.M), "the image does not run as root"
     # what the image needs must not be ignored by the build context
     ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert not {"api", "projector", "schemas", "shared", "pyproject.toml", "README.md"} & ignored
+    assert not {"readside", "api", "projector", "schemas", "shared", "pyproject.toml", "README.md", "constraints.txt"} & ignored
 
 
 @pytest.mark.parametrize("name", ["projector", "api"])

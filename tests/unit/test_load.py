@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared.load import (
+from readside.load import (
     TOPICS,
     Record,
     mixed_stream,
@@ -82,7 +82,7 @@ def test_every_envelope_has_the_contract_shape(mixed: list[Record]) -> None:
 
 
 def test_every_record_decodes_with_the_schemas_package(mixed: list[Record], threads: list[Record]) -> None:
-    from schemas import Event, decode
+    from readside.schemas import Event, decode
 
     for record in mixed + threads:
         event = decode(record.topic, record.key.encode(), orjson.dumps(record.value))
@@ -249,6 +249,6 @@ def test_too_few_users_is_rejected() -> None:
 
 
 def test_topics_match_the_schemas_registry() -> None:
-    import schemas
+    import readside.schemas
 
-    assert set(TOPICS) == set(schemas.TOPICS)
+    assert set(TOPICS) == set(readside.schemas.TOPICS)

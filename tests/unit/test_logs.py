@@ -7,8 +7,8 @@ import logging
 import orjson
 import pytest
 
-from shared import logs
-from shared.errors import ConfigError
+from readside.shared import logs
+from readside.shared.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -22,11 +22,11 @@ def _restore_root() -> object:
 
 def test_json_lines_carry_level_logger_message_and_structured_fields() -> None:
     record = logging.makeLogRecord({
-        "name": "projector.engine", "levelno": logging.WARNING, "levelname": "WARNING",
+        "name": "readside.projector.engine", "levelno": logging.WARNING, "levelname": "WARNING",
         "msg": "dead-lettered %d record(s)", "args": (3,), "topic": "threads.events", "partition": 2,
     })
     entry = orjson.loads(logs.JsonFormatter().format(record))
-    assert entry["level"] == "WARNING" and entry["logger"] == "projector.engine"
+    assert entry["level"] == "WARNING" and entry["logger"] == "readside.projector.engine"
     assert entry["message"] == "dead-lettered 3 record(s)"
     assert entry["topic"] == "threads.events" and entry["partition"] == 2
     assert entry["ts"].endswith("Z")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.projections.providers import (
+from readside.projector.projections.providers import (
     ProviderState,
     exact_mean,
     fold,
@@ -23,8 +23,8 @@ from projector.projections.providers import (
     rating_avg,
     render,
 )
-from schemas import BookingConfirmed, ReviewPosted
-from shared.load import Record, provider_stream
+from readside.schemas import BookingConfirmed, ReviewPosted
+from readside.load import Record, provider_stream
 from tests.support import as_event, envelope, ts
 
 TOPIC = "providers.events"

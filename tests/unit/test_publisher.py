@@ -1,4 +1,4 @@
-"""schemas.publisher: the caller's event id is kept (safe retries), and ``publish`` hands back the
+"""readside.schemas.publisher: the caller's event id is kept (safe retries), and ``publish`` hands back the
 read-your-writes token the query API's ``X-Readside-After`` takes.
 
 The producer here records what it is given and answers like aiokafka's; the same path against
@@ -13,7 +13,7 @@ import uuid
 import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
 
-from schemas import Event, Published, Publisher, decode, read_after
+from readside.schemas import Event, Published, Publisher, decode, read_after
 
 PAYLOAD = {"request_id": "r-1", "technician_id": "u-3", "taken_at": "2026-11-22T10:00:00Z"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from projector.progress import Progress, duration
-from projector.verify import TableDiff, report
+from readside.projector.progress import Progress, duration
+from readside.projector.verify import TableDiff, report
 
 
 def test_duration_reads_as_hours_minutes_seconds() -> None:

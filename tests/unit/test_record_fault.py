@@ -1,4 +1,4 @@
-"""shared.errors.record_fault: the records' fault (isolate, dead-letter) or the world's (retry)."""
+"""readside.shared.errors.record_fault: the records' fault (isolate, dead-letter) or the world's (retry)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from shared.errors import FencedError, RetryableError, record_fault
+from readside.shared.errors import FencedError, RetryableError, record_fault
 
 
 @pytest.mark.parametrize(

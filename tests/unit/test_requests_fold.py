@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.projections.requests import (
+from readside.projector.projections.requests import (
     COUNTED_VIEWS,
     VIEWS,
     WINDOW_BUCKET,
@@ -32,7 +32,7 @@ from projector.projections.requests import (
     window_keys,
     window_starts,
 )
-from shared.load import Record, request_stream
+from readside.load import Record, request_stream
 from tests.support import T0, as_event, envelope, merge_keeping_order, ts, with_stale_reads
 
 TOPIC = "requests.events"

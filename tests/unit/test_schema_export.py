@@ -3,8 +3,8 @@
 ``readside schema`` publishes the contract for producers (``envelope_json_schema``). Run with a
 real validator (``jsonschema``) over the poison corpora (``tests/poison.py``, the integration
 corpus of ``tests/integration/test_poison.py``, the invalid records of ``test_schemas.py``) and
-over valid streams from ``shared/load.py`` and random field values (hypothesis), its verdict equals ``decode``'s — except for the rules
-``schemas.envelope.NOT_IN_JSON_SCHEMA`` names, each case of which is listed here with its rule
+over valid streams from ``readside/load.py`` and random field values (hypothesis), its verdict equals ``decode``'s — except for the rules
+``readside.schemas.envelope.NOT_IN_JSON_SCHEMA`` names, each case of which is listed here with its rule
 (and must really differ: the list cannot rot).
 """
 
@@ -19,10 +19,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from schemas import TOPICS, InvalidEvent, UnknownEvent, decode, envelope_json_schema
-from schemas._base import RFC3339_PATTERN, parse_rfc3339
-from schemas.envelope import NOT_IN_JSON_SCHEMA
-from shared.load import Record, mixed_stream
+from readside.schemas import TOPICS, InvalidEvent, UnknownEvent, decode, envelope_json_schema
+from readside.schemas._base import RFC3339_PATTERN, parse_rfc3339
+from readside.schemas.envelope import NOT_IN_JSON_SCHEMA
+from readside.load import Record, mixed_stream
 from tests.integration.test_poison import poison_corpus
 from tests.poison import POISON
 from tests.unit.test_schemas import EXAMPLES, INVALID, _json, rec

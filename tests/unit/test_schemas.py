@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import schemas
-from schemas import (
+import readside.schemas
+from readside.schemas import (
     PAYLOAD_TYPES,
     TOPICS,
     UPCASTERS,
@@ -50,8 +50,8 @@ from schemas import (
     make_event,
     route,
 )
-from schemas._base import ID_PATTERN
-from schemas.envelope import REASON_MAX, clean_reason
+from readside.schemas._base import ID_PATTERN
+from readside.schemas.envelope import REASON_MAX, clean_reason
 
 T0 = "2026-11-22T10:00:00Z"
 T1 = "2026-11-22T10:05:00Z"
@@ -533,9 +533,9 @@ def test_every_payload_of_a_topic_has_its_key_field(topic: str) -> None:
 
 
 def test_public_api_is_sorted_and_complete() -> None:
-    assert schemas.__all__ == sorted(schemas.__all__)
-    assert all(hasattr(schemas, name) for name in schemas.__all__)
-    assert {model.__name__ for model in PAYLOAD_TYPES.values()} <= set(schemas.__all__)
+    assert readside.schemas.__all__ == sorted(readside.schemas.__all__)
+    assert all(hasattr(readside.schemas, name) for name in readside.schemas.__all__)
+    assert {model.__name__ for model in PAYLOAD_TYPES.values()} <= set(readside.schemas.__all__)
 
 
 # -- JSON Schema ---------------------------------------------------------------------------------

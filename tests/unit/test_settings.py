@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.settings import Settings
+from readside.shared.errors import ConfigError
+from readside.shared.settings import Settings
 
 
 def test_to_env_reproduces_every_setting() -> None:

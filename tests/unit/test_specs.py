@@ -1,7 +1,7 @@
 """The generated API and event documents: valid to real validators, complete, and from the code.
 
 - OpenAPI 3.1 (``api/openapi.py``): ``openapi-spec-validator``; every route of the app is a path;
-  parameter bounds are those the handlers read through (``api.params``).
+  parameter bounds are those the handlers read through (``readside.api.params``).
 - AsyncAPI 3.0 (``schemas/asyncapi.py``): the official AsyncAPI 3.0.0 JSON Schema
   (``tests/data``); every topic, its ``.dlq`` and every event type appear.
 """
@@ -19,13 +19,13 @@ import pytest
 from jsonschema import Draft202012Validator, validators
 from openapi_spec_validator import validate
 
-from api import providers, requests, threads
-from api.app import create_app
-from api.openapi import openapi_document, openapi_path
-from schemas import PAYLOAD_TYPES, TOPICS
-from schemas.asyncapi import DLQ_HEADERS, asyncapi_document
-from shared.cli import main as cli
-from shared.settings import Settings
+from readside.api import providers, requests, threads
+from readside.api.app import create_app
+from readside.api.openapi import openapi_document, openapi_path
+from readside.schemas import PAYLOAD_TYPES, TOPICS
+from readside.schemas.asyncapi import DLQ_HEADERS, asyncapi_document
+from readside.cli import main as cli
+from readside.shared.settings import Settings
 
 SETTINGS = replace(Settings(), jwt_secret="s" * 40, cursor_secret="c" * 40)
 

@@ -1,4 +1,4 @@
-"""``projector.status.summarize``: lag, lag seconds and the stalled rule, from rows and heads."""
+"""``readside.projector.status.summarize``: lag, lag seconds and the stalled rule, from rows and heads."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from projector.status import _Rows, summarize
-from shared.kafka import Head
+from readside.projector.status import _Rows, summarize
+from readside.shared.kafka import Head
 
 NOW = 1_800_000_000.0
 AT = datetime(2027, 1, 15, 8, 0, tzinfo=timezone.utc)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.projections.threads import fold_all, render
-from shared.load import Record, thread_stream
+from readside.projector.projections.threads import fold_all, render
+from readside.load import Record, thread_stream
 from tests.support import as_event, merge_keeping_order, with_stale_reads
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

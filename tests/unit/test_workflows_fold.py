@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.projections.workflows import WorkflowState, fold, fold_all, render
-from shared.load import Record, workflow_stream
+from readside.projector.projections.workflows import WorkflowState, fold, fold_all, render
+from readside.load import Record, workflow_stream
 from tests.support import as_event, envelope, ts
 
 TOPIC = "workflows.events"

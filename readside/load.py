@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from shared.errors import RetryableError
+from readside.shared.errors import RetryableError
 
 __all__ = [
     "DLQ_SUFFIX",

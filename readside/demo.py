@@ -6,7 +6,7 @@ and the API as child processes, keeps a synthetic stream flowing, and prints a r
 Unless ``READSIDE_JWT_SECRET`` is set, the run signs its tokens with a random secret of its own,
 and prints the ``readside token`` command that makes more of them for this run.
 Ctrl-C (or SIGTERM) stops every process it started. While it runs, ``<data dir>/demo.env`` holds
-the settings a second terminal needs (:mod:`shared.demo_env`).
+the settings a second terminal needs (:mod:`readside.demo_env`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from urllib.error import URLError
 from urllib.parse import quote
 from urllib.request import Request, urlopen
 
-from api.auth import make_token
-from shared import demo_env
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
-from shared.kafka import CONTRACT_TOPICS, create_topics
-from shared.load import mixed_stream, publish, run_load
-from shared.errors import ConfigError
-from shared.settings import Settings
+from readside.api.auth import make_token
+from readside import demo_env
+from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
+from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.load import mixed_stream, publish, run_load
+from readside.shared.errors import ConfigError
+from readside.shared.settings import Settings
 
 __all__ = ["run_demo"]
 
@@ -48,7 +48,7 @@ def _say(text: str) -> None:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     handle = open(log, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "readside.cli", *args],
         env={**os.environ, **env},
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -121,8 +121,8 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
             settings = replace(settings, database_url=pg.start())
             stack.callback(pg.stop)
             _say("embedded PostgreSQL started")
-        from projector.service import select
-        from shared.db import connect, migrate
+        from readside.projector.service import select
+        from readside.shared.db import connect, migrate
 
         if embedded_db or reset:
             # The embedded broker keeps topics in memory: start the read tables afresh with it.

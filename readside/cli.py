@@ -14,9 +14,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg
 
-from shared import logs
-from shared.errors import ConfigError, ReadsideError
-from shared.settings import Settings
+from readside.shared import logs
+from readside.shared.errors import ConfigError, ReadsideError
+from readside.shared.settings import Settings
 
 __all__ = ["main"]
 
@@ -64,8 +64,8 @@ async def _database(settings: Settings) -> AsyncIterator[_Database]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from projector.service import select
-    from shared.db import migrate
+    from readside.projector.service import select
+    from readside.shared.db import migrate
 
     migrate(_settings().database_url, select(args.only))
     print("migrated")
@@ -75,7 +75,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_projector(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from projector.service import run_projector
+    from readside.projector.service import run_projector
 
     settings = _settings()
     if args.port is not None:
@@ -88,7 +88,7 @@ def cmd_projector(args: argparse.Namespace) -> int:
 
 def _check_port_free(host: str, port: int) -> None:
     """One clear line for a port in use or an address not of this machine, before the server starts."""
-    from shared.listen import listening_socket
+    from readside.shared.listen import listening_socket
 
     try:
         listening_socket(host, port, setting="--port", otherwise="stop what holds it, or pass another --port or --host").close()
@@ -97,9 +97,9 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from api.server import run
+    from readside.api.server import run
 
-    # The workers configure their logging from the environment (api.app.app_from_env).
+    # The workers configure their logging from the environment (readside.api.app.app_from_env).
     if args.access_log:
         os.environ["READSIDE_ACCESS_LOG"] = "1"
     if args.verbose:
@@ -111,8 +111,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from shared.kafka import CONTRACT_TOPICS, create_topics
-    from shared.load import run_load
+    from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+    from readside.load import run_load
 
     settings = _settings()
 
@@ -130,7 +130,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from schemas import envelope_json_schema
+    from readside.schemas import envelope_json_schema
 
     return _write_json(envelope_json_schema(), args.out)
 
@@ -139,8 +139,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     import secrets
     from dataclasses import replace
 
-    from api.app import create_app
-    from api.openapi import openapi_document
+    from readside.api.app import create_app
+    from readside.api.openapi import openapi_document
 
     # The document depends on the routes (is /metrics on the public port?) and the topic prefix,
     # not on keys: an app made with throwaway ones (nothing connects until it serves).
@@ -151,7 +151,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_asyncapi(args: argparse.Namespace) -> int:
-    from schemas.asyncapi import asyncapi_document
+    from readside.schemas.asyncapi import asyncapi_document
 
     return _write_json(asyncapi_document(prefix=Settings.from_env().topic_prefix), args.out)
 
@@ -170,9 +170,9 @@ def _write_json(document: object, out: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from projector.status import collect, render
-    from shared.kafka import BrokerHeads
-    from shared.jsonbytes import dumps
+    from readside.projector.status import collect, render
+    from readside.shared.kafka import BrokerHeads
+    from readside.shared.jsonbytes import dumps
 
     settings = _settings()
     if not args.verbose:  # an unreachable broker is reported in the output, once
@@ -193,8 +193,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from projector import dlq
-    from shared.jsonbytes import dumps
+    from readside.projector import dlq
+    from readside.shared.jsonbytes import dumps
 
     settings = _settings()
 
@@ -212,8 +212,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
-    from projector import dlq
-    from shared.jsonbytes import dumps
+    from readside.projector import dlq
+    from readside.shared.jsonbytes import dumps
 
     settings = _settings()
 
@@ -229,7 +229,7 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from projector import dlq
+    from readside.projector import dlq
 
     if bool(args.ids) == bool(args.all):
         raise CommandError("say which dead letters: their ids, or --all (either may be narrowed by --projection)")
@@ -278,8 +278,8 @@ def _ask(question: str) -> bool:
 
 
 def _rebuild_each(args: argparse.Namespace, kind: str) -> int:
-    from projector.rebuild import Options, RebuildAborted, Rebuilder, mark_interrupted
-    from projector.service import select
+    from readside.projector.rebuild import Options, RebuildAborted, Rebuilder, mark_interrupted
+    from readside.projector.service import select
 
     settings = _settings()
     if kind == "rebuild" and args.all == bool(args.projection):
@@ -329,7 +329,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from api.auth import make_token
+    from readside.api.auth import make_token
 
     settings = _settings()
     if settings.jwt_algorithm != "HS256":
@@ -344,7 +344,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from readside.demo import run_demo
 
     return run_demo(rate=args.rate, port=args.port, data_dir=args.data_dir, reset=args.reset)
 
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_before_work)
     args = build_parser().parse_args(argv)
     if args.command in _OPERATOR_COMMANDS:
-        from shared import demo_env
+        from readside import demo_env
 
         demo_env.load(os.environ)  # beside a running demo, reach it without exporting anything
     try:

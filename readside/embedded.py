@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable
 
-from shared.errors import ReadsideError
+from readside.shared.errors import ReadsideError
 
 __all__ = [
     "EmbeddedBroker",
