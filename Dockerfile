@@ -9,6 +9,7 @@ COPY pyproject.toml README.md constraints.txt /src/
 COPY readside /src/readside
 COPY api /src/api
 COPY projector /src/projector
+COPY readmodels /src/readmodels
 COPY schemas /src/schemas
 COPY shared /src/shared
 RUN PIP_CONSTRAINT=/src/constraints.txt pip install /src && rm -rf /src \

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import orjson
 import psycopg
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.projector.projections import REGISTRY
 from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
 from readside.schemas.envelope import clean_reason

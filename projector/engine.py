@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
 from readside.schemas.envelope import clean_reason
 from readside.shared.errors import FencedError, record_fault

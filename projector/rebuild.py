@@ -51,7 +51,7 @@ import psycopg
 from aiokafka import TopicPartition
 
 from readside.projector.progress import Progress, duration
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.projector.rebuild_bulk import ShadowWriter, load, run_workers
 from readside.projector.replay import Chunk, Replay
 from readside.projector.shadow import Shadow, build_schema, prev_schema

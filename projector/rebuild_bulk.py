@@ -31,7 +31,7 @@ from typing import Awaitable, Callable
 import orjson
 import psycopg
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.projector.replay import Chunk, Item, Replay
 from readside.projector.shadow import Shadow
 from readside.schemas.envelope import clean_reason

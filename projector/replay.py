@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
 from readside.shared.errors import ReadsideError, RetryableError
 from readside.shared.settings import Settings

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from readside.projector.engine import OnCommit, ProjectionRunner
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.projector.projections import REGISTRY
 from readside.shared.cache import Cache, CacheDown
 from readside.shared.db import migrate, open_pool

@@ -39,7 +39,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError
 
 __all__ = ["Shadow", "build_schema", "prev_schema"]

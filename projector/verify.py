@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 
 __all__ = ["TableDiff", "compare", "report"]
 

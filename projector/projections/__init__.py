@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from readside.projector.projection import Projection
+from readside.readmodels.base import Projection
 from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
 from readside.projector.projections.requests_store import PROJECTION as REQUESTS
 from readside.projector.projections.threads_bulk import BULK as THREADS_BULK

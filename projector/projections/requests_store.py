@@ -38,7 +38,7 @@ from typing import Sequence
 
 import psycopg
 
-from readside.projector.projection import Projection, TableCheck
+from readside.readmodels.base import Projection, TableCheck
 from readside.projector.projections.requests import (
     ALL_SCOPE,
     RequestRow,

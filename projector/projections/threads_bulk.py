@@ -25,7 +25,7 @@ from typing import Sequence
 
 import psycopg
 
-from readside.projector.projection import BulkLoad
+from readside.readmodels.base import BulkLoad
 from readside.projector.projections.avatars_store import write_user_avatars
 from readside.projector.projections.threads import fold_into, render
 from readside.projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts

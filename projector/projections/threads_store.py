@@ -38,7 +38,7 @@ from typing import Any, Collection, Sequence
 import orjson
 import psycopg
 
-from readside.projector.projection import Projection, TableCheck
+from readside.readmodels.base import Projection, TableCheck
 from readside.projector.projections.avatars import Offer, offers
 from readside.projector.projections.avatars_store import USER_DDL, write_user_avatars
 from readside.projector.projections.threads import (

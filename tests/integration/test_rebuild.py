@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 
-from readside.projector.projection import BulkLoad, Projection
+from readside.readmodels.base import BulkLoad, Projection
 from readside.projector.projections import REGISTRY
 from readside.cli import main as cli
 from readside.load import publish, thread_stream

@@ -1,0 +1,1 @@
+"""The read models: one folder each, everything about one read model side by side."""
