@@ -1,1 +1,22 @@
-"""The read models: one folder each, everything about one read model side by side."""
+"""The read models: one folder each, everything about one read model side by side.
+
+``REGISTRY`` is what runs: the projector projects every read model in it, the API serves them,
+``readside rebuild`` rebuilds them. A read model is registered by one line below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
+from readside.projector.projections.requests_store import PROJECTION as REQUESTS
+from readside.projector.projections.threads_bulk import BULK as THREADS_BULK
+from readside.projector.projections.threads_store import PROJECTION as THREADS
+from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.readmodels.base import Projection
+
+__all__ = ["REGISTRY"]
+
+REGISTRY: dict[str, Projection] = {
+    p.name: p for p in (replace(THREADS, bulk=THREADS_BULK), PROVIDERS, WORKFLOWS, REQUESTS)
+}
