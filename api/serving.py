@@ -219,7 +219,7 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 @functools.cache
 def _projection_topics(prefix: str, projection: str) -> frozenset[str]:
-    from readside.readmodels import REGISTRY
+    from readside.readmodels.registry import REGISTRY
 
     return frozenset(prefix + t for t in REGISTRY[projection].topics)
 

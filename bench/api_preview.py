@@ -33,7 +33,7 @@ from readside.api.auth import make_token
 from readside.api.queries import inbox_page
 from bench import _baseline_app as baseline
 from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.projector.projections.threads import Message, Started, ThreadState, message_preview, render
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps

@@ -35,7 +35,7 @@ import psycopg
 
 from bench._common import bench_database, bench_settings, kafka, say, table
 from bench.projector_throughput import TOPICS, Observed, consume, run_projector_until
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.projector.rebuild import Options, Rebuilder
 from readside.projector.verify import compare
 from readside.shared.kafka import create_topics

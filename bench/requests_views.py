@@ -40,7 +40,7 @@ from readside.api.http import PRIVATE, Context, Timing, json_response
 from readside.api.params import Query
 from readside.api.request_queries import technician_views
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.projector.projections.requests import (
     TICKET_TYPES,
     VIEWS,

@@ -35,7 +35,7 @@ import orjson
 import psycopg
 
 from readside.readmodels.base import Projection
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
 from readside.schemas.envelope import clean_reason
 from readside.shared.cache import Cache, CacheDown

@@ -376,7 +376,7 @@ class Rebuilder:
     async def _bulk_workers(
         self, shadow: Shadow, positions: dict[Key, int], targets: dict[Key, int], show: Callable[[], None]
     ) -> dict[Key, int]:
-        from readside.readmodels import REGISTRY
+        from readside.readmodels.registry import REGISTRY
 
         if REGISTRY.get(self.name) is not self.projection:
             raise ConfigError("--workers runs the registered projection in each worker: this one is not registered")

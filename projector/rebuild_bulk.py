@@ -211,7 +211,7 @@ def _worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key
 async def _worker(spec: dict) -> None:
     from aiokafka import TopicPartition
 
-    from readside.readmodels import REGISTRY
+    from readside.readmodels.registry import REGISTRY
 
     settings = Settings.from_env()
     projection = REGISTRY[spec["projection"]]

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from readside.projector.engine import OnCommit, ProjectionRunner
 from readside.readmodels.base import Projection
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.shared.cache import Cache, CacheDown
 from readside.shared.db import migrate, open_pool
 from readside.shared.errors import ConfigError

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import psycopg
 
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.shared.kafka import BrokerHeads, BrokerUnavailable, Head
 from readside.shared.table import ago, duration, format_table
 

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from readside.api.auth import make_token
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.projector.rebuild import Options, Rebuilder
 from readside.load import publish, thread_stream
 from tests.e2e.conftest import running_stack

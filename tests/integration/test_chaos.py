@@ -54,7 +54,7 @@ import redis
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.projector.verify import compare
 from readside.embedded import EmbeddedValkey
 from readside.load import MAX_MESSAGE_BYTES, TOPICS, Record, mixed_stream

@@ -17,7 +17,7 @@ import orjson
 import psycopg
 import redis
 
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.shared.db import migrate
 from readside.embedded import free_port
 from readside.load import Record, publish, thread_stream

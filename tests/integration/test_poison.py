@@ -253,7 +253,7 @@ def _long_category_profile(seed: int) -> tuple[bytes, bytes]:
 def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebuild(settings: Settings) -> None:
     from aiokafka import TopicPartition as TP
 
-    from readside.readmodels import REGISTRY
+    from readside.readmodels.registry import REGISTRY
     from readside.projector.rebuild_bulk import ShadowWriter
     from readside.projector.replay import Chunk, Item
     from readside.projector.shadow import Shadow
@@ -294,7 +294,7 @@ def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebu
 def test_a_data_error_fails_one_dead_letter_of_a_replay_not_the_replay(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from readside.readmodels import REGISTRY
+    from readside.readmodels.registry import REGISTRY
     from readside.shared.db import migrate
 
     migrate(settings.database_url, list(REGISTRY.values()))

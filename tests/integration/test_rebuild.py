@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from readside.readmodels.base import BulkLoad, Projection
-from readside.readmodels import REGISTRY
+from readside.readmodels.registry import REGISTRY
 from readside.cli import main as cli
 from readside.load import publish, thread_stream
 from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
