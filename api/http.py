@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from readside.shared.cache import Cache
 from readside.shared.kafka import BrokerHeads
 from readside.shared.settings import Settings
 
-__all__ = ["Context", "Timing", "endpoint", "etag_for", "json_response", "not_modified", "parse_position"]
+__all__ = ["Context", "Timing", "endpoint", "json_response", "parse_position"]
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +90,6 @@ def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Call
 
     run.operation = getattr(handler, "operation", None)  # type: ignore[attr-defined]  # api/openapi.py
     return run
-
-
-def etag_for(kind: str, version: int, *parts: str) -> str:
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
-    return f'W/"{kind}{version}.{digest}"'
-
-
-def _matches(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    if not header:
-        return False
-    return header.strip() == "*" or etag in {t.strip() for t in header.split(",")}
-
-
-def not_modified(request: Request, etag: str, cache_control: str, vary: bool = True) -> Response | None:
-    if not _matches(request, etag):
-        return None
-    headers = {"ETag": etag, "Cache-Control": cache_control}
-    if vary:
-        headers["Vary"] = "Authorization"
-    return Response(status_code=304, headers=headers)
 
 
 def json_response(body: bytes, etag: str | None, cache_control: str, vary: bool = True) -> Response:

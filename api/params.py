@@ -65,10 +65,6 @@ class Query:
             raise bad_param(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return raw
 
-    def canonical(self, exclude: tuple[str, ...] = ("cursor",)) -> str:
-        """The parameters in a stable form, for binding cursors and ETags to them."""
-        return "&".join(f"{k}={v}" for k, v in sorted(self.values.items()) if k not in exclude and v != "")
-
 
 # -- declared parameters: what an endpoint reads, and what its OpenAPI document says -----------
 
