@@ -111,14 +111,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from readside.shared.kafka import CONTRACT_TOPICS, create_topics
     from readside.load import run_load
+    from readside.shared.kafka import contract_topics, create_topics
 
     settings = _settings()
 
     async def go() -> int:
-        names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
-        await create_topics(settings.kafka_bootstrap, names + [n + ".dlq" for n in names])
+        await create_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
         return await run_load(
             bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix, rate=args.rate,
             duration=args.duration, seed=args.seed,

@@ -31,7 +31,7 @@ from urllib.request import Request, urlopen
 from readside.api.auth import make_token
 from readside import demo_env
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
-from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.kafka import contract_topics, create_topics
 from readside.load import mixed_stream, publish, run_load
 from readside.shared.errors import ConfigError
 from readside.shared.settings import Settings
@@ -155,8 +155,7 @@ def run_demo(rate: float, port: int, data_dir: str, reset: bool = False) -> int:
         ).most_common(1)[0][0]
 
         async def prepare() -> None:
-            names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
-            await create_topics(settings.kafka_bootstrap, names + [n + ".dlq" for n in names])
+            await create_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
             await publish(seed, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix)
 
         asyncio.run(prepare())

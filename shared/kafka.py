@@ -12,13 +12,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsError
 
-__all__ = ["BrokerHeads", "BrokerUnavailable", "CONTRACT_TOPICS", "Head", "TOPIC_CONFIG", "create_topics"]
+from readside.schemas.publisher import MAX_REQUEST_BYTES
+from readside.schemas.registry import TOPICS
+
+__all__ = ["BrokerHeads", "BrokerUnavailable", "Head", "TOPIC_CONFIG", "contract_topics", "create_topics"]
 
 log = logging.getLogger(__name__)
 
-CONTRACT_TOPICS = ("threads.events", "payments.events", "requests.events", "providers.events", "workflows.events")
 # Workflow payloads reach 1 MB; replay needs full history (CONTRACT §3, ARCHITECTURE "Rebuild").
-TOPIC_CONFIG = {"max.message.bytes": str(4 * 1024 * 1024), "retention.ms": "-1"}
+TOPIC_CONFIG = {"max.message.bytes": str(MAX_REQUEST_BYTES), "retention.ms": "-1"}
+
+
+def contract_topics(prefix: str = "") -> list[str]:
+    """The contract's topics (``readside.schemas.TOPICS``) under ``prefix``, then their ``.dlq``
+    topics: what :func:`create_topics` makes before a projector, the demo or a test starts."""
+    names = [prefix + topic for topic in TOPICS]
+    return names + [name + ".dlq" for name in names]
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> list[str]:

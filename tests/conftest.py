@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres
-from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.kafka import contract_topics, create_topics
 from readside.shared.settings import Settings
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -94,8 +94,7 @@ def settings(bootstrap: str, db_url: str) -> Settings:
         cursor_secret="test-cursor-secret-0123456789-abcdefgh",
         batch_max=500,
     )
-    names = [s.topic_prefix + t for t in CONTRACT_TOPICS]
-    asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
+    asyncio.run(create_topics(bootstrap, contract_topics(s.topic_prefix)))
     return s
 
 

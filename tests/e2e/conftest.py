@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from readside.embedded import EmbeddedValkey
-from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.kafka import contract_topics, create_topics
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector, _with_db
 from tests.support import api_server
@@ -51,8 +51,7 @@ def running_stack(bootstrap: str, pg_admin_url: str, logs: Path, redis_url: str 
     if cache_timeout is not None:
         settings = replace(settings, cache_timeout=cache_timeout)
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
-    names = [settings.topic_prefix + t for t in CONTRACT_TOPICS]
-    asyncio.run(create_topics(bootstrap, names + [n + ".dlq" for n in names]))
+    asyncio.run(create_topics(bootstrap, contract_topics(settings.topic_prefix)))
     projector = InProcessProjector(settings).start()
     try:
         with api_server(settings.to_env(), logs, ready="/readyz", timeout=30) as (base_url, _):

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from readside.embedded import EmbeddedBroker, free_port
-from readside.shared.kafka import CONTRACT_TOPICS, create_topics
+from readside.shared.kafka import contract_topics, create_topics
 from readside.load import publish
 from readside.shared.settings import Settings
 from tests.support import message, started, wait_caught_up, wait_until
@@ -38,11 +38,11 @@ def test_a_projector_started_before_its_broker_waits_then_projects(settings: Set
         assert "Traceback" not in log.read_text()
 
         broker.start()
-        names = [own.topic_prefix + t for t in CONTRACT_TOPICS]
+        names = contract_topics(own.topic_prefix)
         records = [started("t-1", at=0), message("t-1", "m-1", at=1)]
 
         async def go() -> None:
-            await create_topics(own.kafka_bootstrap, names + [n + ".dlq" for n in names])
+            await create_topics(own.kafka_bootstrap, names)
             await publish(records, bootstrap=own.kafka_bootstrap, prefix=own.topic_prefix)
 
         asyncio.run(go())

@@ -3,7 +3,7 @@
 ``readside schema`` publishes the contract for producers (``envelope_json_schema``). Run with a
 real validator (``jsonschema``) over the poison corpora (``tests/poison.py``, the integration
 corpus of ``tests/integration/test_poison.py``, the invalid records of ``test_schemas.py``) and
-over valid streams from ``readside/load.py`` and random field values (hypothesis), its verdict equals ``decode``'s — except for the rules
+over valid streams from ``readside.load`` and random field values (hypothesis), its verdict equals ``decode``'s — except for the rules
 ``readside.schemas.envelope.NOT_IN_JSON_SCHEMA`` names, each case of which is listed here with its rule
 (and must really differ: the list cannot rot).
 """
