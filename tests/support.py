@@ -16,14 +16,17 @@ import uuid
 from datetime import datetime, timedelta, timezone
 import random
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
 
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from readside.schemas import Event, decode
-from readside.load import Record
+from readside.schemas import TOPICS, Event, decode, make_event
+from readside.schemas.registry import topic_of
+from readside.api.auth import make_token
+from readside.load import Record, publish
+from readside.shared.settings import Settings
 
 _counter = itertools.count()
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -35,23 +38,14 @@ def ts(seconds: float) -> str:
 
 
 def envelope(type_: str, payload: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
-    return {
-        "event_id": event_id or f"e-{next(_counter)}-{uuid.uuid4().hex[:8]}",
-        "type": type_,
-        "schema_version": 1,
-        "occurred_at": ts(0),
-        "payload": payload,
-    }
-
-
-TOPIC_OF = {
-    "payment.received": ("payments.events", "thread_id"),
-}
+    """A valid envelope through the contract's builder (``make_event``), at the fixed origin."""
+    return make_event(type_, payload, event_id=event_id or f"e-{next(_counter)}-{uuid.uuid4().hex[:8]}", occurred_at=T0)
 
 
 def record(type_: str, payload: dict[str, Any], event_id: str | None = None) -> Record:
-    topic, key = TOPIC_OF.get(type_, ("threads.events", "thread_id"))
-    return Record(topic, payload[key], envelope(type_, payload, event_id))
+    """A valid event as a :class:`Record` on the topic, with the key, the registry gives its type."""
+    topic = topic_of(type_)
+    return Record(topic, payload[TOPICS[topic][0]], envelope(type_, payload, event_id))
 
 
 def as_event(rec: Record) -> Event:
@@ -117,6 +111,39 @@ def payment(tid: str, pid: str, at: float) -> Record:
         "payment.received",
         {"thread_id": tid, "payment_id": pid, "amount_cents": 5000, "currency": "ZAR", "received_at": ts(at)},
     )
+
+
+def dedupe(records: Iterable[Record]) -> list[Record]:
+    """``records`` without repeated ``event_id``s, the first copy kept, as the projector does."""
+    seen: set[str] = set()
+    out = []
+    for rec in records:
+        if rec.value["event_id"] not in seen:
+            seen.add(rec.value["event_id"])
+            out.append(rec)
+    return out
+
+
+def send(settings: Settings, records: Iterable[Record]) -> None:
+    """Publish ``records`` in order to the broker and topic prefix of ``settings``."""
+    asyncio.run(publish(list(records), bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+
+
+def projection_topics(settings: Settings, projection: str) -> list[str]:
+    """The full names of the topics ``projection`` reads (its ``REGISTRY`` entry), under the prefix."""
+    from readside.readmodels.registry import REGISTRY
+
+    return [settings.topic_prefix + topic for topic in REGISTRY[projection].topics]
+
+
+class _HasSettings(Protocol):
+    settings: Settings
+
+
+def auth(stack: _HasSettings, sub: str, roles: list[str] | None = None) -> dict[str, str]:
+    """The ``Authorization`` header of a token for ``sub`` (with ``roles``), signed with the
+    stack's secret."""
+    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, roles)}"}
 
 
 async def send_raw(bootstrap: str, items: Iterable[tuple[str, bytes | None, bytes]]) -> None:
@@ -301,14 +328,7 @@ def expected_threads(records: Iterable[Record]) -> dict[str, Any]:
     from readside.projector.projections.threads import fold_all, render
     from readside.shared.jsonbytes import dumps
 
-    seen: set[str] = set()
-    events = []
-    for rec in records:
-        if rec.value["event_id"] in seen:
-            continue
-        seen.add(rec.value["event_id"])
-        events.append(as_event(rec))
-    states = fold_all(events)
+    states = fold_all(as_event(rec) for rec in dedupe(records))
     previews = {}
     summaries: dict[tuple[str, str], list[int]] = {}
     for state in states.values():

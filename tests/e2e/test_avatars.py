@@ -3,7 +3,6 @@ URL answers (CONTRACT §2; docs/api.md "GET /v1/img/avatar/{id}")."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from urllib.parse import quote
 
@@ -11,8 +10,7 @@ import pytest
 
 from readside.api.auth import make_token
 from readside.projector.projections.avatars import MAX_BYTES
-from readside.load import publish
-from tests.support import started, wait_caught_up
+from tests.support import send, started, wait_caught_up
 from tests.unit.test_providers_fold import profile
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
@@ -46,7 +44,7 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def loaded(stack):  # noqa: ANN001, ANN201
     s = stack.settings
-    asyncio.run(publish(RECORDS, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + "threads.events"])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
     return stack
@@ -169,7 +167,7 @@ def test_with_a_cache_the_route_adds_no_redis_key_per_request(cached, valkey):  
     import redis
 
     s = cached.settings
-    asyncio.run(publish(RECORDS[:1], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, RECORDS[:1])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + "threads.events"])
     r = redis.Redis.from_url(valkey.url)
     try:

@@ -23,11 +23,10 @@ import redis
 from readside.api.auth import make_token
 from readside.api.ryw import POLL
 from readside.embedded import EmbeddedValkey, free_port
-from readside.load import publish
 from readside.shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import api_server, wait_caught_up, wait_until
+from tests.support import api_server, send, wait_caught_up, wait_until
 from tests.unit.test_providers_fold import profile
 
 SECRET = "bounds-secret-0123456789-abcdefghijklmnop"
@@ -243,7 +242,7 @@ def test_requests_naming_scopes_nothing_wrote_add_no_redis_keys(cached: Stack, v
 def test_a_written_scope_is_cached_and_its_version_comes_back_after_it_expires(cached: Stack, valkey: EmbeddedValkey) -> None:
     s = cached.settings
     u = uuid.uuid4().hex[:8]
-    asyncio.run(publish([profile(f"p-{u}", 1, category=f"Cat {u}")], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, [profile(f"p-{u}", 1, category=f"Cat {u}")])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
     key = f"rs:v:providers:cat_{u}"
     r = redis.Redis.from_url(valkey.url)
@@ -337,7 +336,7 @@ def test_many_waiting_requests_share_one_poll_and_past_the_cap_are_answered_at_o
 def test_a_waiting_request_is_released_when_the_projector_commits_its_position(cached: Stack) -> None:
     s = cached.settings
     u = uuid.uuid4().hex[:8]
-    asyncio.run(publish([profile(f"p-{u}", 1, category=f"Ryw {u}")], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, [profile(f"p-{u}", 1, category=f"Ryw {u}")])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
     renamed = profile(f"p-{u}", 2, category=f"Ryw {u}", business_name="Renamed")
 

@@ -15,11 +15,9 @@ import psycopg
 import pytest
 import redis
 
-from readside.api.auth import make_token
 from readside.embedded import EmbeddedValkey
-from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, started, wait_caught_up, wait_until
+from tests.support import auth, message, send, started, wait_caught_up, wait_until
 import orjson
 
 TOPICS = ("threads.events", "payments.events")
@@ -35,14 +33,6 @@ def cached(bootstrap: str, pg_admin_url: str, valkey: EmbeddedValkey, tmp_path_f
         yield s
 
 
-def auth(stack: Stack, sub: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub)}"}
-
-
-def send(stack: Stack, *records) -> None:  # noqa: ANN002
-    s = stack.settings
-    asyncio.run(publish(list(records), bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
-
 
 def caught_up(stack: Stack) -> None:
     s = stack.settings
@@ -56,7 +46,7 @@ def renders(http: httpx.Client) -> float:
 
 
 def test_a_cached_inbox_is_never_served_after_the_commit_that_changes_it(cached: Stack, valkey: EmbeddedValkey) -> None:
-    send(cached, started("fresh", client="u-fresh", provider="u-pro", at=0))
+    send(cached.settings, [started("fresh", client="u-fresh", provider="u-pro", at=0)])
     caught_up(cached)
     version_key = "rs:v:viewer:u-fresh"
     r = redis.Redis.from_url(valkey.url)
@@ -74,7 +64,7 @@ def test_a_cached_inbox_is_never_served_after_the_commit_that_changes_it(cached:
         with cached.client() as http:
             for i in range(1, 16):
                 before = r.get(version_key)
-                send(cached, message("fresh", f"m{i}", 10 + i, sender="u-pro", sender_type="provider", content=f"n{i}"))
+                send(cached.settings, [message("fresh", f"m{i}", 10 + i, sender="u-pro", sender_type="provider", content=f"n{i}")])
                 # the projector's commit is complete once its version bump is visible
                 wait_until(lambda: r.get(version_key) != before, 30, "the version bump")
                 body = http.get("/v1/threads/preview", headers=auth(cached, "u-fresh")).json()
@@ -88,7 +78,7 @@ def test_a_cached_inbox_is_never_served_after_the_commit_that_changes_it(cached:
 
 
 def test_304_from_the_cache_and_a_new_etag_after_an_event(cached: Stack) -> None:
-    send(cached, started("e1", client="u-etag", provider="u-pro", at=0))
+    send(cached.settings, [started("e1", client="u-etag", provider="u-pro", at=0)])
     caught_up(cached)
     with cached.client() as http:
         first = http.get("/v1/threads/preview", headers=auth(cached, "u-etag"))
@@ -102,7 +92,7 @@ def test_304_from_the_cache_and_a_new_etag_after_an_event(cached: Stack) -> None
         assert not_modified.headers["etag"] == tag and not_modified.headers["x-cache"] == "HIT"
         other = http.get("/v1/threads/preview", headers=auth(cached, "u-pro") | {"If-None-Match": tag})
         assert other.status_code == 200  # another viewer's ETag never matches
-        send(cached, message("e1", "m1", 5, sender="u-pro", sender_type="provider"))
+        send(cached.settings, [message("e1", "m1", 5, sender="u-pro", sender_type="provider")])
         caught_up(cached)
         wait_until(
             lambda: http.get("/v1/threads/preview", headers=auth(cached, "u-etag") | {"If-None-Match": tag}).status_code == 200,
@@ -111,7 +101,7 @@ def test_304_from_the_cache_and_a_new_etag_after_an_event(cached: Stack) -> None
 
 
 def test_a_burst_of_identical_misses_renders_once(cached: Stack) -> None:
-    send(cached, started("b1", client="u-burst", provider="u-pro", at=0))
+    send(cached.settings, [started("b1", client="u-burst", provider="u-pro", at=0)])
     caught_up(cached)
     with cached.client() as http:
         before = renders(http)
@@ -128,7 +118,7 @@ def test_a_burst_of_identical_misses_renders_once(cached: Stack) -> None:
 
 
 def test_redis_down_answers_from_postgres_and_the_cache_recovers(cached: Stack, valkey: EmbeddedValkey) -> None:
-    send(cached, started("k1", client="u-kill", provider="u-pro", at=0))
+    send(cached.settings, [started("k1", client="u-kill", provider="u-pro", at=0)])
     caught_up(cached)
     with cached.client() as http:
         assert http.get("/v1/threads/preview", headers=auth(cached, "u-kill")).status_code == 200
@@ -139,7 +129,7 @@ def test_redis_down_answers_from_postgres_and_the_cache_recovers(cached: Stack, 
                 r = http.get("/v1/threads/preview", headers=auth(cached, "u-kill"))
                 assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
                 assert time.perf_counter() - t0 < 1.0
-            send(cached, message("k1", "m1", 5, sender="u-pro", sender_type="provider", content="while down"))
+            send(cached.settings, [message("k1", "m1", 5, sender="u-pro", sender_type="provider", content="while down")])
             caught_up(cached)
             r = http.get("/v1/threads/preview", headers=auth(cached, "u-kill"))
             assert r.json()["items"][0]["last_message_preview"] == "while down"
@@ -154,7 +144,7 @@ def test_redis_down_answers_from_postgres_and_the_cache_recovers(cached: Stack, 
 
 def test_read_your_writes_waits_for_the_position_and_times_out_cleanly(cached: Stack) -> None:
     s = cached.settings
-    send(cached, started("ryw", client="u-ryw", provider="u-pro", at=0))
+    send(cached.settings, [started("ryw", client="u-ryw", provider="u-pro", at=0)])
     caught_up(cached)
     topic = s.topic_prefix + "threads.events"
     record = message("ryw", "m1", 5, sender="u-pro", sender_type="provider", content="just sent")

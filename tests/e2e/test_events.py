@@ -12,12 +12,10 @@ import httpx
 import orjson
 import pytest
 
-from readside.api.auth import make_token
 from readside.shared.cache import Cache
 from readside.embedded import EmbeddedValkey
-from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, started, wait_until
+from tests.support import auth, message, send, started, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +23,6 @@ def live(bootstrap: str, pg_admin_url: str, valkey: EmbeddedValkey, tmp_path_fac
     with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=valkey.url) as s:
         yield s
 
-
-def auth(stack: Stack, sub: str, roles: list[str] | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, roles)}"}
-
-
-def send(stack: Stack, *records) -> None:  # noqa: ANN002
-    s = stack.settings
-    asyncio.run(publish(list(records), bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
 
 
 class EventReader:
@@ -104,15 +94,15 @@ def test_a_viewer_hears_of_its_inbox_and_threads_and_never_of_another_viewers(
         assert reader.next() == ("ready", "{}")  # subscribed: nothing published from now on is missed
 
     # Bob's inbox changes first; Bob hears of it.
-    send(live, started(bob_thread, client=bob, provider=bob_pro, at=0),
-         message(bob_thread, "m1", 5, sender=bob_pro, sender_type="provider", content="for Bob"))
+    send(live.settings, [started(bob_thread, client=bob, provider=bob_pro, at=0),
+                         message(bob_thread, "m1", 5, sender=bob_pro, sender_type="provider", content="for Bob")])
     bob_heard = bob_events.scopes_until(lambda s: {f"viewer:{bob}", f"thread:{bob_thread}"} <= s)
     assert bob_heard == {f"viewer:{bob}", f"thread:{bob_thread}"}
 
     # Then Ann's. Bob's scopes were published before Ann's event even existed: had they leaked
     # to Ann, they would be in her stream ahead of her own.
-    send(live, started(ann_thread, client=ann, provider=ann_pro, at=0),
-         message(ann_thread, "m1", 5, sender=ann_pro, sender_type="provider", content="for Ann"))
+    send(live.settings, [started(ann_thread, client=ann, provider=ann_pro, at=0),
+                         message(ann_thread, "m1", 5, sender=ann_pro, sender_type="provider", content="for Ann")])
     ann_heard = ann_events.scopes_until(lambda s: {f"viewer:{ann}", f"thread:{ann_thread}"} <= s)
     assert ann_heard == {f"viewer:{ann}", f"thread:{ann_thread}"}
 

@@ -3,7 +3,6 @@ exposed) and compressed bodies, with ETags and 304s unchanged."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 from typing import Iterator
 
@@ -11,9 +10,8 @@ import httpx
 import pytest
 
 from readside.api.auth import make_token
-from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import message, started, wait_caught_up
+from tests.support import message, send, started, wait_caught_up
 
 APP = "https://app.example"
 RECORDS = [
@@ -26,7 +24,7 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def cors_stack(bootstrap: str, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), cors_origins=(APP,)) as s:
-        asyncio.run(publish(RECORDS, bootstrap=s.settings.kafka_bootstrap, prefix=s.settings.topic_prefix))
+        send(s.settings, RECORDS)
         wait_caught_up(s.settings.database_url, s.settings.kafka_bootstrap, "threads",
                        [s.settings.topic_prefix + t for t in ("threads.events", "payments.events")])
         yield s

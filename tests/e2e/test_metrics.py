@@ -4,7 +4,6 @@ do, and the access log (one line per request, never a token)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -25,11 +24,10 @@ from readside.api.auth import make_token
 from readside.projector.service import select
 from readside.shared.db import migrate
 from readside.embedded import EmbeddedValkey, free_port
-from readside.load import publish
 from readside.shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import api_server, wait_caught_up, wait_until
+from tests.support import api_server, send, wait_caught_up, wait_until
 from tests.unit.test_providers_fold import profile
 
 SECRET = "metrics-secret-0123456789-abcdefghijklmnop"
@@ -165,7 +163,7 @@ def cached(bootstrap: str, pg_admin_url: str, valkey: EmbeddedValkey, tmp_path_f
 def test_cache_hits_and_misses_are_counted_per_projection_as_x_cache_says(cached: Stack) -> None:
     s = cached.settings
     u = uuid.uuid4().hex[:8]
-    asyncio.run(publish([profile(f"p-{u}", 1, category=f"Cat {u}")], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, [profile(f"p-{u}", 1, category=f"Cat {u}")])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
     before = scrape(cached.base_url + "/metrics")
     said = {"HIT": 0, "MISS": 0}
@@ -206,7 +204,7 @@ def test_projected_batches_show_in_the_projector_histograms(cached: Stack) -> No
     u = uuid.uuid4().hex[:8]
     projector = f"http://127.0.0.1:{s.projector_port}/metrics"
     records = [profile(f"p-{u}-{i}", 1, category=f"Cat {u}") for i in range(7)]
-    asyncio.run(publish(records, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, records)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
 
     def observed() -> dict | None:

@@ -7,7 +7,6 @@ situation the old public default created, and what a 304 or a cursor must surviv
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,9 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from readside.api.auth import make_token
 from readside.api.cursors import CursorCodec
 from readside.embedded import EmbeddedValkey, free_port
-from readside.load import publish
 from tests.e2e.conftest import Stack, running_stack
-from tests.support import api_server, message, started, wait_caught_up
+from tests.support import api_server, auth, message, send, started, wait_caught_up
 from tests.unit.test_workflows_fold import created
 
 # The secret every checkout used to trust when READSIDE_JWT_SECRET was unset.
@@ -48,7 +46,7 @@ WORKFLOWS = [created("w-1", "u-ann", 1, "Mine"), created("w-2", "u-bob", 2, "Tem
 
 def _load(stack: Stack) -> Stack:
     s = stack.settings
-    asyncio.run(publish(RECORDS + WORKFLOWS, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, RECORDS + WORKFLOWS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + "threads.events"])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "workflows", [s.topic_prefix + "workflows.events"])
     return stack
@@ -66,9 +64,6 @@ def cached(bootstrap: str, pg_admin_url: str, valkey: EmbeddedValkey,
                        cache_timeout=2.0) as s:
         yield _load(s)
 
-
-def auth(stack: Stack, sub: str, roles: list[str] | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, roles)}"}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

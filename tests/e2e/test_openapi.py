@@ -4,7 +4,6 @@ schema (``jsonschema``). Table-driven: one row per (route, request) with the sta
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -13,8 +12,8 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from readside.api.auth import make_token
-from readside.load import mixed_stream, publish
-from tests.support import wait_caught_up
+from readside.load import mixed_stream
+from tests.support import send, wait_caught_up
 
 PROJECTIONS = {"threads": ["threads.events", "payments.events"], "requests": ["requests.events"],
                "providers": ["providers.events"], "workflows": ["workflows.events"]}
@@ -80,7 +79,7 @@ CONDITIONAL = sorted({(t, p, w) for t, p, w, q, s in CASES if s == 200 and t not
 @pytest.fixture(scope="module")
 def loaded(stack):  # noqa: ANN001, ANN201
     s = stack.settings
-    asyncio.run(publish(STREAM, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, STREAM)
     for name, topics in PROJECTIONS.items():
         wait_caught_up(s.database_url, s.kafka_bootstrap, name, [s.topic_prefix + t for t in topics])
     return stack

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from readside.api.auth import make_token
-from readside.load import Record, publish
-from tests.support import as_event, wait_caught_up
+from readside.load import Record
+from tests.support import as_event, auth, send, wait_caught_up
 from tests.unit.test_providers_fold import booking, profile, resent, review
 from tests.unit.test_workflows_fold import created, deleted, saved
 
@@ -60,21 +58,18 @@ WORKFLOWS = [
 ]
 
 
-def send(stack, records: list[Record]) -> None:  # noqa: ANN001
+def send_and_wait(stack, records: list[Record]) -> None:  # noqa: ANN001
     s = stack.settings
-    asyncio.run(publish(records, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, records)
     for name, topic in TOPICS.items():
         wait_caught_up(s.database_url, s.kafka_bootstrap, name, [s.topic_prefix + topic])
 
 
 @pytest.fixture(scope="module")
 def loaded(stack):  # noqa: ANN001, ANN201
-    send(stack, PROVIDERS + WORKFLOWS)
+    send_and_wait(stack, PROVIDERS + WORKFLOWS)
     return stack
 
-
-def auth(stack, sub: str) -> dict[str, str]:  # noqa: ANN001
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub)}"}
 
 
 def ids(response) -> list[str]:  # noqa: ANN001
@@ -187,14 +182,14 @@ def test_paging_through_a_category_never_repeats_or_skips(loaded, sort):  # noqa
 
 def test_paging_most_booked_while_bookings_move_providers_never_repeats_or_skips(stack):  # noqa: ANN001
     # Its own category, so the module's other tests keep their figures.
-    send(stack, [r for i in range(20) for r in _provider(f"p-mv-{i:02d}", 500 + i, i, [], category="Mover")])
+    send_and_wait(stack, [r for i in range(20) for r in _provider(f"p-mv-{i:02d}", 500 + i, i, [], category="Mover")])
     params = {"category": "mover", "sort": "most_booked", "limit": 7, "fields": "id,book_count"}
     with stack.client() as http:
         page = http.get("/v1/providers", params=params).json()
         seen = [i["id"] for i in page["items"]]  # p-mv-19 .. p-mv-13
         # Between pages: a provider not yet seen jumps above the cursor (bookings only grow),
         # another not yet seen goes inactive and leaves the listing.
-        send(stack, [booking("p-mv-05", f"p-mv-05-x{i}", 900 + i) for i in range(30)]
+        send_and_wait(stack, [booking("p-mv-05", f"p-mv-05-x{i}", 900 + i) for i in range(30)]
              + [profile("p-mv-08", 950, category="Mover", status="inactive")])
         cursor = page["next_cursor"]
         while cursor:
@@ -244,7 +239,7 @@ def test_provider_etag_is_per_category_and_changes_with_the_next_event(loaded): 
         again = http.get("/v1/providers", params={"category": "dj"}, headers={"If-None-Match": dj.headers["etag"]})
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == dj.headers["etag"]
         assert again.headers["cache-control"] == "public, max-age=30"
-        send(loaded, [booking("p-dj-3", "late-1", 500), booking("p-dj-3", "late-2", 501), booking("p-dj-3", "late-3", 502)])
+        send_and_wait(loaded, [booking("p-dj-3", "late-1", 500), booking("p-dj-3", "late-2", 501), booking("p-dj-3", "late-3", 502)])
         changed = http.get("/v1/providers", params={"category": "dj"}, headers={"If-None-Match": dj.headers["etag"]})
         assert changed.status_code == 200 and changed.headers["etag"] != dj.headers["etag"]
         assert ids(changed) == ["p-dj-3", "p-dj-2", "p-dj-1"] and changed.json()["items"][0]["book_count"] == 6
@@ -253,7 +248,7 @@ def test_provider_etag_is_per_category_and_changes_with_the_next_event(loaded): 
 
 
 def test_a_profile_change_moves_the_provider_between_listings(loaded):  # noqa: ANN001
-    send(loaded, [profile("p-ss-3", 600, category="MC")])
+    send_and_wait(loaded, [profile("p-ss-3", 600, category="MC")])
     with loaded.client() as http:
         sound = http.get("/v1/providers", params={"category": "sound_service"})
         mc = http.get("/v1/providers", params={"category": "mc"})
@@ -325,7 +320,7 @@ def test_workflow_etags_follow_the_owners_and_templates_lists(loaded):  # noqa: 
         }
         for (p, u), tag in first.items():
             assert http.get(p, headers=auth(loaded, u) | {"If-None-Match": tag}).status_code == 304
-        send(loaded, [saved("w-b2", 1, 700, nodes=2)])  # Bob's own list changes; no template does
+        send_and_wait(loaded, [saved("w-b2", 1, 700, nodes=2)])  # Bob's own list changes; no template does
         after = {k: http.get(k[0], headers=auth(loaded, k[1]) | {"If-None-Match": tag}).status_code for k, tag in first.items()}
         assert after == {("/v1/workflows", "u-ann"): 304, ("/v1/workflows", "u-bob"): 200,
                          ("/v1/templates", "u-ann"): 304, ("/v1/templates", "u-bob"): 304}
@@ -337,7 +332,7 @@ def test_paging_while_workflows_change_never_repeats_an_item(loaded):  # noqa: A
         page = http.get("/v1/workflows", params={"limit": 10}, headers=auth(loaded, "u-ann")).json()
         seen = [i["id"] for i in page["items"]]
         # one workflow further down is saved (moves to the top), another is deleted
-        send(loaded, [saved("w-x03", 1, 800), deleted("w-x05", 801)])
+        send_and_wait(loaded, [saved("w-x03", 1, 800), deleted("w-x05", 801)])
         cursor = page["next_cursor"]
         while cursor:
             page = http.get("/v1/workflows", params={"limit": 10, "cursor": cursor}, headers=auth(loaded, "u-ann")).json()

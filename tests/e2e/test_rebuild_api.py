@@ -26,7 +26,7 @@ from readside.projector.rebuild import Options, Rebuilder
 from readside.load import publish, thread_stream
 from tests.e2e.conftest import running_stack
 from tests.integration.test_rebuild import versions, with_extra_sql
-from tests.support import assert_tables_equal_fold, message, started, wait_caught_up
+from tests.support import assert_tables_equal_fold, message, send, started, wait_caught_up
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def test_rebuild_and_rollback_under_load_serve_one_version_per_response(
         first, more = thread_stream(threads=120, seed=41), thread_stream(threads=120, seed=42)
         everything = watched + first + more
         topics = [s.topic_prefix + t for t in ("threads.events", "payments.events")]
-        asyncio.run(publish(watched + first, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+        send(s, watched + first)
         wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", topics)
         token = make_token(s.jwt_secret, "u-watch", [], ttl=600)
         with stack.client() as http:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 
-from readside.api.auth import make_token
 from readside.projector.projections.requests import TICKET_TYPES, VIEWS, RequestRow, in_view
 from readside.shared.jsonbytes import dumps, loads
-from readside.load import Record, publish, request_stream
+from readside.load import Record, request_stream
 from tests.e2e.conftest import running_stack
-from tests.support import wait_caught_up, wait_until
-from tests.unit.test_requests_fold import assigned, created, dedupe, rows_of, said, taken, updated
+from tests import support
+from tests.support import dedupe, projection_topics, send, wait_caught_up, wait_until
+from tests.unit.test_requests_fold import assigned, created, rows_of, said, taken, updated
 
-TOPICS = ("requests.events",)
 PATH = "/v1/requests/technician-views"
 
 
@@ -48,13 +46,14 @@ RECORDS = _records()
 @pytest.fixture(scope="module")
 def loaded(stack):  # noqa: ANN001, ANN201
     s = stack.settings
-    asyncio.run(publish(RECORDS, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
-    wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", [s.topic_prefix + t for t in TOPICS])
+    send(s, RECORDS)
+    wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", projection_topics(s, "requests"))
     return stack
 
 
 def auth(stack, sub: str = "tech-1", roles: list[str] | None = None) -> dict[str, str]:  # noqa: ANN001
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, ['technician'] if roles is None else roles)}"}
+    """A technician's header by default (``tests.support.auth`` with other defaults)."""
+    return support.auth(stack, sub, ["technician"] if roles is None else roles)
 
 
 _FOLDED: dict[int, list[RequestRow]] = {}
@@ -188,8 +187,8 @@ def test_headers_etag_and_304_until_an_event_changes_the_view(loaded):  # noqa: 
         other = http.get(PATH, params=params, headers=auth(loaded, "tech-2") | {"If-None-Match": etag})
         assert other.status_code == 200  # bound to the viewer
         now = _stamp(datetime.now(UTC))
-        asyncio.run(publish([created("h-78", stamp=now, bu=78)], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
-        wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", [s.topic_prefix + t for t in TOPICS])
+        send(s, [created("h-78", stamp=now, bu=78)])
+        wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", projection_topics(s, "requests"))
         changed = http.get(PATH, params=params, headers=auth(loaded) | {"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
         assert [i["id"] for i in changed.json()["data"]] == ["h-78"]
@@ -208,11 +207,11 @@ def cached(bootstrap, pg_admin_url, redis_url, tmp_path_factory):  # noqa: ANN00
 def test_cached_bodies_and_304s_follow_commits(cached):  # noqa: ANN001
     s = cached.settings
 
-    def send(*records: Record) -> None:
-        asyncio.run(publish(list(records), bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
-        wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", [s.topic_prefix + t for t in TOPICS])
+    def send_and_wait(*records: Record) -> None:
+        send(s, records)
+        wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", projection_topics(s, "requests"))
 
-    send(created("c-1", stamp=_stamp(datetime.now(UTC)), bu=501))
+    send_and_wait(created("c-1", stamp=_stamp(datetime.now(UTC)), bu=501))
     params = {"view": "unassigned", "business_unit_id": "501"}
     with cached.client() as http:
         def ids(view: str = "unassigned") -> list[str]:
@@ -229,7 +228,7 @@ def test_cached_bodies_and_304s_follow_commits(cached):  # noqa: ANN001
         assert second.status_code == 304 and second.headers["x-cache"] == "HIT"
         third = http.get(PATH, params=params, headers=auth(cached))
         assert third.headers["x-cache"] == "HIT" and third.content == first.content
-        send(taken("c-1", "tech-1", 0, stamp=_stamp(datetime.now(UTC))))
+        send_and_wait(taken("c-1", "tech-1", 0, stamp=_stamp(datetime.now(UTC))))
         wait_until(lambda: ids() == [], 10, "the taken request to leave the unassigned view")
         assert ids("my_unsolved") == ["c-1"]
         after = http.get(PATH, params=params, headers=auth(cached) | {"If-None-Match": first.headers["etag"]})

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import jwt
 import pytest
 
-from readside.api.auth import make_token
-from readside.load import publish
-from tests.support import deleted, message, payment, read, started, wait_caught_up
+from tests.support import auth, deleted, message, payment, read, send, started, wait_caught_up
 
 THREAD_TOPICS = ("threads.events", "payments.events")
 
@@ -32,13 +29,10 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def loaded(stack):  # noqa: ANN001, ANN201
     s = stack.settings
-    asyncio.run(publish(RECORDS, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in THREAD_TOPICS])
     return stack
 
-
-def auth(stack, sub: str, roles: list[str] | None = None) -> dict[str, str]:  # noqa: ANN001
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, roles)}"}
 
 
 def test_inbox_pages_in_order_without_repeats(loaded):  # noqa: ANN001
@@ -108,7 +102,7 @@ def test_etag_gives_304_until_an_event_changes_the_inbox(loaded):  # noqa: ANN00
         assert etag.startswith('W/"')
         again = http.get("/v1/threads/preview", headers=auth(loaded, "u-cat") | {"If-None-Match": etag})
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
-        asyncio.run(publish([message("c1", "mc2", 400, sender="u-bob", sender_type="provider")], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+        send(s, [message("c1", "mc2", 400, sender="u-bob", sender_type="provider")])
         wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in THREAD_TOPICS])
         changed = http.get("/v1/threads/preview", headers=auth(loaded, "u-cat") | {"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
@@ -117,7 +111,7 @@ def test_etag_gives_304_until_an_event_changes_the_inbox(loaded):  # noqa: ANN00
 
 def test_payment_reveals_the_personalized_video_thread(loaded):  # noqa: ANN001
     s = loaded.settings
-    asyncio.run(publish([payment("v1", "pay-1", 500)], bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+    send(s, [payment("v1", "pay-1", 500)])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in THREAD_TOPICS])
     with loaded.client() as http:
         r = http.get("/v1/threads/preview", params={"limit": 100}, headers=auth(loaded, "u-ann"))

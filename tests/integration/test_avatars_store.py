@@ -20,7 +20,7 @@ from readside.projector.projections.threads_store import PROJECTION as THREADS
 from readside.shared.db import migrate
 from readside.load import Record, provider_stream, thread_stream
 from tests.integration.test_threads_store import _run, _split
-from tests.support import as_event, envelope
+from tests.support import as_event, envelope, send
 from tests.unit.test_avatars import AVATARS, _with_avatars
 
 
@@ -110,11 +110,10 @@ def test_a_rollback_to_a_version_kept_from_before_the_avatar_tables_creates_them
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
     from readside.cli import main as cli
-    from readside.load import publish
     from tests.support import started, wait_caught_up
 
     records = [started("t1", client="u-1", provider="u-2", client_avatar="data:image/png;base64,AAA")]
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, records)
     topics = [settings.topic_prefix + t for t in THREADS.topics]
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
     for name, value in settings.to_env().items():
@@ -130,7 +129,7 @@ def test_a_rollback_to_a_version_kept_from_before_the_avatar_tables_creates_them
         assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
     # the next event applies to the rolled-back tables, avatars included
     records = [started("t2", client="u-1", provider="u-2", at=5, client_avatar="data:image/png;base64,AAA")]
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, records)
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT thread_id, data FROM user_avatars WHERE user_id = 'u-1'").fetchone() == ("t2", b"\0\0")

@@ -20,16 +20,20 @@ import redis
 from readside.readmodels.registry import REGISTRY
 from readside.shared.db import migrate
 from readside.embedded import free_port
-from readside.load import Record, publish, thread_stream
+from readside.load import Record, thread_stream
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
-from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
+from tests.support import (
+    assert_tables_equal_fold,
+    message,
+    projection_topics,
+    send,
+    send_raw,
+    started,
+    wait_caught_up,
+    wait_until,
+)
 
-THREAD_TOPICS = ("threads.events", "payments.events")
-
-
-def topics(settings: Settings) -> list[str]:
-    return [settings.topic_prefix + t for t in THREAD_TOPICS]
 
 
 def readside(settings: Settings, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
@@ -54,10 +58,6 @@ def projection(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def send(settings: Settings, records: list[Record]) -> None:
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-
-
 def fresh_keys(records: list[Record], seen: list[Record]) -> list[Record]:
     keys = {r.key for r in seen}
     return [r for r in records if r.key not in keys]
@@ -68,13 +68,13 @@ def test_status_shows_the_lag_a_stopped_projector_left_then_stalled_then_the_cat
     first = thread_stream(threads=10, seed=11)
     send(settings, first)
     runner = InProcessProjector(settings, ["threads"]).start()
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     runner.stop()
 
     caught_up = projection(status(settings), "threads")
     assert (caught_up["state"], caught_up["stalled"], caught_up["lag"], caught_up["lag_seconds"]) == ("live", False, 0, 0.0)
     assert sum(p["offset"] for p in caught_up["partitions"]) == len(first)
-    assert {p["topic"] for p in caught_up["partitions"]} == set(topics(settings))
+    assert {p["topic"] for p in caught_up["partitions"]} == set(projection_topics(settings, "threads"))
 
     # the projector is down: only the broker knows about these
     second = fresh_keys(thread_stream(threads=10, seed=12), first)
@@ -95,7 +95,7 @@ def test_status_shows_the_lag_a_stopped_projector_left_then_stalled_then_the_cat
 
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     finally:
         runner.stop()
     again = projection(status(settings), "threads")
@@ -108,7 +108,7 @@ def test_status_falls_back_to_the_recorded_heads_when_the_broker_is_unreachable(
     send(settings, records)
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     finally:
         runner.stop()
     unreachable = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
@@ -136,7 +136,7 @@ def test_projector_readyz_is_503_naming_a_stalled_projection_until_it_moves_agai
     send(settings, first)
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
         wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, 30, "the projector to be ready")
         assert httpx.get(base + "/healthz").json() == {"status": "ok"}
 
@@ -165,7 +165,7 @@ def test_projector_readyz_is_503_naming_a_stalled_projection_until_it_moves_agai
             assert projection(status(settings), "threads")["stalled"] is True
             blocker.rollback()
 
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
         wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, 30, "/readyz to recover")
         metrics = httpx.get(base + "/metrics").text
         assert _metric(metrics, "readside_projection_stalled", projection="threads") == 0
@@ -180,7 +180,7 @@ def test_admin_endpoint_returns_the_figures_of_status_json(settings: Settings, t
     send(settings, first)
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     finally:
         runner.stop()
     send(settings, fresh_keys(thread_stream(threads=6, seed=17), first))  # lag only the broker knows
@@ -246,7 +246,7 @@ def test_dlq_list_and_show_give_reason_origin_key_and_the_original_value(setting
     asyncio.run(send_raw(settings.kafka_bootstrap, items))
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     finally:
         runner.stop()
 
@@ -289,7 +289,7 @@ def test_dlq_replay_applies_a_fixed_dead_letter_once_however_often_and_keeps_wha
         asyncio.run(send_raw(settings.kafka_bootstrap, [(t, b"r1", still_invalid)]))
         first = wait_dead_letters(settings, 2)
         send(settings, [long])  # the producer re-sends it (same event id): it fails again
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
         letters = wait_dead_letters(settings, 3)
     finally:
         runner.stop()

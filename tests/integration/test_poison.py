@@ -20,7 +20,7 @@ import pytest
 import readside.projector.service
 from readside.projector.engine import POINTER_HEADER
 from readside.cli import main as cli
-from readside.load import Record, provider_stream, publish, request_stream, thread_stream, workflow_stream
+from readside.load import Record, provider_stream, request_stream, thread_stream, workflow_stream
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.integration.test_providers_workflows_projection import (
@@ -31,7 +31,7 @@ from tests.integration.test_providers_workflows_projection import (
 )
 from tests.integration.test_requests_projection import actual_tables as actual_requests
 from tests.integration.test_requests_projection import expected_tables as expected_requests
-from tests.support import assert_tables_equal_fold, message, read_topics, send_raw, started, wait_caught_up
+from tests.support import assert_tables_equal_fold, message, read_topics, send, send_raw, started, wait_caught_up
 
 PROJECTION_TOPICS = {
     "threads": ("threads.events", "payments.events"),
@@ -223,7 +223,7 @@ def test_a_rebuild_cuts_over_when_a_dead_letter_holds_a_nul(
     records = thread_stream(threads=4, seed=41) + [started("nul-1"), message("nul-1", "m1", 10)]
     nul = message("nul-1", "m-nul", 20, content="a\x00b")
     assert b"\\u0000" in orjson.dumps(nul.value)
-    asyncio.run(publish(records + [nul], bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, records + [nul])
     topics = [settings.topic_prefix + t for t in PROJECTION_TOPICS["threads"]]
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics)
     with psycopg.connect(settings.database_url) as conn:

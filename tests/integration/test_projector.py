@@ -7,36 +7,33 @@ import asyncio
 import orjson
 import psycopg
 
-from readside.load import publish, thread_stream
+from readside.load import thread_stream
 from tests.conftest import InProcessProjector
 from tests.support import (
     assert_tables_equal_fold,
     message,
+    projection_topics,
     read_topics,
+    send,
     send_raw,
     started,
     wait_caught_up,
 )
 
-THREAD_TOPICS = ("threads.events", "payments.events")
-
-
-def topics(settings):  # noqa: ANN001, ANN201
-    return [settings.topic_prefix + t for t in THREAD_TOPICS]
 
 
 def test_projected_tables_equal_the_fold_of_all_events(settings, projector):  # noqa: ANN001
     records = thread_stream(threads=60, seed=3)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     assert_tables_equal_fold(settings.database_url, records)
 
 
 def test_redelivered_events_apply_once(settings, projector):  # noqa: ANN001
     records = thread_stream(threads=20, seed=4)
     # a producer retrying: every event sent twice, the copies later in the stream
-    asyncio.run(publish(records + records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, records + records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     assert_tables_equal_fold(settings.database_url, records)
     with psycopg.connect(settings.database_url) as conn:
         (n,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'threads'").fetchone()
@@ -65,7 +62,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projecte
     items += [(t, r.key.encode(), orjson.dumps(r.value)) for r in good[1:]]
     items += [(t, k, v) for k, v, _ in poison[3:]]
     asyncio.run(send_raw(settings.kafka_bootstrap, items))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
 
     assert_tables_equal_fold(settings.database_url, good)
     with psycopg.connect(settings.database_url) as conn:
@@ -85,15 +82,15 @@ def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projecte
 
 def test_graceful_stop_and_resume_from_the_stored_checkpoint(settings):  # noqa: ANN001
     first, second = thread_stream(threads=15, seed=5), thread_stream(threads=15, seed=6)
-    asyncio.run(publish(first, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, first)
     runner = InProcessProjector(settings).start()
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     runner.stop()
     second = [r for r in second if r.key not in {x.key for x in first}]
-    asyncio.run(publish(second, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, second)
     runner = InProcessProjector(settings).start()
     try:
-        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     finally:
         runner.stop()
     assert_tables_equal_fold(settings.database_url, first + second)

@@ -22,16 +22,11 @@ from readside.projector.projections.workflows import render as render_workflow
 from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
-from readside.load import Record, provider_stream, publish, workflow_stream
+from readside.load import Record, provider_stream, workflow_stream
 from tests.conftest import InProcessProjector
-from tests.support import as_event, wait_caught_up
+from tests.support import as_event, dedupe, send, wait_caught_up
 from tests.unit.test_providers_fold import booking, profile, resent, review
 from tests.unit.test_workflows_fold import created, deleted, saved
-
-
-def _dedupe(records: list[Record]) -> list[Record]:
-    seen: set[str] = set()
-    return [r for r in records if not (r.value["event_id"] in seen or seen.add(r.value["event_id"]))]
 
 
 def _json(value: object) -> object:
@@ -41,7 +36,7 @@ def _json(value: object) -> object:
 def expected_providers(records: list[Record]) -> dict:
     cards = {}
     counts: Counter[str] = Counter()
-    events = (as_event(r) for r in _dedupe(records) if r.topic == "providers.events")
+    events = (as_event(r) for r in dedupe(records) if r.topic == "providers.events")
     for pid, state in fold_providers(events).items():
         card = render_provider(state)
         if card is None:
@@ -70,7 +65,7 @@ def actual_providers(db_url: str) -> dict:
 
 def expected_workflows(records: list[Record]) -> dict:
     out = {}
-    events = (as_event(r) for r in _dedupe(records) if r.topic == "workflows.events")
+    events = (as_event(r) for r in dedupe(records) if r.topic == "workflows.events")
     for wid, state in fold_workflows(events).items():
         row = render_workflow(state)
         if row is not None and row.listed:
@@ -115,7 +110,7 @@ def test_tables_equal_the_fold_with_duplicates_and_stubs_across_batches(settings
     runner = InProcessProjector(s, ["providers", "workflows"]).start()
     try:
         for phase in (first, second):
-            asyncio.run(publish(phase, bootstrap=s.kafka_bootstrap, prefix=s.topic_prefix))
+            send(s, phase)
             for name, names in topics.items():
                 wait_caught_up(s.database_url, s.kafka_bootstrap, name, names)
             if phase is first:

@@ -21,14 +21,18 @@ import pytest
 from readside.readmodels.base import BulkLoad, Projection
 from readside.readmodels.registry import REGISTRY
 from readside.cli import main as cli
-from readside.load import publish, thread_stream
-from tests.support import assert_tables_equal_fold, message, send_raw, started, wait_caught_up, wait_until
+from readside.load import thread_stream
+from tests.support import (
+    assert_tables_equal_fold,
+    message,
+    projection_topics,
+    send,
+    send_raw,
+    started,
+    wait_caught_up,
+    wait_until,
+)
 
-THREAD_TOPICS = ("threads.events", "payments.events")
-
-
-def topics(settings):  # noqa: ANN001, ANN201
-    return [settings.topic_prefix + t for t in THREAD_TOPICS]
 
 
 def row(url: str, sql: str, *args: object) -> tuple | None:
@@ -63,8 +67,8 @@ def with_extra_sql(projection: Projection, statement: str) -> Projection:
 @pytest.mark.slow
 def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:  # noqa: ANN001
     records = thread_stream(threads=90, seed=21)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     env = {**os.environ, **settings.to_env()}
     argv = [sys.executable, "-m", "readside.cli", "rebuild", "threads", "--batch", "100"]
     with open(tmp_path / "first.log", "wb") as log:
@@ -108,8 +112,8 @@ def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
     settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
     records = thread_stream(threads=10, seed=23)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("readside.projector.shadow.LOCK_DEADLINE", 1.0)
@@ -122,8 +126,8 @@ def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
         assert versions(settings.database_url)[0] == 1  # nothing swapped
     # the live projector was not held: a new event is projected
     more = [started("lk-1", client="u-lk", provider="u-lp", at=0)]
-    asyncio.run(publish(more, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, more)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     assert cli(["rebuild", "threads"]) == 0  # the session is gone: it resumes at the catch-up
     assert "cut over to v2" in capsys.readouterr().out
     assert versions(settings.database_url)[0] == 2
@@ -134,11 +138,11 @@ def test_records_the_rebuilds_decoder_rejects_become_dead_letters_of_the_new_ver
     settings, projector, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
 ) -> None:
     records = thread_stream(threads=8, seed=24)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, records)
     topic = settings.topic_prefix + "threads.events"
     poison = [(topic, b"t-x", b"{not json"), (topic, b"t-y", orjson.dumps({"event_id": "e-y", "type": "message.created"}))]
     asyncio.run(send_raw(settings.kafka_bootstrap, poison))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     # As if the live decoder had let them through (the rebuild runs today's, which rejects them).
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM dead_letters")
@@ -157,8 +161,8 @@ def test_an_event_the_new_fold_fails_on_is_replayed_into_the_new_tables_after_a_
 ) -> None:
     records = thread_stream(threads=6, seed=25)
     records += [started("fx-1", client="u-f1", provider="u-f2", at=0), message("fx-1", "m-bad", 10, sender="u-f1")]
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))  # live applied it all
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))  # live applied it all
     live = REGISTRY["threads"]
 
     def failing(apply):  # noqa: ANN001, ANN202
@@ -187,8 +191,8 @@ def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
 ) -> None:
     records = [started("vt-1", client="u-v1", provider="u-v2", at=0), message("vt-1", "m1", 10, sender="u-v2", sender_type="provider")]
     records += thread_stream(threads=10, seed=22)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", topics(settings))
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     wrong = with_extra_sql(
         REGISTRY["threads"],
         "UPDATE thread_previews SET unread_count = 99 WHERE user_id = 'u-v1' AND thread_id = 'vt-1'",
@@ -221,7 +225,7 @@ def test_every_projection_rebuilds_to_tables_verify_finds_equal(
     from tests.support import checkpoints, high_watermarks
 
     records = mixed_stream(2, seed=23)
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    send(settings, records)
     for name, projection in REGISTRY.items():
         wait_caught_up(settings.database_url, settings.kafka_bootstrap, name, [settings.topic_prefix + t for t in projection.topics])
     for name, value in settings.to_env().items():

@@ -25,20 +25,15 @@ from readside.projector.projections.requests import (
 from readside.projector.projections.requests_store import PROJECTION
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
-from readside.load import Record, publish, request_stream
-from tests.support import as_event, wait_caught_up, with_stale_reads
-from tests.unit.test_requests_fold import assigned, dedupe, rows_of, said, taken, updated
+from readside.load import Record, request_stream
+from tests.support import as_event, dedupe, projection_topics, send, wait_caught_up, with_stale_reads
+from tests.unit.test_requests_fold import assigned, rows_of, said, taken, updated
 
-TOPICS = ("requests.events",)
 TECHS = [f"tech-{i}" for i in range(1, 6)] + ["tech-none"]
 
 
 def _caught_up(settings) -> None:  # noqa: ANN001
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "requests", [settings.topic_prefix + t for t in TOPICS])
-
-
-def _send(settings, records: list[Record]) -> None:  # noqa: ANN001
-    asyncio.run(publish(records, bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "requests", projection_topics(settings, "requests"))
 
 
 def expected_tables(records: list[Record]) -> dict:
@@ -174,13 +169,13 @@ def _changes(records: list[Record], seed: int) -> list[Record]:
 
 def test_tables_counters_and_queries_equal_the_fold(settings, projector):  # noqa: ANN001
     records = _stream(seed=11, requests=80)
-    _send(settings, records)
+    send(settings, records)
     _caught_up(settings)
     assert_tables_equal_fold(settings.database_url, records)
     assert assert_queries_equal_fold(settings.database_url, records, datetime.now(UTC)) > 0
 
     later = _changes(records, seed=12)
-    _send(settings, later)
+    send(settings, later)
     _caught_up(settings)
     assert_tables_equal_fold(settings.database_url, records + later)
     # the clock moves requests out of the windows with no event: the queries follow it
@@ -190,7 +185,7 @@ def test_tables_counters_and_queries_equal_the_fold(settings, projector):  # noq
 
 def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projector):  # noqa: ANN001
     records = _stream(seed=21, requests=40)
-    _send(settings, records)
+    send(settings, records)
     _caught_up(settings)
     with psycopg.connect(settings.database_url) as conn:
         versions = dict(conn.execute("SELECT scope, version FROM request_versions").fetchall())
@@ -198,7 +193,7 @@ def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projec
     rng = random.Random(22)
     again = rng.sample(records, len(records) // 3)
     copies = [Record(r.topic, r.key, {**r.value, "event_id": r.value["event_id"] + "-copy"}) for r in again[:20]]
-    _send(settings, again + copies)
+    send(settings, again + copies)
     _caught_up(settings)
     assert_tables_equal_fold(settings.database_url, records)
     with psycopg.connect(settings.database_url) as conn:

@@ -25,7 +25,7 @@ from readside.projector.projections.providers import (
 )
 from readside.schemas import BookingConfirmed, ReviewPosted
 from readside.load import Record, provider_stream
-from tests.support import as_event, envelope, ts
+from tests.support import as_event, dedupe, envelope, ts
 
 TOPIC = "providers.events"
 
@@ -218,11 +218,6 @@ streams = st.builds(
 )
 
 
-def _dedupe(records: list[Record]) -> list[Record]:
-    seen: set[str] = set()
-    return [r for r in records if not (r.value["event_id"] in seen or seen.add(r.value["event_id"]))]
-
-
 @SETTINGS
 @given(streams, st.data())
 def test_duplicates_apply_once(stream, data):  # noqa: ANN001
@@ -232,7 +227,7 @@ def test_duplicates_apply_once(stream, data):  # noqa: ANN001
         # a producer retry (same event_id) or a second event for the same booking/review id
         copy = rec if data.draw(st.booleans()) or rec.value["type"] == "provider.profile_updated" else resent(rec)
         noisy.insert(data.draw(st.integers(i + 1, len(noisy))), copy)
-    assert cards(_dedupe(noisy)) == cards(stream)
+    assert cards(dedupe(noisy)) == cards(stream)
     assert cards(noisy) == cards(stream)  # the fold alone also tolerates raw redelivery
 
 

@@ -33,7 +33,7 @@ from readside.projector.projections.requests import (
     window_starts,
 )
 from readside.load import Record, request_stream
-from tests.support import T0, as_event, envelope, merge_keeping_order, ts, with_stale_reads
+from tests.support import as_event, dedupe, envelope, merge_keeping_order, T0, ts, with_stale_reads
 
 TOPIC = "requests.events"
 
@@ -73,16 +73,6 @@ def said(rid: str, mid: str, at: float, role: str = "requester", sender: str = "
 def seen(rid: str, reader: str, role: str, up_to: float, at: float) -> Record:
     return rec("request.message_read", {
         "request_id": rid, "reader_id": reader, "reader_role": role, "read_up_to": ts(up_to), "read_at": ts(at)})
-
-
-def dedupe(records: list[Record]) -> list[Record]:
-    seen_ids: set[str] = set()
-    out = []
-    for r in records:
-        if r.value["event_id"] not in seen_ids:
-            seen_ids.add(r.value["event_id"])
-            out.append(r)
-    return out
 
 
 def rows_of(records: list[Record]) -> dict[str, RequestRow]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from readside.projector.projections.threads import fold_all, render
 from readside.load import Record, thread_stream
-from tests.support import as_event, merge_keeping_order, with_stale_reads
+from tests.support import as_event, dedupe, merge_keeping_order, with_stale_reads
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -23,16 +23,6 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 def _rows(records: list[Record]) -> dict:
     states = fold_all(as_event(r) for r in records)
     return {(row.user_id, row.thread_id): (row.role, row.listed, row.unread_count, row.item) for s in states.values() for row in render(s)}
-
-
-def _dedupe(records: list[Record]) -> list[Record]:
-    seen: set[str] = set()
-    out = []
-    for r in records:
-        if r.value["event_id"] not in seen:
-            seen.add(r.value["event_id"])
-            out.append(r)
-    return out
 
 
 streams = st.builds(
@@ -50,7 +40,7 @@ def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
     for i in picks:  # re-send event i somewhere after its first delivery
         pos = data.draw(st.integers(i + 1, len(noisy)))
         noisy.insert(pos, stream[i])
-    assert _rows(_dedupe(noisy)) == _rows(stream)
+    assert _rows(dedupe(noisy)) == _rows(stream)
     # the fold alone also tolerates raw redelivery of the same event
     assert _rows(noisy) == _rows(stream)
 
