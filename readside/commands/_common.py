@@ -4,7 +4,7 @@ from the environment, and the database of an operator command."""
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import psycopg
 

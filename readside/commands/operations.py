@@ -8,7 +8,8 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from readside.commands._common import CommandError, operator_database, settings_from_env
 from readside.shared.errors import ConfigError, ReadsideError
@@ -18,8 +19,8 @@ __all__ = ["add_commands"]
 
 def cmd_status(args: argparse.Namespace) -> int:
     from readside.projector.status import collect, render
-    from readside.shared.kafka import BrokerHeads
     from readside.shared.jsonbytes import dumps
+    from readside.shared.kafka import BrokerHeads
 
     settings = settings_from_env()
     if not args.verbose:  # an unreachable broker is reported in the output, once

@@ -6,6 +6,7 @@ import asyncio
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -74,7 +75,7 @@ async def run_load(*, bootstrap: str, prefix: str = "", rate: float = 50.0, dura
             elapsed = time.monotonic() - began
             if duration is not None and elapsed >= duration:
                 break
-            pending = []
+            pending: list[asyncio.Future[Any]] = []
             while sent + len(pending) < int(elapsed * rate) + 1:
                 for record in live.next(to_ms(datetime.now(UTC))):
                     pending.append(await producer.send(prefix + record.topic, orjson.dumps(record.value),

@@ -80,7 +80,8 @@ class RequestSim(Sim):
         return "technician", self.rng.choice(sorted(self.assignees) or self.techs)
 
     def _changes(self) -> dict[str, Any]:
-        rng, changes = self.rng, {}
+        rng = self.rng
+        changes: dict[str, Any] = {}
         if _NEXT_STATUS[self.status] and rng.random() < 0.75:
             self.status = changes["status"] = rng.choice(_NEXT_STATUS[self.status])
         if rng.random() < 0.15:

@@ -7,9 +7,10 @@ import functools
 import itertools
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from readside.schemas import make_event
 from readside.schemas.registry import topic_of
