@@ -25,9 +25,7 @@ from readside.projector.projections.providers import (
 )
 from readside.schemas import BookingConfirmed, ReviewPosted
 from readside.load import Record, provider_stream
-from tests.support import as_event, dedupe, envelope, ts
-
-TOPIC = "providers.events"
+from tests.support import as_event, dedupe, envelope, record, ts
 
 
 # -- record builders (also used by the integration and e2e modules) ------------------------------
@@ -46,16 +44,16 @@ def profile(pid: str, at: float, **kw: Any) -> Record:
         "updated_at": ts(at),
     }
     assert not kw, kw
-    return Record(TOPIC, pid, envelope("provider.profile_updated", payload))
+    return record("provider.profile_updated", payload)
 
 
 def booking(pid: str, bid: str, at: float = 0) -> Record:
-    return Record(TOPIC, pid, envelope("booking.confirmed", {"provider_id": pid, "booking_id": bid, "confirmed_at": ts(at)}))
+    return record("booking.confirmed", {"provider_id": pid, "booking_id": bid, "confirmed_at": ts(at)})
 
 
 def review(pid: str, rid: str, rating: int, at: float = 0) -> Record:
     payload = {"provider_id": pid, "review_id": rid, "rating": rating, "posted_at": ts(at)}
-    return Record(TOPIC, pid, envelope("review.posted", payload))
+    return record("review.posted", payload)
 
 
 def resent(rec: Record) -> Record:

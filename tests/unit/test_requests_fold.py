@@ -33,15 +33,13 @@ from readside.projector.projections.requests import (
     window_starts,
 )
 from readside.load import Record, request_stream
-from tests.support import as_event, dedupe, envelope, merge_keeping_order, T0, ts, with_stale_reads
-
-TOPIC = "requests.events"
+from tests.support import as_event, dedupe, merge_keeping_order, record, T0, ts, with_stale_reads
 
 
 # -- record helpers ------------------------------------------------------------------------------
 
 def rec(type_: str, payload: dict[str, Any], event_id: str | None = None) -> Record:
-    return Record(TOPIC, payload["request_id"], envelope(type_, payload, event_id))
+    return record(type_, payload, event_id)
 
 
 def created(rid: str, at: float = 0, *, requester: str = "u-7", bu: int = 3, title: str = "Printer offline",

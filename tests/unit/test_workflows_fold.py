@@ -13,16 +13,14 @@ from hypothesis import strategies as st
 
 from readside.projector.projections.workflows import WorkflowState, fold, fold_all, render
 from readside.load import Record, workflow_stream
-from tests.support import as_event, envelope, ts
-
-TOPIC = "workflows.events"
+from tests.support import as_event, record, ts
 
 
 # -- record builders (also used by the integration and e2e modules) ------------------------------
 
 def created(wid: str, owner: str = "u-1", at: float = 0, name: str = "Onboarding", template: bool = False) -> Record:
     payload = {"workflow_id": wid, "owner_id": owner, "name": name, "is_template": template, "created_at": ts(at)}
-    return Record(TOPIC, wid, envelope("workflow.created", payload))
+    return record("workflow.created", payload)
 
 
 def saved(wid: str, version: int, at: float, nodes: int = 3, edges: int | None = None) -> Record:
@@ -34,11 +32,11 @@ def saved(wid: str, version: int, at: float, nodes: int = 3, edges: int | None =
         "edges": [{"id": f"e{i}", "source": "n0", "target": f"n{i + 1}"} for i in range(edges)],
         "saved_at": ts(at),
     }
-    return Record(TOPIC, wid, envelope("workflow.version_saved", payload))
+    return record("workflow.version_saved", payload)
 
 
 def deleted(wid: str, at: float) -> Record:
-    return Record(TOPIC, wid, envelope("workflow.deleted", {"workflow_id": wid, "deleted_at": ts(at)}))
+    return record("workflow.deleted", {"workflow_id": wid, "deleted_at": ts(at)})
 
 
 def listed(records: list[Record]) -> dict[str, Any]:
