@@ -2,7 +2,7 @@
 
 Lists never ship a ``data:`` avatar (CONTRACT §2): thread previews ship
 ``/v1/img/avatar/<user id>``, provider listings ``/v1/img/avatar/<provider id>``, the id
-percent-encoded as one path segment (``readside.projector.projections.avatars.route_url``). This answers
+percent-encoded as one path segment (``readside.readmodels.avatars.fold.route_url``). This answers
 the bytes the projector decoded from that URL (``user_avatars``, ``provider_avatars``) with their
 own media type.
 

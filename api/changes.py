@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from readside.api.auth import Viewer
-from readside.projector.projections.workflows_store import TEMPLATES_KEY
+from readside.readmodels.workflows.store import TEMPLATES_KEY
 from readside.shared.cache import CHANNEL
 
 __all__ = ["ChangesUnavailable", "Hub", "Listener"]

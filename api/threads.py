@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from readside.api import queries
+from readside.readmodels.threads import queries
 from readside.api.http import PRIVATE, Context, Timing, parse_position
 from readside.api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
 from readside.api.params import MAX_LENGTH, Choice, Integer, Query, Text, names

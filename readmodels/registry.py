@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
-from readside.projector.projections.requests_store import PROJECTION as REQUESTS
-from readside.projector.projections.threads_bulk import BULK as THREADS_BULK
-from readside.projector.projections.threads_store import PROJECTION as THREADS
-from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.readmodels.providers.store import PROJECTION as PROVIDERS
+from readside.readmodels.requests.store import PROJECTION as REQUESTS
+from readside.readmodels.threads.bulk import BULK as THREADS_BULK
+from readside.readmodels.threads.store import PROJECTION as THREADS
+from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
 from readside.readmodels.base import Projection
 
 __all__ = ["REGISTRY"]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.requests import (
+from readside.readmodels.requests.fold import (
     COUNTED_VIEWS,
     VIEWS,
     WINDOW_BUCKET,

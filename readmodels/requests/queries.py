@@ -22,8 +22,8 @@ from datetime import datetime
 
 import psycopg
 
-from readside.projector.projections.requests import ALL_SCOPE, TECHNICIAN_VIEWS, WINDOW_BUCKET, WINDOW_VIEWS, bucket_of, window_starts
-from readside.projector.projections.requests_store import SHARED_VIEW_SQL
+from readside.readmodels.requests.fold import ALL_SCOPE, TECHNICIAN_VIEWS, WINDOW_BUCKET, WINDOW_VIEWS, bucket_of, window_starts
+from readside.readmodels.requests.store import SHARED_VIEW_SQL
 
 __all__ = ["Counts", "Page", "scope_version", "technician_views"]
 

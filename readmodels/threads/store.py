@@ -39,9 +39,9 @@ import orjson
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.avatars import Offer, offers
-from readside.projector.projections.avatars_store import USER_DDL, write_user_avatars
-from readside.projector.projections.threads import (
+from readside.readmodels.avatars.fold import Offer, offers
+from readside.readmodels.avatars.store import USER_DDL, write_user_avatars
+from readside.readmodels.threads.fold import (
     Message,
     PreviewRow,
     Side,

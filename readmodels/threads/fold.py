@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from readside.projector.projections.avatars import shipped
+from readside.readmodels.avatars.fold import shipped
 from readside.schemas import (
     Event,
     MessageCreated,

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from readside.projector.projections.threads import further, normalize_text
+from readside.readmodels.threads.fold import further, normalize_text
 from readside.schemas import (
     Event,
     RequestAssigned,

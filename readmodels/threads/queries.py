@@ -12,7 +12,7 @@ from datetime import datetime
 
 import psycopg
 
-from readside.projector.projections.threads_store import FROM_PARTICIPANT
+from readside.readmodels.threads.store import FROM_PARTICIPANT
 
 __all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
 

@@ -31,8 +31,8 @@ from typing import Any, Sequence
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.avatars_store import PROVIDER_DDL, write_provider_avatars
-from readside.projector.projections.providers import Card, Profile, ProviderState, fold_into, render
+from readside.readmodels.avatars.store import PROVIDER_DDL, write_provider_avatars
+from readside.readmodels.providers.fold import Card, Profile, ProviderState, fold_into, render
 from readside.schemas import BookingConfirmed, Event, ReviewPosted
 from readside.shared.jsonbytes import dumps
 

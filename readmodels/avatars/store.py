@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 
 import psycopg
 
-from readside.projector.projections.avatars import Image, Offer, decode, latest
+from readside.readmodels.avatars.fold import Image, Offer, decode, latest
 
 __all__ = ["PROVIDER_DDL", "USER_DDL", "write_provider_avatars", "write_user_avatars"]
 

@@ -39,7 +39,7 @@ from typing import Sequence
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.requests import (
+from readside.readmodels.requests.fold import (
     ALL_SCOPE,
     RequestRow,
     RequestState,

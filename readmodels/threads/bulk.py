@@ -26,9 +26,9 @@ from typing import Sequence
 import psycopg
 
 from readside.readmodels.base import BulkLoad
-from readside.projector.projections.avatars_store import write_user_avatars
-from readside.projector.projections.threads import fold_into, render
-from readside.projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts
+from readside.readmodels.avatars.store import write_user_avatars
+from readside.readmodels.threads.fold import fold_into, render
+from readside.readmodels.threads.store import READS_FORWARD, load_states, message_item, starts
 from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from readside.shared.jsonbytes import dumps
 

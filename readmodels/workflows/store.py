@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.workflows import Created, Latest, WorkflowState, fold_into, render
+from readside.readmodels.workflows.fold import Created, Latest, WorkflowState, fold_into, render
 from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
