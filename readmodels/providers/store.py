@@ -13,7 +13,7 @@ Tables (ids ``COLLATE "C"``):
                          ``providers`` (all categories) and ``providers:<category_key>``.
 - ``listing_versions``   per listing key, bumped whenever a listed card of that listing changes
                          (ETags: a 304 costs one primary-key lookup).
-- ``provider_avatars``   the image of a latest snapshot's ``data:`` avatar (``avatars_store``),
+- ``provider_avatars``   the image of a latest snapshot's ``data:`` avatar (``avatars.store``),
                          written when the snapshot's ``avatar_url`` changes; served by
                          ``GET /v1/img/avatar/{id}``.
 
