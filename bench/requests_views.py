@@ -41,17 +41,8 @@ from readside.api.params import Query
 from readside.readmodels.requests.queries import technician_views
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from readside.readmodels.registry import REGISTRY
-from readside.readmodels.requests.fold import (
-    TICKET_TYPES,
-    VIEWS,
-    Created,
-    RequestState,
-    counter_keys,
-    dump_state,
-    render,
-    window_keys,
-    window_starts,
-)
+from readside.readmodels.requests.fold import Created, RequestState, dump_state, render
+from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, counter_keys, window_keys, window_starts
 from readside.readmodels.threads.fold import normalize_text
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps

@@ -13,12 +13,12 @@ import orjson
 import psycopg
 
 from readside.readmodels.requests.queries import technician_views
-from readside.readmodels.requests.fold import (
+from readside.readmodels.requests.fold import RequestRow
+from readside.readmodels.requests.views import (
     COUNTED_VIEWS,
     TECHNICIAN_VIEWS,
     TICKET_TYPES,
     VIEWS,
-    RequestRow,
     in_view,
     window_keys,
 )
