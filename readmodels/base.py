@@ -35,7 +35,7 @@ import psycopg
 from readside.schemas import Event
 
 __all__ = [
-    "EVERYONE", "NOBODY", "OWNER", "PARTICIPANTS", "ApplyFn", "BulkLoad", "Projection", "ScopeKind", "TableCheck", "role",
+    "EVERYONE", "NOBODY", "OWNER", "PARTICIPANTS", "ROLE", "ApplyFn", "BulkLoad", "Projection", "ScopeKind", "TableCheck", "role",
 ]
 
 ApplyFn = Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[set[str]]]

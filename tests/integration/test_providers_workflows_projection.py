@@ -16,7 +16,7 @@ import pytest
 from readside.readmodels.providers.fold import fold_all as fold_providers
 from readside.readmodels.providers.fold import render as render_provider
 from readside.readmodels.providers.store import PROJECTION as PROVIDERS
-from readside.readmodels.providers.store import listing_key
+from readside.readmodels.providers.scopes import listing_key
 from readside.readmodels.workflows.fold import fold_all as fold_workflows
 from readside.readmodels.workflows.fold import render as render_workflow
 from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
