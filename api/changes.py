@@ -45,7 +45,7 @@ from readside.readmodels.base import EVERYONE, NOBODY, OWNER, PARTICIPANTS, ROLE
 from readside.readmodels.registry import SCOPE_KINDS, route
 from readside.shared.cache import CHANNEL
 
-__all__ = ["ChangesUnavailable", "Hub", "Listener"]
+__all__ = ["ChangesUnavailable", "Hub", "Listener", "roles_of"]
 
 log = logging.getLogger(__name__)
 
