@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from readside.api import avatars, events, openapi, ops, providers, threads, workflows
+from readside.api import avatars, events, openapi, ops, payments, providers, threads, workflows
 from readside.api import requests as requests_api
 from readside.api.access_log import access
 from readside.api.auth import Authenticator
@@ -142,6 +142,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/v1/threads/preview", threads.preview),
             route("/v1/threads/summary", threads.summary),
             route("/v1/threads/{thread_id}/messages", threads.messages),
+            route("/v1/threads/{thread_id}/payments", payments.thread_payments),
             route("/v1/providers", providers.list_providers),
             route("/v1/workflows", workflows.my_workflows),
             route("/v1/templates", workflows.templates),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from readside.readmodels.base import Projection, ScopeKind
+from readside.readmodels.payments.store import PROJECTION as PAYMENTS
 from readside.readmodels.providers.store import PROJECTION as PROVIDERS
 from readside.readmodels.requests.store import PROJECTION as REQUESTS
 from readside.readmodels.threads.bulk import BULK as THREADS_BULK
@@ -19,7 +20,7 @@ from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
 __all__ = ["REGISTRY", "SCOPE_KINDS", "route"]
 
 REGISTRY: dict[str, Projection] = {
-    p.name: p for p in (replace(THREADS, bulk=THREADS_BULK), PROVIDERS, WORKFLOWS, REQUESTS)
+    p.name: p for p in (replace(THREADS, bulk=THREADS_BULK), PROVIDERS, WORKFLOWS, REQUESTS, PAYMENTS)
 }
 
 

@@ -24,6 +24,7 @@ STREAMS = {
     "requests": lambda: request_stream(requests=12, steps_per_request=(2, 6), technicians=3, seed=3),
     "providers": lambda: provider_stream(providers=6, seed=3),
     "workflows": lambda: workflow_stream(workflows=8, versions=(1, 3), users=3, seed=3),
+    "payments": lambda: thread_stream(threads=12, messages_per_thread=(1, 5), users=5, seed=3),
 }
 
 
@@ -61,7 +62,11 @@ async def _routed(db_url: str, redis_url: str, scopes: set[str], viewers: list[V
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_every_scope_apply_returns_is_declared_and_reaches_its_audience(name: str, db_url: str, redis_url: str) -> None:
     assert set(STREAMS) == set(REGISTRY)  # a new read model gets a stream here
-    migrate(db_url, [REGISTRY[name]])
+    # A scope told to a thread's participants needs the threads read model to know them.
+    threaded = any(kind.audience == PARTICIPANTS for kind in REGISTRY[name].scopes)
+    migrate(db_url, [REGISTRY[name]] + ([REGISTRY["threads"]] if threaded and name != "threads" else []))
+    if threaded and name != "threads":
+        asyncio.run(_applied(db_url, "threads", STREAMS[name]()))
     scopes = asyncio.run(_applied(db_url, name, STREAMS[name]()))
     assert scopes, f"{name}: apply returned no scope"
 
@@ -74,7 +79,7 @@ def test_every_scope_apply_returns_is_declared_and_reaches_its_audience(name: st
 
     # One viewer per owner key and per thread participant, a technician and a bystander.
     subs = {key for kind, key in kinds.values() if kind.audience == OWNER}
-    if name == "threads":
+    if threaded:
         with psycopg.connect(db_url) as conn:
             subs |= {u for row in conn.execute("SELECT client_id, provider_id FROM threads WHERE client_id IS NOT NULL")
                      for u in row}
@@ -85,7 +90,7 @@ def test_every_scope_apply_returns_is_declared_and_reaches_its_audience(name: st
     with psycopg.connect(db_url) as conn:
         parts = dict(
             (tid, (c, p)) for tid, c, p in conn.execute("SELECT thread_id, client_id, provider_id FROM threads")
-        ) if name == "threads" else {}
+        ) if threaded else {}
     for scope, (kind, key) in kinds.items():
         if kind.audience == OWNER:
             expected = {key}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from readside.api.changes import roles_of
 from readside.readmodels.base import NOBODY, ScopeKind
+from readside.readmodels.payments import scopes as payments
 from readside.readmodels.providers import scopes as providers
 from readside.readmodels.registry import REGISTRY, SCOPE_KINDS, route
 from readside.readmodels.requests import scopes as requests
@@ -51,6 +52,7 @@ def test_each_read_models_scope_builders_route_to_its_own_declarations(key: str,
         "requests": [requests.requests(key), requests.version_key(None), requests.version_key(unit)],
         "providers": [providers.listing_key(None), providers.listing_key(key), providers.ALL_KEY],
         "workflows": [workflows.owner_key(key), workflows.TEMPLATES_KEY],
+        "payments": [payments.thread_key(key)],
     }
     assert set(built) == set(REGISTRY)
     for name, scopes in built.items():
