@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from readside.api.auth import make_token
-from readside.projector.projections.avatars import MAX_BYTES
+from readside.readmodels.avatars.fold import MAX_BYTES
 from tests.support import send, started, wait_caught_up
 from tests.unit.test_providers_fold import profile
 

@@ -11,9 +11,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from readside.api.auth import make_token
 from readside.load import mixed_stream
-from tests.support import send, wait_caught_up
+from readside.api.auth import make_token
+from tests.support import auth, send, wait_caught_up
 
 PROJECTIONS = {"threads": ["threads.events", "payments.events"], "requests": ["requests.events"],
                "providers": ["providers.events"], "workflows": ["workflows.events"]}
@@ -48,6 +48,10 @@ CASES: list[tuple[str, str, str | None, dict[str, str], int]] = [
     ("/v1/threads/{thread_id}/messages", "/v1/threads/t-nope/messages", "user", {}, 404),
     ("/v1/threads/{thread_id}/messages", f"/v1/threads/{THREAD}/messages", "user", {"cursor": "garbage"}, 400),
     ("/v1/threads/{thread_id}/messages", f"/v1/threads/{THREAD}/messages", None, {}, 401),
+    ("/v1/threads/{thread_id}/payments", f"/v1/threads/{THREAD}/payments", "user", {}, 200),
+    ("/v1/threads/{thread_id}/payments", "/v1/threads/t-nope/payments", "user", {}, 404),
+    ("/v1/threads/{thread_id}/payments", f"/v1/threads/{THREAD}/payments", "user", {"limit": "3"}, 400),
+    ("/v1/threads/{thread_id}/payments", f"/v1/threads/{THREAD}/payments", None, {}, 401),
     ("/v1/providers", "/v1/providers", None, {"limit": "3", "sort": "top_rated"}, 200),
     ("/v1/providers", "/v1/providers", None, {"fields": "id,rating_avg,created_at"}, 200),
     ("/v1/providers", "/v1/providers", None, {"sort": "cheapest"}, 400),
@@ -98,7 +102,7 @@ def _headers(stack, who: str | None) -> dict[str, str]:  # noqa: ANN001
     if who is None:
         return {}
     sub, roles = {"user": (CLIENT, []), "technician": ("tech-1", ["technician"]), "admin": ("ops-1", ["admin"])}[who]
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub, roles)}"}
+    return auth(stack, sub, roles)
 
 
 def test_every_served_route_has_cases(document: dict[str, Any]) -> None:

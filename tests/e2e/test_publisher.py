@@ -13,16 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from readside.api.auth import make_token
 from readside.schemas import Published, Publisher, read_after
 from tests.e2e.conftest import Stack
-from tests.support import started, wait_caught_up
-
-TOPICS = ("threads.events", "payments.events")
-
-
-def _auth(stack: Stack, sub: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(stack.settings.jwt_secret, sub)}"}
+from tests.support import auth, projection_topics, started, wait_caught_up
 
 
 def _publish(stack: Stack, *events: tuple[str, dict[str, Any], str | None]) -> list[Published]:
@@ -41,7 +34,7 @@ def _thread(stack: Stack, tid: str, client: str) -> None:
     _publish(stack, (rec.value["type"], rec.value["payload"], None))
     s = stack.settings
     # the projector has joined its group and applied the start: what follows is about the token
-    wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in TOPICS])
+    wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", projection_topics(s, "threads"))
 
 
 def _message(tid: str, mid: str, content: str) -> dict[str, Any]:
@@ -55,7 +48,7 @@ def test_the_returned_token_reads_the_published_event(stack: Stack) -> None:
     [published] = _publish(stack, ("message.created", _message("t-pub-1", "m-1", "published via Publisher"), None))
     assert published.topic == stack.settings.topic_prefix + "threads.events"
     with stack.client() as http:
-        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-1") | {"X-Readside-After": published.token})
+        r = http.get("/v1/threads/preview", headers=auth(stack, "u-pub-1") | {"X-Readside-After": published.token})
     assert r.status_code == 200, r.text
     assert r.headers["x-readside-consistency"] == "caught-up"
     [item] = r.json()["items"]
@@ -73,7 +66,7 @@ def test_a_retry_with_the_same_event_id_is_applied_once(stack: Stack) -> None:
     )
     assert first.event_id == retry.event_id == event_id and retry.offset > first.offset
     with stack.client() as http:
-        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-2") | {"X-Readside-After": retry.token})
+        r = http.get("/v1/threads/preview", headers=auth(stack, "u-pub-2") | {"X-Readside-After": retry.token})
     assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
     [item] = r.json()["items"]
     assert item["last_message_preview"] == "sent twice" and item["meta"]["message_count"] == 1
@@ -91,7 +84,7 @@ def test_read_after_covers_events_on_several_topics(stack: Stack) -> None:
     token = read_after(*published)
     assert token.count(",") == 1  # one position per (topic, partition): the two messages share one
     with stack.client() as http:
-        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-3") | {"X-Readside-After": token})
+        r = http.get("/v1/threads/preview", headers=auth(stack, "u-pub-3") | {"X-Readside-After": token})
     assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
     [item] = r.json()["items"]
     assert item["last_message_preview"] == "second" and item["meta"]["paid"] is True
@@ -114,7 +107,7 @@ def test_the_readmes_first_event_reads_back_with_its_token(stack: Stack, tmp_pat
     after = done.stdout.strip()
     assert after.startswith(stack.settings.topic_prefix + "threads.events:")
     with stack.client() as http:
-        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-first") | {"X-Readside-After": after})
+        r = http.get("/v1/threads/preview", headers=auth(stack, "u-first") | {"X-Readside-After": after})
     assert r.status_code == 200 and r.headers["x-readside-consistency"] == "caught-up", r.text
     [item] = r.json()["items"]
     assert item["last_message_preview"] == "Hello from my first event" and item["unread_count"] == 1
@@ -140,10 +133,10 @@ def test_read_your_writes_says_when_the_awaited_event_was_dead_lettered(stack: S
     bad = asyncio.run(send_bad())
     [good] = _publish(stack, ("message.created", _message("t-pub-dl", "m-ok", "this one applies"), None))
     with stack.client() as http:
-        r = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-dl") | {"X-Readside-After": f"{bad},{good.token}"})
+        r = http.get("/v1/threads/preview", headers=auth(stack, "u-pub-dl") | {"X-Readside-After": f"{bad},{good.token}"})
         assert r.status_code == 200, r.text
         assert r.headers["x-readside-consistency"] == "dead-lettered"
         assert r.headers["x-readside-dead-letters"] == bad
-        only_good = http.get("/v1/threads/preview", headers=_auth(stack, "u-pub-dl") | {"X-Readside-After": good.token})
+        only_good = http.get("/v1/threads/preview", headers=auth(stack, "u-pub-dl") | {"X-Readside-After": good.token})
         assert only_good.headers["x-readside-consistency"] == "caught-up"
         assert "x-readside-dead-letters" not in only_good.headers

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from readside.projector.projections.requests import TICKET_TYPES, VIEWS, RequestRow, in_view
+from readside.readmodels.requests.fold import RequestRow
+from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, in_view
 from readside.shared.jsonbytes import dumps, loads
 from readside.load import Record, request_stream
 from tests.e2e.conftest import running_stack
