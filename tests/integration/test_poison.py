@@ -21,6 +21,10 @@ import readside.projector.service
 from readside.projector.engine import POINTER_HEADER
 from readside.cli import main as cli
 from readside.load import Record, provider_stream, request_stream, thread_stream, workflow_stream
+from readside.readmodels.payments.fold import fold_all as fold_payments
+from readside.readmodels.payments.fold import render as render_payments
+from readside.readmodels.registry import REGISTRY
+from readside.shared.jsonbytes import dumps
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.integration.test_providers_workflows_projection import (
@@ -31,14 +35,24 @@ from tests.integration.test_providers_workflows_projection import (
 )
 from tests.integration.test_requests_projection import actual_tables as actual_requests
 from tests.integration.test_requests_projection import expected_tables as expected_requests
-from tests.support import assert_tables_equal_fold, message, read_topics, send, send_raw, started, wait_caught_up
+from tests.support import as_event, assert_tables_equal_fold, message, read_topics, send, send_raw, started, wait_caught_up
 
-PROJECTION_TOPICS = {
-    "threads": ("threads.events", "payments.events"),
-    "requests": ("requests.events",),
-    "providers": ("providers.events",),
-    "workflows": ("workflows.events",),
-}
+PROJECTION_TOPICS = {name: projection.topics for name, projection in REGISTRY.items()}
+
+
+def _readers(topic: str) -> list[str]:
+    """The projections that read ``topic``: each dead-letters a bad record of it for itself."""
+    return [name for name, topics in PROJECTION_TOPICS.items() if topic in topics]
+
+
+def _payments(db_url: str) -> dict[str, Any]:
+    with psycopg.connect(db_url) as conn:
+        return {tid: orjson.loads(item) for tid, item in conn.execute("SELECT thread_id, item FROM thread_payment_totals")}
+
+
+def _expected_payments(records: list[Record]) -> dict[str, Any]:
+    states = fold_payments([as_event(r) for r in records if r.topic == "payments.events"])
+    return {tid: orjson.loads(dumps(render_payments(state))) for tid, state in states.items()}
 DLQ_MAX_REQUEST = 1024 * 1024  # the projector's dead-letter producer, lowered for this test
 BIG = 1_500_000  # a record the dead-letter topic cannot take from that producer
 
@@ -160,25 +174,29 @@ def test_a_poison_corpus_between_good_events_never_stops_the_projector(
     assert actual_requests(settings.database_url) == expected_requests(requests)
     assert actual_providers(settings.database_url) == expected_providers(good)
     assert actual_workflows(settings.database_url) == expected_workflows(good)
+    assert _payments(settings.database_url) == _expected_payments(good)
 
     # every bad record is a dead letter, with its reason, in `readside dlq list`
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     assert cli(["dlq", "list", "--json", "--limit", "1000"]) == 0
     listed = orjson.loads(capsys.readouterr().out)
-    assert listed["total"] == len(poison)
+    letters_expected = sum(len(_readers(topic)) for topic, *_ in poison)
+    assert listed["total"] == letters_expected
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute('SELECT id, topic, key, value, reason FROM dead_letters ORDER BY id').fetchall()
+        rows = conn.execute('SELECT id, topic, key, value, reason, projection FROM dead_letters ORDER BY id').fetchall()
     assert sorted(d["id"] for d in listed["dead_letters"]) == [r[0] for r in rows]
-    letters = [(t.removeprefix(p), None if k is None else bytes(k), None if v is None else bytes(v), reason)
-               for _, t, k, v, reason in rows]  # fmt: skip
+    letters = [(name, t.removeprefix(p), None if k is None else bytes(k), None if v is None else bytes(v), reason)
+               for _, t, k, v, reason, name in rows]  # fmt: skip
     unmatched = list(letters)
     for topic, key, value, hint in poison:
-        found = [x for x in unmatched if x[:3] == (topic, key, value)]
-        assert found, f"no dead letter for {topic} {key!r:.40} {value!r:.80}"
-        assert hint in found[0][3], (hint, found[0][3])
-        unmatched.remove(found[0])
+        for reader in _readers(topic):
+            found = [x for x in unmatched if x[:4] == (reader, topic, key, value)]
+            assert found, f"{reader}: no dead letter for {topic} {key!r:.40} {value!r:.80}"
+            assert hint in found[0][4], (hint, found[0][4])
+            unmatched.remove(found[0])
     assert not unmatched
+    rows = [row[:5] for row in rows]
     tombstone = next(d for d in listed["dead_letters"] if d["tombstone"] and d["topic"] == p + "threads.events")
     assert tombstone["value_bytes"] == 0 and "tombstone" in tombstone["reason"]
     assert cli(["dlq", "show", str(tombstone["id"])]) == 0
@@ -188,19 +206,20 @@ def test_a_poison_corpus_between_good_events_never_stops_the_projector(
 
     # the dead-letter topics: the records as they were, the too large one as a pointer
     dlq_topics = [p + t + ".dlq" for topics in PROJECTION_TOPICS.values() for t in topics]
-    on_topics = _dlq_topic_records(settings.kafka_bootstrap, dlq_topics, len(poison))
-    assert len(on_topics) == len(poison)
+    on_topics = _dlq_topic_records(settings.kafka_bootstrap, dlq_topics, letters_expected)
+    assert len(on_topics) == letters_expected
     pointers = [r for r in on_topics if POINTER_HEADER in dict(r.headers)]
     (big_id,) = [i for i, _, _, v, _ in rows if v is not None and len(v) > BIG]
     assert len(pointers) == 1 and len(pointers[0].value) < 1000
     ref = orjson.loads(pointers[0].value)
     assert (ref["dead_letter_id"], ref["too_large"], ref["value_bytes"]) == (big_id, True, len(rows[[r[0] for r in rows].index(big_id)][3]))
     assert {"readside-error", "readside-origin-topic", "readside-origin-offset"} <= set(dict(pointers[0].headers))
-    assert sum(r.value is None for r in on_topics) == 2  # the tombstones, as they were
+    # the tombstones, as they were (once per projection reading their topic)
+    assert sum(r.value is None for r in on_topics) == sum(len(_readers(topic)) for topic, _, value, _ in poison if value is None)
 
     # a replay of everything: the corpus still fails, record by record, and nothing else happens
     assert cli(["dlq", "replay", "--all"]) == 1
-    assert f"replayed 0, still failing {len(poison)}, duplicates skipped 0" in capsys.readouterr().out
+    assert f"replayed 0, still failing {letters_expected}, duplicates skipped 0" in capsys.readouterr().out
     assert_tables_equal_fold(settings.database_url, [r for r in good if r.topic in PROJECTION_TOPICS["threads"]])
 
     # a rebuild of every projection over the same corpus cuts over: the shadow writer isolates the
@@ -211,7 +230,8 @@ def test_a_poison_corpus_between_good_events_never_stops_the_projector(
     assert_tables_equal_fold(settings.database_url, [r for r in good if r.topic in PROJECTION_TOPICS["threads"]])
     assert actual_providers(settings.database_url) == expected_providers(good)
     with psycopg.connect(settings.database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (len(poison),)
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (letters_expected,)
+    assert _payments(settings.database_url) == _expected_payments(good)
 
 
 def test_a_rebuild_cuts_over_when_a_dead_letter_holds_a_nul(
