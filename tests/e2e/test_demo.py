@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from readside.embedded import free_port
+from readside.readmodels.registry import REGISTRY
 
 pytestmark = pytest.mark.slow
 
@@ -166,8 +167,7 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
         assert bodies["/v1/templates"]["items"]
         assert bodies["/v1/requests/technician-views"]["data"]
         assert bodies["/v1/requests/technician-views/counts"]["counts"]["all_unsolved"] > 0
-        assert {p["name"] for p in bodies["/v1/admin/projections"]["projections"]} == {
-            "threads", "providers", "workflows", "requests"}
+        assert {p["name"] for p in bodies["/v1/admin/projections"]["projections"]} == set(REGISTRY)
 
         # A second terminal in the same directory, nothing exported: the CLI finds the demo.
         status = subprocess.run(
@@ -175,8 +175,7 @@ def test_readme_demo_line_serves_every_printed_curl_and_stops_cleanly(fresh_copy
             capture_output=True, text=True, timeout=60,
         )
         assert status.returncode == 0, status.stderr
-        assert {p["name"] for p in orjson.loads(status.stdout)["projections"]} == {
-            "threads", "providers", "workflows", "requests"}
+        assert {p["name"] for p in orjson.loads(status.stdout)["projections"]} == set(REGISTRY)
         assert "demo.env" in status.stderr  # it says where its settings came from
         second = subprocess.run(
             [str(fresh_copy / ".venv/bin/readside"), "token", "u-other", "--role", "admin"], cwd=fresh_copy, env=env,

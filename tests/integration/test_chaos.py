@@ -207,6 +207,8 @@ class Feeder:
 # the partitions of a process killed with -9 wait for its session to expire (and a process joining
 # meanwhile waits for it too), so 20 kills fit in a few minutes. Correctness never depends on it.
 LAUNCH = (
+    # as the console script does (readside.run): SIGTERM while still importing is a clean stop
+    "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
     "import functools, aiokafka, readside.projector.engine as engine; "
     "assert engine.AIOKafkaConsumer is aiokafka.AIOKafkaConsumer, 'the engine no longer names AIOKafkaConsumer'; "
     "engine.AIOKafkaConsumer = functools.partial("
