@@ -5,7 +5,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Installed from /src, which is then removed: everything runs from the installed `readside` package
 # (a source tree in the working directory would shadow it for `python -m readside...`).
-COPY pyproject.toml README.md constraints.txt /src/
+COPY pyproject.toml setup.py README.md constraints.txt /src/
 COPY readside /src/readside
 COPY api /src/api
 COPY projector /src/projector

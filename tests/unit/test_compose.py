@@ -10,7 +10,7 @@ history with room for 1 MB workflow payloads.
 from __future__ import annotations
 
 import re
-import tomllib
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ def test_the_dockerfile_copies_what_exists_and_installs_the_package() -> None:
         for source in sources.split():
             assert (ROOT / source).exists(), source
             copied.add(source)
-    # every folder the package is made of (pyproject's package-dir) reaches the image
-    folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    # every folder the package is made of (setup.py's FOLDERS) reaches the image, and setup.py too
+    folders = set(runpy.run_path(str(ROOT / "setup.py"), run_name="readside_setup")["FOLDERS"].values()) | {"setup.py"}
     assert folders <= copied, folders - copied
     assert re.search(r"^RUN PIP_CONSTRAINT=\S+ pip install /src && rm -rf /src", text, flags=re.M)
     assert re.search(r'^ENTRYPOINT \["readside"\]', text, flags=re.M)
