@@ -45,6 +45,7 @@ class _Metrics:
         self.requests = metrics.requests
         self.latency = metrics.latency
         self.access_log = access_log
+        self._children: dict[tuple[str, int], tuple] = {}  # (route, status) -> (count, latency): labels() once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,8 +67,12 @@ class _Metrics:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.requests.labels(path, str(status[0])).inc()
-            self.latency.labels(path).observe(elapsed)
+            children = self._children.get((path, status[0]))
+            if children is None:
+                children = self._children[(path, status[0])] = (self.requests.labels(path, str(status[0])),
+                                                                 self.latency.labels(path))
+            children[0].inc()
+            children[1].observe(elapsed)
             if self.access_log:
                 access(scope, status[0], elapsed, cache[0])
 

@@ -126,6 +126,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="served: warm-up seconds per path (full 2, quick 1)")
     p.add_argument("--base-duration", type=float, help="served: measured seconds of compute-on-read")
     p.add_argument("--concurrency", type=int, default=16, help="served: connections (default 16)")
+    p.add_argument("--rounds", type=int, default=2, help="served: turns each path takes, splitting --duration (default 2)")
     p.add_argument("--rate", type=float, default=1000.0, help="freshness: events/s published (default 1000)")
     p.add_argument("--fresh-seconds", type=float, help="freshness: seconds of publishing (full 20, quick 5)")
     p.add_argument("--events", type=int, help="projector and rebuild: events in the stream (full 1M, quick 60k)")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 tool = out["load"]["hit"].tool
                 notes.append(f"served: GET /v1/threads/preview?limit=100, {out['size']:,} bytes; {messages:,} messages, "
                              f"{threads:,} threads, 4 heavy viewers; {args.concurrency} connections, one worker each, "
-                             f"{args.duration:g}s per path; load by {tool}"
+                             f"{args.duration:g}s per path in {args.rounds} turns; load by {tool}"
                              + ("" if tool == "wrk" else f" (WARNING: install wrk: {_wrk.INSTALL})"))
                 if out["load"]["renders"]:
                     notes.append(f"ERROR: the cached API rendered {out['load']['renders']:.0f} bodies during HIT/304 phases")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,17 @@ class Figures:
     def line(self) -> str:
         return (f"{self.label:<34} {self.rps:>10,.1f} req/s  p50 {self.p50:>8.2f} ms  p99 {self.p99:>8.2f} ms  "
                 f"n={self.requests:,} err={self.errors} {self.bytes_per_response:,.0f} B/resp ({self.tool})")
+
+
+def combine(label: str, runs: Sequence[Figures]) -> Figures:
+    """Several runs of one path: requests over their summed time; the median of their p50s and p99s."""
+    if len(runs) == 1:
+        return runs[0]
+    n = sum(r.requests for r in runs)
+    seconds = sum(r.requests / r.rps for r in runs if r.rps)
+    return Figures(label, n / seconds if seconds else 0.0, statistics.median(r.p50 for r in runs),
+                   statistics.median(r.p99 for r in runs), n, sum(r.errors for r in runs),
+                   sum(r.bytes_per_response * r.requests for r in runs) / n if n else 0.0, runs[0].tool)
 
 
 def available() -> bool:

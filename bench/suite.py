@@ -83,15 +83,24 @@ async def _load_all(args: argparse.Namespace, urls: dict[str, str], checked: dic
         ("pg304", "PostgreSQL 304 (no Redis)", urls["plain"], checked["p304"], 304),
         ("base", "compute-on-read 200 (baseline)", urls["base"], heads, 200),
     )
+    # The paths take turns, ``rounds`` times, so a change in the machine's load (other processes
+    # on the same 2 cores) weighs on all of them alike; compute-on-read (slow) runs once, last.
+    runs: dict[str, list] = {key: [] for key, *_ in phases}
     before = await cache_freshness.renders(urls["cached"])
-    for key, label, url, h, expect in phases:
-        if key == "base":
-            kw = dict(kw, duration=args.base_duration, warmup=min(args.warmup, 1.0))
-        say(f"load: {label}, {args.concurrency} connections, {kw['warmup']:g}+{kw['duration']:g}s")
-        out[key] = await _wrk.load(label, url, path, h, expect=expect, **kw)
-        say("  " + out[key].line())
-        if key == "r304":
-            out["renders"] = await cache_freshness.renders(urls["cached"]) - before  # HITs and 304s render nothing
+    for r in range(args.rounds):
+        for key, label, url, h, expect in phases[:-1]:
+            say(f"load: {label}, {args.concurrency} connections, {kw['warmup']:g}+{kw['duration'] / args.rounds:g}s"
+                f" (round {r + 1}/{args.rounds})")
+            runs[key].append(await _wrk.load(label, url, path, h, expect=expect, **dict(kw, duration=kw["duration"] / args.rounds)))
+            say("  " + runs[key][-1].line())
+    out["renders"] = await cache_freshness.renders(urls["cached"]) - before  # HITs and 304s render nothing
+    key, label, url, h, expect = phases[-1]
+    say(f"load: {label}, {args.concurrency} connections, {min(args.warmup, 1.0):g}+{args.base_duration:g}s")
+    runs[key].append(await _wrk.load(label, url, path, h, expect=expect, concurrency=args.concurrency,
+                                     duration=args.base_duration, warmup=min(args.warmup, 1.0)))
+    say("  " + runs[key][-1].line())
+    for key, label, *_ in phases:
+        out[key] = _wrk.combine(label, runs[key])
     return out
 
 
