@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import time
@@ -194,4 +195,10 @@ def app_from_env() -> Starlette:
     """Factory for ASGI servers (``uvicorn --factory readside.api.app:app_from_env``). Configures logging
     from the environment too: a worker of ``readside api --workers N`` is a process of its own."""
     logs.configure(os.environ)
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    # What the process holds once started (modules, the app) stays: out of the collector's sight
+    # (gc.freeze), a full collection scans only what requests create. Without it, a full
+    # collection of the ~80k startup objects paused the worker ~60 ms, the p99 of cached reads.
+    gc.collect()
+    gc.freeze()
+    return app
