@@ -7,7 +7,7 @@ With a cache: one Redis round trip gives the scope's version and the projection'
 under them (``Cache.lookup``). A matching ``If-None-Match`` is a 304 from the versions alone (after
 ``Spec.access`` for a scope not every viewer may read: a 304 must not confirm what a 404 hides);
 otherwise the body stored under (generation, version, parameters) is a HIT (one more GET after an
-ETag that did not match), or it is rendered once per burst (single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
+ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst (single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
 PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
 requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
@@ -132,8 +132,10 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
             # Redis holds no version for the scope: PostgreSQL answers, and only if it shows that
             # something wrote the scope is a version created (requests alone never add keys).
             spec, got = _seeding(spec, cache), None
+        fetch = bool(conditional)  # the body is still to be read
         if got is not None and got[1] is None:
             got = await _adopt_generation(ctx, timing, cache, spec.projection, got[0])  # type: ignore[arg-type]
+            fetch = True
         if got is not None:
             version, generation = got
             tag = etag(ctx, "r", generation, version, spec.scope)  # type: ignore[arg-type]
@@ -144,7 +146,7 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
                 extra["X-Cache"] = "HIT"
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
             key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]
-            if conditional:  # an ETag that no longer matches: now the body
+            if fetch:  # an ETag that no longer matches, or a generation just adopted: now the body
                 t0 = time.perf_counter()
                 body = await cache.get(key)
                 timing.cache += time.perf_counter() - t0
