@@ -4,9 +4,9 @@ Each row is a figure, the baseline or ceiling it is compared with (measured in t
 the same machine), their ratio, the target and PASS or MISS. The served path is
 ``GET /v1/threads/preview?limit=100`` for the heavy viewers, loaded with ``wrk`` (install:
 ``apt-get install -y wrk``; without it the Python client is used, with a warning). The rest comes
-from the other bench modules (see ``bench/suite.py``). ``--quick`` is a small run (about 3 minutes);
+from the other bench modules (see ``bench/suite.py``). ``--quick`` is a small run (about 1.5 minutes);
 the default sizes are the issue's (1M messages served, 1M events projected and rebuilt: about
-20 minutes). Progress goes to stderr, the table to stdout. Exit status 1 if answers differ
+10 minutes on 2 cores). Progress goes to stderr, the table to stdout. Exit status 1 if answers differ
 (bytes, a cached phase rendering, an event never visible, rebuilt tables unequal); a MISS is a
 target not reached, not a failure.
 """
@@ -118,7 +118,7 @@ def _stream_rows(s: dict) -> list[Row]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes: about 3 minutes in all")
+    p.add_argument("--quick", action="store_true", help="small sizes: about 1.5 minutes in all")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)} (default all)")
     p.add_argument("--messages", type=int, help="served: generated messages (full 1M, quick 200k)")
     p.add_argument("--threads-per-heavy", type=int, help="served: threads per heavy viewer (full 3000, quick 1000)")
