@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import time
@@ -46,6 +47,7 @@ class _Metrics:
         self.requests = metrics.requests
         self.latency = metrics.latency
         self.access_log = access_log
+        self._children: dict[tuple[str, int], tuple] = {}  # (route, status) -> (count, latency): labels() once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,8 +69,12 @@ class _Metrics:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.requests.labels(path, str(status[0])).inc()
-            self.latency.labels(path).observe(elapsed)
+            children = self._children.get((path, status[0]))
+            if children is None:
+                children = self._children[(path, status[0])] = (self.requests.labels(path, str(status[0])),
+                                                                 self.latency.labels(path))
+            children[0].inc()
+            children[1].observe(elapsed)
             if self.access_log:
                 access(scope, status[0], elapsed, cache[0])
 
@@ -191,4 +197,10 @@ def app_from_env() -> Starlette:
     """Factory for ASGI servers (``uvicorn --factory readside.api.app:app_from_env``). Configures logging
     from the environment too: a worker of ``readside api --workers N`` is a process of its own."""
     logs.configure(os.environ)
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    # What the process holds once started (modules, the app) stays: out of the collector's sight
+    # (gc.freeze), a full collection scans only what requests create. Without it, a full
+    # collection of the ~80k startup objects paused the worker ~60 ms, the p99 of cached reads.
+    gc.collect()
+    gc.freeze()
+    return app

@@ -5,10 +5,18 @@ ambiguous). The algorithm is the configured one only. ``exp`` is required and mu
 number (not a string, not a boolean) of Unix seconds no later than ``MAX_EXP`` (the end of year
 9999 UTC, the bound every time in Readside keeps): anything else is a 401, never a 500 nor a
 token that never expires.
+
+A verified token is remembered (by its exact text, up to ``CACHE_TOKENS`` tokens of at most
+``CACHE_TOKEN_CHARS`` characters, oldest dropped first) until its ``exp``: the same token is not
+verified again, and once ``exp`` (plus the leeway) has passed it is rejected as "token expired",
+as the verification would. Only successes are remembered: every other token is verified each time.
+Nothing but time can make a verified token invalid here (one key per process, no revocation list),
+so the remembered verdict is the one verification would give.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -21,6 +29,8 @@ __all__ = ["Authenticator", "Viewer"]
 
 LEEWAY_SECONDS = 10
 MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z
+CACHE_TOKENS = 4096
+CACHE_TOKEN_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.algorithm = settings.jwt_algorithm
         self.key = settings.jwt_public_key if self.algorithm == "RS256" else settings.jwt_secret
+        self._verified: dict[str, Viewer] = {}  # token -> its viewer, insertion order = age
 
     def __call__(self, request: Request) -> Viewer:
         headers = request.headers.getlist("authorization")
@@ -49,9 +60,24 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+        token = token.strip()
+        viewer = self._verified.get(token)
+        if viewer is not None:
+            if viewer.expires_at > time.time() - LEEWAY_SECONDS:  # type: ignore[operator]  # PyJWT's own test
+                return viewer
+            del self._verified[token]
+            raise unauthorized("token expired")
+        viewer = self._verify(token)
+        if len(token) <= CACHE_TOKEN_CHARS:
+            if len(self._verified) >= CACHE_TOKENS:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = viewer
+        return viewer
+
+    def _verify(self, token: str) -> Viewer:
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self.key,
                 algorithms=[self.algorithm],
                 leeway=LEEWAY_SECONDS,

@@ -2,11 +2,12 @@
 
     serve(request, ctx, timing, Spec(...)) -> Response
 
-With a cache: one Redis MGET gives the scope's version and the projection's generation; a
-matching ``If-None-Match`` is a 304 from that alone (after ``Spec.access`` for a scope not every
-viewer may read: a 304 must not confirm what a 404 hides); otherwise the body stored under
-(generation, version, parameters) is a HIT, or it is rendered once per burst (single-flight) and stored — a
-MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
+With a cache: one Redis round trip gives the scope's version and the projection's generation
+(an MGET when the request has ``If-None-Match``) and, without ``If-None-Match``, the body stored
+under them (``Cache.lookup``). A matching ``If-None-Match`` is a 304 from the versions alone (after
+``Spec.access`` for a scope not every viewer may read: a 304 must not confirm what a 404 hides);
+otherwise the body stored under (generation, version, parameters) is a HIT (one more GET after an
+ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst (single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
 PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
 requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
@@ -120,27 +121,35 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
     if cache is not None:
         extra["X-Cache"] = "MISS"
         t0 = time.perf_counter()
-        got = await cache.versions(spec.version_key, spec.projection)
+        conditional = request.headers.get("if-none-match")
+        if conditional:  # a 304 needs no body: the versions alone
+            got, body = await cache.versions(spec.version_key, spec.projection), None
+        else:  # one round trip: the versions and the body stored under them
+            found = await cache.lookup(spec.version_key, spec.projection, spec.scope)
+            got, body = (None, None) if found is None else (found[:2], found[2])
         timing.cache += time.perf_counter() - t0
         if got is not None and got[0] is None:
             # Redis holds no version for the scope: PostgreSQL answers, and only if it shows that
             # something wrote the scope is a version created (requests alone never add keys).
             spec, got = _seeding(spec, cache), None
+        fetch = bool(conditional)  # the body is still to be read
         if got is not None and got[1] is None:
             got = await _adopt_generation(ctx, timing, cache, spec.projection, got[0])  # type: ignore[arg-type]
+            fetch = True
         if got is not None:
             version, generation = got
             tag = etag(ctx, "r", generation, version, spec.scope)  # type: ignore[arg-type]
-            if _matches(request, tag):
+            if conditional and _matches(request, tag):
                 if spec.access is not None:
                     async with timing.connection(ctx.pool) as conn:
                         await spec.access(conn)
                 extra["X-Cache"] = "HIT"
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
             key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]
-            t0 = time.perf_counter()
-            body = await cache.get(key)
-            timing.cache += time.perf_counter() - t0
+            if fetch:  # an ETag that no longer matches, or a generation just adopted: now the body
+                t0 = time.perf_counter()
+                body = await cache.get(key)
+                timing.cache += time.perf_counter() - t0
             if body is not None:
                 extra["X-Cache"] = "HIT"
                 return _ok(body, _headers(spec, tag) | extra)

@@ -14,16 +14,24 @@ Keys (never scanned, never pattern-deleted):
                            the version in one MGET; part of every ETag and body key, so nothing
                            rendered from a previous generation's tables is served after a cutover.
                            Missing: the API copies it from PostgreSQL (``SET NX``).
-- ``rs:b:<digest>``        a ready JSON body, keyed by the generation and version it was rendered
-                           under plus the normalized parameters; expires after ``ttl`` ± 20 %
-                           (bounds memory and the rare crash between commit and bump).
-- ``rs:l:<digest>``        a short single-flight lock while one process renders a missing body.
+- ``rs:b:<digest>:<generation>:<version>``  a ready JSON body: ``<digest>`` names the normalized
+                           parameters (the scope), the generation and the version are the ones it
+                           was rendered under; expires after ``ttl`` ± 20 % (bounds memory and the
+                           rare crash between commit and bump).
+- ``rs:l:<digest>:<generation>:<version>``  a short single-flight lock while one process renders a
+                           missing body.
 - channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers: one message per
                            bump, a JSON array of the bumped scopes (never a delimiter-joined
                            string: a scope names ids, and an id must not be able to add scopes).
 
-Every call has a short timeout; after a failure the cache is skipped for ``cooldown`` seconds
-(answers come from PostgreSQL) and then tried again, so it recovers by itself.
+A request without ``If-None-Match`` makes one round trip (``lookup``): a Lua script reads the
+version and the generation and, when both exist, the body stored under them. (The body's key is
+built in the script, so it is not declared to Redis: a single Redis or Valkey, not a cluster.)
+
+Every call has a short timeout (``asyncio.timeout`` around the whole call; the client itself has
+no socket timeout, which redis-py would enforce with a task per command); a call cut short closes
+its connection (redis-py does on any interruption). After a failure the cache is skipped for
+``cooldown`` seconds (answers come from PostgreSQL) and then tried again, so it recovers by itself.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 __all__ = ["Cache", "CacheDown"]
 
@@ -50,14 +58,24 @@ PREFIX = "rs:"
 VERSION_TTL = 3600
 FLIGHT_GRACE = 1.0  # seconds a finished render stays shared in-process
 CHANNEL = PREFIX + "changed"
+# KEYS: the version, the generation; ARGV: the body key without its ``<generation>:<version>``.
+_LOOKUP = """
+local v = redis.call('GET', KEYS[1])
+local g = redis.call('GET', KEYS[2])
+if v and g then
+  return {v, g, redis.call('GET', ARGV[1] .. g .. ':' .. v)}
+end
+return {v, g}
+"""
 
 
 class Cache:
     def __init__(self, url: str, *, timeout: float = 0.1, ttl: int = 300, cooldown: float = 1.0) -> None:
         self.client = aioredis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
-            health_check_interval=0, protocol=2,
+            url, socket_timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False, health_check_interval=0,
+            protocol=2,
         )
+        self._lookup_sha = hashlib.sha1(_LOOKUP.encode()).hexdigest()
         self.timeout = timeout
         self.ttl = ttl
         self.cooldown = cooldown
@@ -89,6 +107,24 @@ class Cache:
             self._failed(exc)
             raise CacheDown from exc
 
+    async def _command(self, *args: object):  # noqa: ANN202
+        """One command on a pooled connection, the raw reply: what the client adds per command
+        (retries, observability hooks, response callbacks) is most of the hot path's client cost.
+        redis-py closes a connection whose command was interrupted, so none is reused mid-reply."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_command(*args, check_health=False)
+            return await conn.read_response()
+        finally:
+            await pool.release(conn)
+
+    async def _evalsha_lookup(self, *args: str):  # noqa: ANN202
+        try:
+            return await self._command("EVALSHA", self._lookup_sha, 2, *args)
+        except NoScriptError:  # not loaded yet (or flushed): EVAL loads it
+            return await self._command("EVAL", _LOOKUP, 2, *args)
+
     # -- versions ----------------------------------------------------------------------------
     async def versions(self, key: str, projection: str) -> tuple[int | None, int | None] | None:
         """``(version of the scope, generation of the projection)`` in one round trip; either is
@@ -96,10 +132,24 @@ class Cache:
         if not self.available:
             return None
         try:
-            value, generation = await self._call(self.client.mget(PREFIX + "v:" + key, PREFIX + "g:" + projection))
+            value, generation = await self._call(self._command("MGET", PREFIX + "v:" + key, PREFIX + "g:" + projection))
         except CacheDown:
             return None
         return None if value is None else int(value), None if generation is None else int(generation)
+
+    async def lookup(self, key: str, projection: str, scope: str) -> tuple[int | None, int | None, bytes | None] | None:
+        """``versions`` and, when both exist, the body stored for ``scope`` under them, in one
+        round trip. None when the cache is down."""
+        if not self.available:
+            return None
+        try:
+            got = await self._call(self._evalsha_lookup(PREFIX + "v:" + key, PREFIX + "g:" + projection,
+                                                        self._body_prefix(scope)))
+        except CacheDown:
+            return None
+        value, generation = got[0], got[1]
+        return (None if value is None else int(value), None if generation is None else int(generation),
+                got[2] if len(got) > 2 else None)
 
     def seed_soon(self, key: str) -> None:
         """``seed_version`` in the background (the response does not wait for it)."""
@@ -174,9 +224,12 @@ class Cache:
 
     # -- bodies ------------------------------------------------------------------------------
     @staticmethod
-    def body_key(generation: int, version: int, scope: str) -> str:
-        raw = f"{generation}\x1f{version}\x1f{scope}".encode()
-        return PREFIX + "b:" + hashlib.blake2b(raw, digest_size=16).hexdigest()
+    def _body_prefix(scope: str) -> str:
+        return PREFIX + "b:" + hashlib.blake2b(scope.encode(), digest_size=16).hexdigest() + ":"
+
+    @classmethod
+    def body_key(cls, generation: int, version: int, scope: str) -> str:
+        return f"{cls._body_prefix(scope)}{generation}:{version}"
 
     async def get(self, body_key: str) -> bytes | None:
         try:
