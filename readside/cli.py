@@ -25,7 +25,7 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-class CommandError(Exception):
+class CommandError(ReadsideError):
     """Stops a command with a message that says what to do, and exit status 1."""
 
 

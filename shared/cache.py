@@ -40,7 +40,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from readside.shared.errors import CacheUnavailable
+
 __all__ = ["Cache", "CacheDown"]
+
+CacheDown = CacheUnavailable  # the name the cache's callers know it by (readside.shared.errors)
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +254,3 @@ class Cache:
         except CacheDown:
             pass
 
-
-class CacheDown(Exception):
-    """The cache did not answer in time; callers fall back to PostgreSQL."""

@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsError
 
+from readside.shared.errors import BrokerUnavailable
+
 __all__ = ["BrokerHeads", "BrokerUnavailable", "CONTRACT_TOPICS", "Head", "TOPIC_CONFIG", "create_topics"]
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,6 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         return wanted
     finally:
         await admin.close()
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not answer in time; callers fall back to the heads recorded in PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True)
