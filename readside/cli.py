@@ -99,14 +99,14 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     from readside.api.server import run
 
-    # The workers configure their logging from the environment (readside.api.app.app_from_env).
+    # The workers configure their logging from the environment (readside.serve.app_from_env).
     if args.access_log:
         os.environ["READSIDE_ACCESS_LOG"] = "1"
     if args.verbose:
         os.environ["READSIDE_LOG_LEVEL"] = "DEBUG"
     _settings().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     _check_port_free(args.host, args.port)
-    run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
+    run("readside.serve:app_from_env", args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
     return 0
 
 
@@ -139,8 +139,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     import secrets
     from dataclasses import replace
 
-    from readside.api.app import create_app
     from readside.api.openapi import openapi_document
+    from readside.serve import create_app
 
     # The document depends on the routes (is /metrics on the public port?) and the topic prefix,
     # not on keys: an app made with throwaway ones (nothing connects until it serves).
