@@ -252,7 +252,7 @@ class Rebuilder(Cutover):
     async def _run(self, shadow: Shadow, state: State) -> str:
         began = time.monotonic()
         if state.phase != "publish":
-            await self._c.execute("UPDATE public.projections SET state = 'rebuilding' WHERE name = %s", (self.name,))
+            await bookkeeping.set_state(self._c, self.name, "rebuilding")
             if self.replay.consumer is None:
                 await self.replay.start()
         if state.phase == "bulk":

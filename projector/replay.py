@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from readside.projector.pipeline import Batch, decode_record
 from readside.readmodels.base import Projection
-from readside.shared.errors import ReadsideError, RetryableError
+from readside.shared.errors import BrokerUnavailable, ReadsideError
 from readside.shared.settings import Settings
 
 __all__ = ["Replay", "RetentionError"]
@@ -73,7 +73,7 @@ class Replay:
                 tps += [TopicPartition(topic, p) for p in sorted(parts)]
             return tps
         except KafkaError as exc:
-            raise RetryableError(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap}: {exc}") from exc
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -129,10 +129,10 @@ class Replay:
                     f"retention.ms=-1"
                 ) from exc
             except KafkaError as exc:
-                raise RetryableError(f"broker error while replaying: {exc}") from exc
+                raise BrokerUnavailable(f"broker error while replaying: {exc}") from exc
             if not batch:
                 if time.monotonic() - last_data > idle_timeout:
-                    raise RetryableError(
+                    raise BrokerUnavailable(
                         f"no records from the broker for {idle_timeout:.0f} s while {self.remaining()} are expected "
                         f"below {self._describe_limits()}"
                     )
