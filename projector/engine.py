@@ -53,7 +53,7 @@ MAX_FETCH_BYTES = 4 * 1024 * 1024
 BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 
 
-def retried(exc: BaseException) -> ReadsideError | None:
+def _retried(exc: BaseException) -> ReadsideError | None:
     """What the main loop retries with backoff: ``exc`` translated, when it is the world's
     (:class:`RetryableError`: broker, database, fencing) — or a record's fault raised outside the
     pipeline's isolation (a bug, logged as one). None: not to be retried (it ends the runner)."""
@@ -179,7 +179,7 @@ class ProjectionRunner:
                         last_cleanup = time.monotonic()
                     backoff = 0.2
                 except Exception as exc:
-                    error = retried(exc)
+                    error = _retried(exc)
                     if error is None:
                         raise
                     if isinstance(error, RecordFault):  # outside the records' isolation: a bug
@@ -192,7 +192,7 @@ class ProjectionRunner:
                         async with self.lock:
                             await self._reseek_all()
                     except Exception as again:
-                        if retried(again) is None:
+                        if _retried(again) is None:
                             raise
                         # _ensure_positions tries again next turn
         finally:
@@ -249,8 +249,7 @@ class ProjectionRunner:
         if batch is None:
             return None
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                written = await self.pipeline.write(conn, batch)
+            written = await self.pipeline.commit(conn, batch)
         for tp, end in batch.ends.items():
             self.positions[tp] = end  # type: ignore[index]
         self.batches += 1
@@ -266,7 +265,7 @@ class ProjectionRunner:
             async with asyncio.timeout(5):
                 await self.consumer.commit({tp: end for tp, end in batch.ends.items()})
         except Exception as exc:  # noqa: BLE001 - for tooling only: PostgreSQL holds the truth
-            if retried(exc) is None:
+            if _retried(exc) is None:
                 raise
             log.debug("%s: kafka offset commit skipped: %s", self.projection.name, exc)
         if self.on_commit and changed:

@@ -24,9 +24,13 @@ replay`` — so they share one meaning of dedupe, poison and position:
 7. ``Store.finish``: what else the store keeps per batch (the live store: skipped count, last
    batch time, partition heads).
 
-The caller commits (the engine under its partition lock, then Kafka's offsets; a rebuild chunk
-by chunk; the cutover inside its own transaction) and then notifies with :attr:`Written.changed`
-(:meth:`Pipeline.commit` does both for callers without more to do).
+The transaction is the caller's: :meth:`Pipeline.commit` gives a batch one of its own (the live
+engine, under its partition lock); a rebuild commits chunk by chunk, its cutover writes the last
+chunks inside its own transaction, and a dead-letter replay writes each projection's share of a
+chunk in the transaction that claimed the dead letters and deletes those done. Once committed the
+caller notifies with :attr:`Written.changed` — the engine after Kafka's offsets
+(``on_commit``: cache versions), a replay after each chunk; a rebuild publishes a new
+generation at its cutover instead.
 """
 
 from __future__ import annotations
@@ -129,8 +133,9 @@ class Store(Protocol):
 
 @dataclass
 class Written:
-    """What one batch did: ``fresh`` events were applied, ``poison`` failed in the fold (and were
-    recorded as failures with the rejected records), ``changed`` names the cache scopes to bump."""
+    """What one batch did: ``fresh`` events were applied (each the first of its ``event_id``, never
+    seen before), ``poison`` failed in the fold (and were recorded as failures with the rejected
+    records), ``changed`` names the cache scopes to bump."""
 
     fresh: list[Record]
     poison: list[tuple[Record, str]]
@@ -179,17 +184,13 @@ class Pipeline:
         if failures:
             await self.store.record_failures(conn, failures)
         await self.store.finish(conn, batch)
-        return Written(fresh, poison, changed)
+        failed = {id(r) for r, _ in poison}
+        return Written([r for r in fresh if id(r) not in failed], poison, changed)
 
-    async def commit(
-        self, conn: psycopg.AsyncConnection, batch: Batch, notify: Callable[[set[str]], Awaitable[None]] | None = None
-    ) -> Written:
-        """:meth:`write` in a transaction of its own; then ``notify(changed)``, if anything changed."""
+    async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
+        """:meth:`write` in a transaction of its own (committed on return)."""
         async with conn.transaction():
-            written = await self.write(conn, batch)
-        if notify is not None and written.changed:
-            await notify(written.changed)
-        return written
+            return await self.write(conn, batch)
 
     async def _apply_isolating(
         self, conn: psycopg.AsyncConnection, records: list[Record], changed: set[str]
