@@ -17,7 +17,7 @@ import time
 import psycopg
 
 from readside.projector import bookkeeping
-from readside.projector.rebuild_phases import Phases, State, _tp, positions_json
+from readside.projector.rebuild_phases import Phases, State, positions_json, tp_of
 from readside.projector.shadow import Shadow, prev_schema
 from readside.projector.verify import TableDiff, compare, report
 from readside.shared.cache import Cache, CacheDown
@@ -81,8 +81,8 @@ class Cutover(Phases):
             await self._c.execute("SET LOCAL synchronous_commit = on")
             live = await self._live(lock=True)  # holds the live projector's next commit from here on
             positions = await self._positions(shadow)
-            await self.replay.seek({_tp(k): o for k, o in positions.items()})
-            self.replay.set_limits({_tp(k): max(live.get(k, 0), o) for k, o in positions.items()})
+            await self.replay.seek({tp_of(k): o for k, o in positions.items()})
+            self.replay.set_limits({tp_of(k): max(live.get(k, 0), o) for k, o in positions.items()})
             rest = self.replay.remaining()
             while self.replay.remaining() > 0:
                 await self._writer(shadow).write(await self.replay.chunk(self.options.batch), bulk=False)

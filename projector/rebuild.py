@@ -48,7 +48,7 @@ import psycopg
 from readside.projector import bookkeeping
 from readside.projector.cutover import Cutover, RebuildAborted
 from readside.projector.progress import duration
-from readside.projector.rebuild_phases import Key, Options, State, _key, positions_json
+from readside.projector.rebuild_phases import Key, Options, State, key_of, positions_json
 from readside.projector.replay import Replay
 from readside.projector.shadow import Shadow, build_schema, prev_schema
 from readside.readmodels.base import Projection
@@ -197,7 +197,7 @@ class Rebuilder(Cutover):
                 f"projector's position. Start `readside projector` first."
             )
         tps = await self.replay.start()
-        positions = {_key(tp): 0 for tp in tps} | {k: 0 for k in live}
+        positions = {key_of(tp): 0 for tp in tps} | {k: 0 for k in live}
         async with self._c.transaction():
             await shadow.drop(self._c)  # a leftover without a rebuilds row (cancelled by hand)
             indexes = await shadow.create(self._c, positions)

@@ -25,7 +25,7 @@ from readside.readmodels.base import Projection
 from readside.shared.errors import ConfigError
 from readside.shared.settings import Settings
 
-__all__ = ["Options", "Phases", "State"]
+__all__ = ["Key", "Options", "Phases", "State", "key_of", "positions_json", "tp_of"]
 
 Key = tuple[str, int]
 
@@ -53,11 +53,11 @@ class State:
     indexes: list[str]
 
 
-def _tp(key: Key) -> TopicPartition:
+def tp_of(key: Key) -> TopicPartition:
     return TopicPartition(*key)
 
 
-def _key(tp: TopicPartition) -> Key:
+def key_of(tp: TopicPartition) -> Key:
     return (tp.topic, tp.partition)
 
 
@@ -117,12 +117,12 @@ class Phases:
         if self.options.workers > 1:
             positions = await self._bulk_workers(shadow, positions, targets, show)
         else:
-            await self.replay.seek({_tp(k): o for k, o in positions.items()})
-            self.replay.set_limits({_tp(k): o for k, o in targets.items()})
+            await self.replay.seek({tp_of(k): o for k, o in positions.items()})
+            self.replay.set_limits({tp_of(k): o for k, o in targets.items()})
             self._rate_reset()
 
             async def after(chunk: Batch) -> None:
-                positions.update({_key(tp): end for tp, end in chunk.ends.items()})
+                positions.update({key_of(tp): end for tp, end in chunk.ends.items()})
                 await self._report(positions)
                 show()
                 await self._throttle(chunk.read)
@@ -172,7 +172,7 @@ class Phases:
     async def _catch_up(self, shadow: Shadow, state: State) -> int:
         positions = await self._positions(shadow)
         await self._phase("catch-up")
-        await self.replay.seek({_tp(k): o for k, o in positions.items()})
+        await self.replay.seek({tp_of(k): o for k, o in positions.items()})
         start = sum(positions.values())
         progress: Progress | None = None
         self._rate_reset()
@@ -185,11 +185,11 @@ class Phases:
             progress.update(sum(positions.values()) - start, self._per_topic(positions, live))
             if behind <= self.options.close_enough:
                 break
-            self.replay.set_limits({_tp(k): max(live.get(k, 0), o) for k, o in positions.items()})
+            self.replay.set_limits({tp_of(k): max(live.get(k, 0), o) for k, o in positions.items()})
             chunk = await self.replay.chunk(self._chunk_size(self.options.batch))
             async with self._c.transaction():
                 await self._writer(shadow).write(chunk, bulk=False)
-            positions |= {_key(tp): end for tp, end in chunk.ends.items()}
+            positions |= {key_of(tp): end for tp, end in chunk.ends.items()}
             await self._report(positions)
             await self._throttle(chunk.read)
         progress.finish(f" — {behind:,} left for the cutover")
