@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from readside.api import avatars, events, openapi, ops, providers, queries, threads, workflows
+from readside.api import avatars, events, openapi, ops, payments, providers, threads, workflows
 from readside.api import requests as requests_api
 from readside.api.access_log import access
 from readside.api.auth import Authenticator
@@ -32,6 +32,7 @@ from readside.api.http import Context, StatusCollector, Timing, endpoint
 from readside.api.metrics import POOL_REFRESH, ApiMetrics
 from readside.api.problems import Problem
 from readside.api.ryw import Watcher
+from readside.readmodels.threads import queries as thread_queries
 from readside.shared.cache import Cache
 from readside.shared.db import open_pool
 from readside.shared.kafka import BrokerHeads
@@ -92,7 +93,7 @@ def create_app(settings: Settings, *, registry: Mapping[str, Any], status: Statu
 
         async def participants(thread_ids: list[str]) -> dict[str, tuple[str, str]]:
             async with pool.connection(timeout=2.0) as conn:
-                return await queries.thread_participants(conn, thread_ids)
+                return await thread_queries.thread_participants(conn, thread_ids)
 
         hub = Hub(settings.redis_url, participants) if settings.redis_url else None
         metrics.pool = pool
@@ -149,6 +150,7 @@ def create_app(settings: Settings, *, registry: Mapping[str, Any], status: Statu
             route("/v1/threads/preview", threads.preview),
             route("/v1/threads/summary", threads.summary),
             route("/v1/threads/{thread_id}/messages", threads.messages),
+            route("/v1/threads/{thread_id}/payments", payments.thread_payments),
             route("/v1/providers", providers.list_providers),
             route("/v1/workflows", workflows.my_workflows),
             route("/v1/templates", workflows.templates),

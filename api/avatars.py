@@ -2,13 +2,13 @@
 
 Lists never ship a ``data:`` avatar (CONTRACT §2): thread previews ship
 ``/v1/img/avatar/<user id>``, provider listings ``/v1/img/avatar/<provider id>``, the id
-percent-encoded as one path segment (``readside.projector.projections.avatars.route_url``). This answers
+percent-encoded as one path segment (``readside.readmodels.avatars.fold.route_url``). This answers
 the bytes the projector decoded from that URL (``user_avatars``, ``provider_avatars``) with their
 own media type.
 
 - The one route serves both id spaces: a user's avatar first, else a provider's — one statement,
-  two primary-key lookups, no Redis (no key per request, see ``readside.api.serving``). docs/decisions.md
-  says why and what a colliding id does.
+  two primary-key lookups (``readside.readmodels.avatars.queries``), no Redis (no key per request,
+  see ``readside.api.serving``). docs/decisions.md says why and what a colliding id does.
 - Public (an ``<img>`` tag sends no ``Authorization``): ``Cache-Control: public, max-age=30``,
   a weak ETag from the bytes (304 on ``If-None-Match``, which then fetches no bytes), and headers
   that keep the bytes an image: ``X-Content-Type-Options: nosniff``, a sandboxing
@@ -30,6 +30,7 @@ from readside.api.http import Context, Timing
 from readside.api.openapi import Operation, documented
 from readside.api.params import MAX_LENGTH, Query
 from readside.api.problems import not_found
+from readside.readmodels.avatars import queries
 
 __all__ = ["CACHE_CONTROL", "OPERATION", "avatar"]
 
@@ -42,19 +43,6 @@ HEADERS = {
 }
 MAX_TAGS = 16  # entity tags of If-None-Match considered (a client revalidates one)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no id holds one (readside.schemas._base)
-
-# A user's avatar, else a provider's; the bytes only when no given tag matches (a 304 reads none).
-_FIND = """
-SELECT media_type, etag, CASE WHEN etag = ANY(%(tags)s::text[]) THEN NULL ELSE data END
-FROM (
-    SELECT 0 AS k, media_type, etag, data FROM user_avatars WHERE user_id = %(id)s AND data IS NOT NULL
-    UNION ALL
-    SELECT 1 AS k, media_type, etag, data FROM provider_avatars WHERE provider_id = %(id)s
-) a
-ORDER BY k
-LIMIT 1
-"""
-
 
 def _tags(request: Request) -> list[str]:
     """The opaque parts of ``If-None-Match``'s entity tags (weak comparison: ``W/`` ignored)."""
@@ -94,12 +82,11 @@ async def avatar(request: Request, ctx: Context, timing: Timing) -> Response:
         raise not_found(f"no avatar {owner[:MAX_LENGTH]!r}")
     Query(request, frozenset())
     async with timing.connection(ctx.pool) as conn:
-        cur = await conn.execute(_FIND, {"id": owner, "tags": _tags(request)})
-        row = await cur.fetchone()
+        row = await queries.find(conn, owner, _tags(request))
     if row is None:
         raise not_found(f"no avatar {owner!r}")
     media_type, digest, data = row
     headers = {"ETag": f'W/"{digest}"', **HEADERS}
     if data is None:
         return Response(status_code=304, headers=headers)
-    return Response(bytes(data), media_type=media_type, headers=headers)
+    return Response(data, media_type=media_type, headers=headers)

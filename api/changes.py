@@ -3,17 +3,21 @@
 The projector publishes the scopes of every version bump on ``rs:changed`` (``shared/cache.py``),
 as one JSON array per bump: whatever an id holds (a newline...), it stays inside its own scope.
 ``Hub`` subscribes once, when the first listener joins, and routes each scope only to the
-listeners allowed to read what it versions:
+listeners allowed to read what it versions. Who that is, each read model declares with its
+scopes (``Projection.scopes``, found by ``readside.readmodels.registry.route``; each read
+model's ``scopes.py`` says which it has):
 
-- ``viewer:<sub>``, ``workflows:<sub>``  that viewer;
-- ``thread:<id>``                         the thread's two participants (looked up in PostgreSQL
-                                          and remembered, least recently used forgotten first:
-                                          participants never change once a thread has started);
-- ``templates``                           every viewer (anyone may list templates);
-- ``requests:<scope>``                    viewers with the role ``technician``.
+- ``OWNER``         the viewer whose ``sub`` is the scope's key (``viewer:<sub>``, ``workflows:<sub>``);
+- ``PARTICIPANTS``  the two participants of the thread the key names (``thread:<id>``; looked up
+                    in PostgreSQL and remembered, least recently used forgotten first:
+                    participants never change once a thread has started);
+- ``EVERYONE``      every viewer (``templates``: anyone may list templates);
+- ``role(r)``       the viewers with the role ``r`` (``requests:<scope>``: technicians);
+- ``NOBODY``        not streamed (public provider listings, ``providers…``: their responses are
+                    ``public, max-age=30`` anyway).
 
-Public provider listings (``providers…``) are not streamed: their responses are
-``public, max-age=30`` anyway. Unknown scopes are dropped.
+A scope no registered read model declares is dropped; an audience the hub cannot route is an
+error when the hub is made, so a read model's scopes are never dropped silently.
 
 A listener keeps the scopes it has not sent yet as an ordered set, so a slow client costs at
 most one entry per scope. Nothing is replayed: if the subscription breaks, every listener is
@@ -37,10 +41,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from readside.api.auth import Viewer
-from readside.projector.projections.workflows_store import TEMPLATES_KEY
+from readside.readmodels.base import EVERYONE, NOBODY, OWNER, PARTICIPANTS, ROLE, ScopeKind
+from readside.readmodels.registry import SCOPE_KINDS, route
 from readside.shared.cache import CHANNEL
 
-__all__ = ["ChangesUnavailable", "Hub", "Listener"]
+__all__ = ["ChangesUnavailable", "Hub", "Listener", "roles_of"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,18 @@ class Listener:
         return scopes
 
 
+def roles_of(kinds: Iterable[ScopeKind]) -> set[str]:
+    """The roles the scopes of ``kinds`` are routed by; raises ``ValueError`` for an audience the
+    hub does not know how to route."""
+    roles = set()
+    for kind in kinds:
+        if kind.audience.startswith(ROLE):
+            roles.add(kind.audience[len(ROLE):])
+        elif kind.audience not in (OWNER, PARTICIPANTS, EVERYONE, NOBODY):
+            raise ValueError(f"scope {kind.name!r}: no route for audience {kind.audience!r}")
+    return roles
+
+
 class Hub:
     def __init__(self, redis_url: str, participants: Participants, *, connect_timeout: float = 1.0,
                  cooldown: float = 1.0) -> None:
@@ -101,7 +118,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._all: set[Listener] = set()
         self._by_user: dict[str, set[Listener]] = {}
-        self._technicians: set[Listener] = set()
+        self._by_role: dict[str, set[Listener]] = {r: set() for r in roles_of(SCOPE_KINDS.values())}
         self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     async def join(self, viewer: Viewer) -> Listener:
@@ -119,14 +136,16 @@ class Hub:
             listener = Listener(viewer)
             self._all.add(listener)
             self._by_user.setdefault(viewer.sub, set()).add(listener)
-            if "technician" in viewer.roles:
-                self._technicians.add(listener)
+            for r in viewer.roles:
+                if r in self._by_role:
+                    self._by_role[r].add(listener)
             return listener
 
     def leave(self, listener: Listener) -> None:
         listener.close()
         self._all.discard(listener)
-        self._technicians.discard(listener)
+        for same_role in self._by_role.values():
+            same_role.discard(listener)
         same = self._by_user.get(listener.viewer.sub)
         if same is not None:
             same.discard(listener)
@@ -183,25 +202,30 @@ class Hub:
         """Hand each scope to the listeners allowed to see it."""
         if not self._all:
             return
-        threads: list[str] = []
+        threads: dict[str, list[str]] = {}  # thread id -> its scopes
         for scope in scopes:
-            kind, _, rest = scope.partition(":")
-            if kind in ("viewer", "workflows"):
-                for listener in self._by_user.get(rest, ()):
+            found = route(scope)
+            if found is None:
+                continue  # no read model declares it
+            kind, key = found
+            audience = kind.audience
+            if audience == OWNER:
+                for listener in self._by_user.get(key or "", ()):
                     listener.push(scope)
-            elif kind == "thread":
-                threads.append(rest)
-            elif scope == TEMPLATES_KEY:
+            elif audience == PARTICIPANTS:
+                threads.setdefault(key or "", []).append(scope)
+            elif audience == EVERYONE:
                 for listener in self._all:
                     listener.push(scope)
-            elif kind == "requests":
-                for listener in self._technicians:
+            elif audience.startswith(ROLE):
+                for listener in self._by_role.get(audience[len(ROLE):], ()):
                     listener.push(scope)
         if threads:
-            for thread_id, users in (await self._who(threads)).items():
+            for thread_id, users in (await self._who(list(threads))).items():
                 for user in users:
                     for listener in self._by_user.get(user, ()):
-                        listener.push(f"thread:{thread_id}")
+                        for scope in threads[thread_id]:
+                            listener.push(scope)
 
     async def _who(self, thread_ids: list[str]) -> dict[str, tuple[str, str]]:
         found = {}

@@ -17,15 +17,15 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from readside.api import provider_queries as queries
 from readside.api.cursors import position_decimal, position_id, position_int
 from readside.api.http import PUBLIC, Context, Timing
 from readside.api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, nullable, obj
 from readside.api.params import Choice, Integer, Query, Text, names
 from readside.api.problems import bad_param
 from readside.api.serving import Spec, serve
-from readside.projector.projections.providers import FIELDS, normalize_category
-from readside.projector.projections.providers_store import listing_key
+from readside.readmodels.providers import queries
+from readside.readmodels.providers.fold import FIELDS, normalize_category
+from readside.readmodels.providers.scopes import listing_key
 from readside.shared.jsonbytes import dumps, loads
 
 __all__ = ["list_providers", "parse_fields"]

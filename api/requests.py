@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from readside.api import request_queries as queries
 from readside.api.http import PRIVATE, Context, Timing
 from readside.api.openapi import BOOLEAN, INTEGER, STRING, TIME, Operation, array, counts, documented, enum, nullable, obj
 from readside.api.params import Choice, Integer, Query, names
 from readside.api.serving import Spec, serve
-from readside.projector.projections.requests import TICKET_TYPES, VIEWS
-from readside.projector.projections.requests_store import version_key
+from readside.readmodels.requests import queries
+from readside.readmodels.requests.scopes import version_key
+from readside.readmodels.requests.views import TICKET_TYPES, VIEWS
 from readside.schemas.requests import Priority, Role, Status
 from readside.shared.jsonbytes import dumps
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from readside.api import queries
 from readside.api.http import PRIVATE, Context, Timing, parse_position
 from readside.api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, enum, nullable, obj
 from readside.api.params import MAX_LENGTH, Choice, Integer, Query, Text, names
 from readside.api.problems import not_found
 from readside.api.serving import Spec, serve
+from readside.readmodels.threads import queries, scopes
 from readside.schemas.threads import AttachmentKind, MessageType, SenderType
 from readside.shared.jsonbytes import dumps, rfc3339
 
@@ -73,7 +73,7 @@ async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
 
     return await serve(
         request, ctx, timing,
-        Spec("threads", f"viewer:{viewer.sub}", f"{bound}\x1f{cursor or ''}", render,
+        Spec("threads", scopes.viewer(viewer.sub), f"{bound}\x1f{cursor or ''}", render,
              lambda conn: queries.viewer_version(conn, viewer.sub), PRIVATE),
     )
 
@@ -92,7 +92,7 @@ async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
 
     return await serve(
         request, ctx, timing,
-        Spec("threads", f"viewer:{viewer.sub}", f"summary\x1f{viewer.sub}\x1f{role}", render,
+        Spec("threads", scopes.viewer(viewer.sub), f"summary\x1f{viewer.sub}\x1f{role}", render,
              lambda conn: queries.viewer_version(conn, viewer.sub), PRIVATE),
     )
 
@@ -139,6 +139,6 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
 
     return await serve(
         request, ctx, timing,
-        Spec("threads", f"thread:{thread_id}", f"{bound}\x1f{cursor or ''}", render, pg_version, PRIVATE,
+        Spec("threads", scopes.thread(thread_id), f"{bound}\x1f{cursor or ''}", render, pg_version, PRIVATE,
              access=access),
     )

@@ -11,12 +11,12 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from readside.api import workflow_queries as queries
 from readside.api.http import PRIVATE, Context, Timing, parse_position
 from readside.api.openapi import BOOLEAN, CURSOR, INTEGER, STRING, TIME, Operation, array, documented, nullable, obj
 from readside.api.params import Integer, Query, Text, names
 from readside.api.serving import Spec, serve
-from readside.projector.projections.workflows_store import TEMPLATES_KEY, owner_key
+from readside.readmodels.workflows import queries
+from readside.readmodels.workflows.scopes import TEMPLATES_KEY, owner_key
 from readside.shared.jsonbytes import dumps, rfc3339
 
 __all__ = ["my_workflows", "templates"]

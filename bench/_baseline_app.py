@@ -22,7 +22,7 @@ from starlette.responses import Response
 from readside.api.http import PRIVATE, Context, Timing, json_response
 from readside.api.params import Query
 from bench._common import baseline_starlette
-from readside.projector.projections.threads import message_preview
+from readside.readmodels.threads.fold import message_preview
 from readside.shared.jsonbytes import dumps, rfc3339
 from readside.shared.settings import Settings
 

@@ -3,7 +3,7 @@
 Generates marketplace threads straight into PostgreSQL with COPY (no broker): the normalized
 tables a compute-on-read app would query (``threads_base``, ``messages``, ``reads_base``, with
 the best indexes we could give them) AND the projection's precomputed rows for the very same
-threads (``ThreadState`` built in Python, rendered with ``readside.projector.projections.threads.render``
+threads (``ThreadState`` built in Python, rendered with ``readside.readmodels.threads.fold.render``
 into ``thread_previews`` + ``viewer_versions``). Then, through real HTTP with a concurrent
 client, for the heaviest viewers:
 
@@ -30,11 +30,11 @@ import httpx
 import psycopg
 
 from readside.api.auth import make_token
-from readside.api.queries import inbox_page
+from readside.readmodels.threads.queries import inbox_page
 from bench import _baseline_app as baseline
 from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from readside.readmodels.registry import REGISTRY
-from readside.projector.projections.threads import Message, Started, ThreadState, message_preview, render
+from readside.readmodels.threads.fold import Message, Started, ThreadState, message_preview, render
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 

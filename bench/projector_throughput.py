@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 import readside.projector.service as service
 from bench._common import bench_database, bench_settings, kafka, pct, say, table
 from readside.projector.engine import ProjectionRunner
-from readside.projector.projections.threads import fold_all, render
+from readside.readmodels.threads.fold import fold_all, render
 from readside.schemas import Event, decode
 from readside.shared.kafka import create_topics
 from readside.load import publish, thread_stream

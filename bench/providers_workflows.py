@@ -7,7 +7,7 @@ Fills one database straight with COPY (no broker), both sides from the same gene
   (``base_providers``, ``base_bookings``, ``base_reviews``) and counts bookings per request (join +
   GROUP BY + sort + LIMIT, reviews aggregated the same way, total by window count). The projection
   side holds the precomputed cards (``providers`` rows rendered by
-  ``readside.projector.projections.providers.render``) plus ``provider_counts`` and ``listing_versions``.
+  ``readside.readmodels.providers.fold.render``) plus ``provider_counts`` and ``listing_versions``.
 - workflows: ``--viewers`` heavy owners with ``--workflows-per-viewer`` workflows each (plus
   other owners'), 1..8 saved versions each with real-sized graphs (2..24 nodes, 2% of workflows
   1500..3000 nodes). The baseline stores every version's ``nodes``/``edges`` as jsonb and, per
@@ -41,11 +41,11 @@ from readside.api.auth import make_token
 from readside.api.http import PRIVATE, PUBLIC, Context, Timing, json_response
 from readside.api.params import Query
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
-from readside.projector.projections.providers import Profile, ProviderState, normalize_category, render
-from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
-from readside.projector.projections.workflows import Created, Latest, WorkflowState
-from readside.projector.projections.workflows import render as render_workflow
-from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.readmodels.providers.fold import Profile, ProviderState, normalize_category, render
+from readside.readmodels.providers.store import PROJECTION as PROVIDERS
+from readside.readmodels.workflows.fold import Created, Latest, WorkflowState
+from readside.readmodels.workflows.fold import render as render_workflow
+from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps, rfc3339
 from readside.shared.settings import Settings

@@ -4,7 +4,7 @@ Generates support-desk requests straight into PostgreSQL with COPY (no broker): 
 tables a compute-on-read app would query (``req_base``, ``req_assignees_base``,
 ``req_messages_base``, ``req_reads_base``, with the best indexes we could give them) AND the
 projection's rows for the very same requests (``RequestState`` built in Python, rendered with
-``readside.projector.projections.requests.render`` into ``requests_rows``, ``request_assignees``,
+``readside.readmodels.requests.fold.render`` into ``requests_rows``, ``request_assignees``,
 ``request_counts``, ``request_window_counts`` and ``request_versions``). Then, through real HTTP with a concurrent client:
 
 - projection: the real API (``python -m readside.cli api``), 200 and the 304 path (If-None-Match);
@@ -38,21 +38,12 @@ from starlette.responses import Response
 from readside.api.auth import make_token
 from readside.api.http import PRIVATE, Context, Timing, json_response
 from readside.api.params import Query
-from readside.api.request_queries import technician_views
+from readside.readmodels.requests.queries import technician_views
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from readside.readmodels.registry import REGISTRY
-from readside.projector.projections.requests import (
-    TICKET_TYPES,
-    VIEWS,
-    Created,
-    RequestState,
-    counter_keys,
-    dump_state,
-    render,
-    window_keys,
-    window_starts,
-)
-from readside.projector.projections.threads import normalize_text
+from readside.readmodels.requests.fold import Created, RequestState, dump_state, render
+from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, counter_keys, window_keys, window_starts
+from readside.readmodels.threads.fold import normalize_text
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 from readside.shared.settings import Settings

@@ -16,6 +16,13 @@ For ``readside rebuild`` (``readside.projector.rebuild``) a projection may also 
 - ``bulk``: a faster write path for the rebuild's bulk phase (from offset 0, into shadow tables
   that have only their primary keys): ``apply`` may skip the tables ``finish`` derives in one
   set-based statement once every event is in. Without it the rebuild uses ``apply`` itself.
+
+and for the API and ``/v1/events``:
+
+- ``scopes``: every kind of cache scope ``apply`` may return (``ScopeKind``): its name, its form
+  (``<name>:<key>``, the bare ``<name>``, or both) and who may be told it changed (the audience).
+  ``readside.api.changes.Hub`` routes by these declarations (``registry.route``), so a scope no
+  read model declares is dropped, and a read model's own scopes are never silently lost.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import psycopg
 
 from readside.schemas import Event
 
-__all__ = ["ApplyFn", "BulkLoad", "Projection", "TableCheck"]
+__all__ = [
+    "EVERYONE", "NOBODY", "OWNER", "PARTICIPANTS", "ROLE", "ApplyFn", "BulkLoad", "Projection", "ScopeKind", "TableCheck", "role",
+]
 
 ApplyFn = Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[set[str]]]
 
@@ -52,6 +61,49 @@ class BulkLoad:
     finish: Callable[[psycopg.AsyncConnection], Awaitable[None]]
 
 
+# Who may be told, on ``/v1/events``, that a scope changed (its ``ScopeKind.audience``):
+OWNER = "owner"  # the viewer whose ``sub`` is the scope's key
+PARTICIPANTS = "participants"  # the two participants of the thread the key names
+EVERYONE = "everyone"  # every viewer
+NOBODY = "nobody"  # nobody: not streamed (public responses, short-lived anyway)
+ROLE = "role:"
+
+
+def role(name: str) -> str:
+    """The audience of the viewers holding the role ``name``."""
+    return ROLE + name
+
+
+@dataclass(frozen=True)
+class ScopeKind:
+    """One kind of cache scope: ``<name>:<key>`` (``keyed``) and/or the bare ``<name>`` (``bare``),
+    and who may be told it changed (``audience``). A key may hold anything, ``:`` included."""
+
+    name: str
+    audience: str
+    keyed: bool = True
+    bare: bool = False
+
+    def scope(self, key: str | None = None) -> str:
+        """The scope string for ``key`` (None: the bare scope)."""
+        if key is None:
+            if not self.bare:
+                raise ValueError(f"scope {self.name!r} needs a key")
+            return self.name
+        if not self.keyed:
+            raise ValueError(f"scope {self.name!r} takes no key")
+        return f"{self.name}:{key}"
+
+    def parse(self, scope: str) -> tuple[bool, str | None]:
+        """``(matches, key)``: whether ``scope`` is of this kind, and its key (None when bare)."""
+        name, colon, key = scope.partition(":")
+        if name != self.name:
+            return False, None
+        if colon:
+            return self.keyed, key
+        return self.bare, None
+
+
 @dataclass(frozen=True)
 class Projection:
     name: str
@@ -63,6 +115,7 @@ class Projection:
     tables: tuple[str, ...] = ()
     checks: tuple[TableCheck, ...] = ()
     bulk: BulkLoad | None = None
+    scopes: tuple[ScopeKind, ...] = ()
 
     def check(self, table: str) -> TableCheck:
         return next((c for c in self.checks if c.table == table), TableCheck(table))

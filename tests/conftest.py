@@ -1,5 +1,8 @@
 """Real services for the suite, chosen per run.
 
+``READSIDE_TEST_SERVICES=containers`` runs all three as Docker containers (``tests/containers.py``:
+Apache Kafka, PostgreSQL 15, Redis 7; needs Docker and the ``containers`` extra). Otherwise:
+
 - Broker: ``READSIDE_TEST_KAFKA_BOOTSTRAP`` if set, else the embedded tansu broker (one per
   session: joining a group on it takes seconds).
 - PostgreSQL: ``READSIDE_TEST_DATABASE_URL`` (an admin URL) if set, else the local server on
@@ -24,10 +27,15 @@ import psycopg
 import pytest
 
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres
+from tests import containers
 from readside.shared.kafka import CONTRACT_TOPICS, create_topics
 from readside.shared.settings import Settings
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    containers.check()  # a bad READSIDE_TEST_SERVICES, or containers without Docker: one line, no run
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +43,10 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("READSIDE_TEST_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
+        return
+    if containers.wanted():
+        with containers.kafka() as url:
+            yield url
         return
     broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
     yield broker.start()
@@ -54,6 +66,9 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("READSIDE_TEST_DATABASE_URL")
     if configured:
         yield configured
+    elif containers.wanted():
+        with containers.postgres() as url:
+            yield url
     elif _answers(LOCAL_PG):
         yield LOCAL_PG
     else:
@@ -153,6 +168,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("READSIDE_TEST_REDIS_URL")
     if configured:
         yield configured
+        return
+    if containers.wanted():
+        with containers.redis() as url:
+            yield url
         return
     from readside.embedded import EmbeddedValkey
 

@@ -298,7 +298,7 @@ def expected_threads(records: Iterable[Record]) -> dict[str, Any]:
 
     Dedupe is by ``event_id`` (first wins), as the projector does.
     """
-    from readside.projector.projections.threads import fold_all, render
+    from readside.readmodels.threads.fold import fold_all, render
     from readside.shared.jsonbytes import dumps
 
     seen: set[str] = set()

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from readside.api.auth import make_token
-from readside.projector.projections.avatars import MAX_BYTES
+from readside.readmodels.avatars.fold import MAX_BYTES
 from readside.load import publish
 from tests.support import started, wait_caught_up
 from tests.unit.test_providers_fold import profile

@@ -10,7 +10,8 @@ import jwt
 import pytest
 
 from readside.api.auth import make_token
-from readside.projector.projections.requests import TICKET_TYPES, VIEWS, RequestRow, in_view
+from readside.readmodels.requests.fold import RequestRow
+from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, in_view
 from readside.shared.jsonbytes import dumps, loads
 from readside.load import Record, publish, request_stream
 from tests.e2e.conftest import running_stack

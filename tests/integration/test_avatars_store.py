@@ -12,11 +12,11 @@ import random
 import psycopg
 import pytest
 
-from readside.projector.projections.avatars import decode, user_avatars
-from readside.projector.projections.providers import fold_all as fold_providers
-from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
-from readside.projector.projections.threads import fold_all
-from readside.projector.projections.threads_store import PROJECTION as THREADS
+from readside.readmodels.avatars.fold import decode, user_avatars
+from readside.readmodels.providers.fold import fold_all as fold_providers
+from readside.readmodels.providers.store import PROJECTION as PROVIDERS
+from readside.readmodels.threads.fold import fold_all
+from readside.readmodels.threads.store import PROJECTION as THREADS
 from readside.shared.db import migrate
 from readside.load import Record, provider_stream, thread_stream
 from tests.integration.test_threads_store import _run, _split

@@ -13,13 +13,13 @@ import orjson
 import psycopg
 import pytest
 
-from readside.projector.projections.providers import fold_all as fold_providers
-from readside.projector.projections.providers import render as render_provider
-from readside.projector.projections.providers_store import PROJECTION as PROVIDERS
-from readside.projector.projections.providers_store import listing_key
-from readside.projector.projections.workflows import fold_all as fold_workflows
-from readside.projector.projections.workflows import render as render_workflow
-from readside.projector.projections.workflows_store import PROJECTION as WORKFLOWS
+from readside.readmodels.providers.fold import fold_all as fold_providers
+from readside.readmodels.providers.fold import render as render_provider
+from readside.readmodels.providers.store import PROJECTION as PROVIDERS
+from readside.readmodels.providers.scopes import listing_key
+from readside.readmodels.workflows.fold import fold_all as fold_workflows
+from readside.readmodels.workflows.fold import render as render_workflow
+from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 from readside.load import Record, provider_stream, publish, workflow_stream

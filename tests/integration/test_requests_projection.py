@@ -12,17 +12,17 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from readside.api.request_queries import technician_views
-from readside.projector.projections.requests import (
+from readside.readmodels.requests.queries import technician_views
+from readside.readmodels.requests.fold import RequestRow
+from readside.readmodels.requests.views import (
     COUNTED_VIEWS,
     TECHNICIAN_VIEWS,
     TICKET_TYPES,
     VIEWS,
-    RequestRow,
     in_view,
     window_keys,
 )
-from readside.projector.projections.requests_store import PROJECTION
+from readside.readmodels.requests.store import PROJECTION
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 from readside.load import Record, publish, request_stream
@@ -108,7 +108,7 @@ def _expected_view(rows: list[RequestRow], view: str, tech: str, bu: int | None,
 
 
 def assert_queries_equal_fold(db_url: str, records: list[Record], now: datetime, per_page: int = 7) -> int:
-    """Every view, business unit, ticket type and page through ``readside.api.request_queries`` equals the
+    """Every view, business unit, ticket type and page through ``readside.readmodels.requests.queries`` equals the
     fold's brute force at ``now``; returns how many pages were compared."""
     rows = [r for r in rows_of(dedupe(records)).values() if r.listed]
     units = sorted({r.business_unit_id for r in rows})

@@ -14,10 +14,10 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from readside.api.queries import message_page
-from readside.projector.projections.threads import fold_all, render
-from readside.projector.projections.threads_bulk import BULK
-from readside.projector.projections.threads_store import PROJECTION
+from readside.readmodels.threads.queries import message_page
+from readside.readmodels.threads.fold import fold_all, render
+from readside.readmodels.threads.bulk import BULK
+from readside.readmodels.threads.store import PROJECTION
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 from readside.load import Record

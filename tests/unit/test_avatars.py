@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.avatars import MAX_BYTES, Image, decode, latest, offers, route_url, shipped, user_avatars
-from readside.projector.projections.providers import fold_all as fold_providers
-from readside.projector.projections.providers import render as render_card
-from readside.projector.projections.threads import fold_all, render
+from readside.readmodels.avatars.fold import MAX_BYTES, Image, decode, latest, offers, route_url, shipped, user_avatars
+from readside.readmodels.providers.fold import fold_all as fold_providers
+from readside.readmodels.providers.fold import render as render_card
+from readside.readmodels.threads.fold import fold_all, render
 from readside.load import Record, thread_stream
 from tests.support import as_event, envelope, started
 from tests.unit.test_providers_fold import profile

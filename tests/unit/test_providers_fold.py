@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.providers import (
+from readside.readmodels.providers.fold import (
     ProviderState,
     exact_mean,
     fold,

@@ -14,21 +14,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.requests import (
-    COUNTED_VIEWS,
-    VIEWS,
-    WINDOW_BUCKET,
-    WINDOW_VIEWS,
+from readside.readmodels.requests.fold import (
     RequestRow,
     RequestState,
-    counter_keys,
     dump_state,
     fold,
     fold_all,
     fold_into,
-    in_view,
     load_state,
     render,
+)
+from readside.readmodels.requests.views import (
+    COUNTED_VIEWS,
+    VIEWS,
+    WINDOW_BUCKET,
+    WINDOW_VIEWS,
+    counter_keys,
+    in_view,
     window_keys,
     window_starts,
 )

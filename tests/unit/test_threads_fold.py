@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from readside.projector.projections.threads import ThreadState, fold, fold_all, message_preview, normalize_text, render
+from readside.readmodels.threads.fold import ThreadState, fold, fold_all, message_preview, normalize_text, render
 from tests.support import (
     as_event,
     deleted,

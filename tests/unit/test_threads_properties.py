@@ -13,7 +13,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.threads import fold_all, render
+from readside.readmodels.threads.fold import fold_all, render
 from readside.load import Record, thread_stream
 from tests.support import as_event, merge_keeping_order, with_stale_reads
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.projector.projections.workflows import WorkflowState, fold, fold_all, render
+from readside.readmodels.workflows.fold import WorkflowState, fold, fold_all, render
 from readside.load import Record, workflow_stream
 from tests.support import as_event, envelope, ts
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable
 from urllib.parse import quote, unquote_to_bytes
 
 if TYPE_CHECKING:
-    from readside.projector.projections.threads import Started, ThreadState
+    from readside.readmodels.threads.fold import Started, ThreadState
 
 __all__ = [
     "MAX_BYTES", "MAX_URL_CHARS", "Image", "Offer", "decode", "latest", "offers", "route_url", "shipped", "user_avatars",

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import psycopg
 
-from readside.projector.projections.threads_store import FROM_PARTICIPANT
+from readside.readmodels.threads.rules import VISIBLE, sql
 
 __all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
 
@@ -21,8 +21,9 @@ _ACCESS = (
     "FROM threads WHERE thread_id = %(t)s AND (client_id = %(u)s OR provider_id = %(u)s)"
 )
 
-# A message whose sender is not the participant its sender_type names counts as never sent.
-_OURS = FROM_PARTICIPANT.format(m="tm", cid="a.client_id", pid="a.provider_id")
+# ``rules.visible``: what the viewer (on side ``a.role``) sees of the thread's messages; a message
+# whose sender is not the participant its sender_type names counts as never sent.
+_VISIBLE = sql(VISIBLE, m="tm", role="a.role", cid="a.client_id", pid="a.provider_id")
 
 
 async def viewer_version(conn: psycopg.AsyncConnection, user_id: str) -> int:
@@ -94,13 +95,12 @@ async def message_page(
 ) -> tuple[int, list[tuple[bytes, datetime, str]]] | None:
     """``(thread version, messages visible to the viewer)``, or None if the viewer is not a
     participant (or there is no such thread): the access check and the page in one statement.
-    Messages not from a participant (``threads.from_participant``) are left out."""
+    Only the messages ``rules.visible`` to the viewer's side."""
     keyset = "AND (created_at, message_id) < (%(ts)s, %(mid)s) " if before else ""
     cur = await conn.execute(
         f"SELECT a.version, m.item, m.created_at, m.message_id FROM ({_ACCESS}) AS a "
         "LEFT JOIN LATERAL (SELECT item, created_at, message_id FROM thread_messages tm "
-        "WHERE thread_id = %(t)s AND NOT deleted AND visible_to IN ('both', a.role) "
-        f"AND {_OURS} "
+        f"WHERE thread_id = %(t)s AND {_VISIBLE} "
         f"{keyset}ORDER BY created_at DESC, message_id DESC LIMIT %(n)s) m ON true "
         "ORDER BY m.created_at DESC, m.message_id DESC",
         {"t": thread_id, "u": user_id, "ts": before[0] if before else None, "mid": before[1] if before else None, "n": limit},

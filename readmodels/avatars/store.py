@@ -14,7 +14,7 @@ unrelated), so neither can overwrite the other's:
 Both are written in the batch's transaction, rows in key order (two projector instances, or two
 rebuild workers, never wait on each other in a cycle). ``user_avatars`` is a register: the upsert
 keeps the greater rank whatever order the writes come in, so the live path, the rebuild's bulk
-path (``threads_bulk``) and the pure ``avatars.user_avatars`` agree for any batching.
+path (``threads.bulk``) and the pure ``avatars.fold.user_avatars`` agree for any batching.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 
 import psycopg
 
-from readside.projector.projections.avatars import Image, Offer, decode, latest
+from readside.readmodels.avatars.fold import Image, Offer, decode, latest
 
 __all__ = ["PROVIDER_DDL", "USER_DDL", "write_provider_avatars", "write_user_avatars"]
 

@@ -1,5 +1,5 @@
 """Support-desk requests read model, the pure core: fold events into a request's state, render
-its technician-view row, and say which views it belongs to.
+its technician-view row (which views it is in: ``views``).
 
 ``RequestState`` is what the read model knows of one request. Every part merges commutatively,
 so any order of a request's events (and any redelivery) folds to the state of time order:
@@ -35,11 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import orjson
 
-from readside.projector.projections.threads import further, normalize_text
+from readside.readmodels.threads.fold import normalize_text
+from readside.readmodels.threads.rules import further
 from readside.schemas import (
     Event,
     RequestAssigned,
@@ -51,55 +52,20 @@ from readside.schemas import (
 )
 
 __all__ = [
-    "COUNTED_VIEWS",
     "Created",
     "RequestRow",
     "RequestState",
-    "SHARED_VIEWS",
-    "TECHNICIAN_VIEWS",
-    "TICKET_TYPES",
-    "VIEWS",
-    "WINDOW_BUCKET",
-    "WINDOW_VIEWS",
     "assignees",
-    "bucket_of",
-    "counter_keys",
     "dump_state",
     "fold",
     "fold_all",
     "fold_into",
-    "in_view",
     "load_state",
     "render",
-    "scopes",
-    "window_keys",
-    "window_starts",
 ]
-
 SOLVED = "solved"
 CLOSED = "closed"
 HIGH = ("urgent", "high")
-ALL_SCOPE = "*"
-
-# The views in the contract's order (CONTRACT §2, technician views).
-VIEWS = (
-    "unassigned",
-    "all_unsolved",
-    "my_unsolved",
-    "recently_updated",
-    "recently_solved",
-    "all_your_requests",
-    "urgent_high_priority",
-    "pending_requester_response",
-    "pending_subtask",
-    "new_today",
-    "in_progress",
-)
-TICKET_TYPES = ("all", "parents", "subtasks")
-WINDOW_VIEWS = ("recently_updated", "recently_solved", "new_today")  # membership moves with the clock
-TECHNICIAN_VIEWS = ("my_unsolved", "all_your_requests")  # depend on the viewing technician
-SHARED_VIEWS = tuple(v for v in VIEWS if v not in WINDOW_VIEWS and v not in TECHNICIAN_VIEWS)
-COUNTED_VIEWS = SHARED_VIEWS + TECHNICIAN_VIEWS  # kept as counters; windows are counted at query time
 
 Register = tuple[datetime, int, Any]  # (time, rank: 0 created / 1 updated, value)
 Marker = tuple[datetime, datetime]  # (read_at, read_up_to)
@@ -297,104 +263,6 @@ def render(state: RequestState) -> RequestRow:
         state.request_id, True, status, priority, bu, c.parent_id is not None, who,
         c.created_at, updated_at, solved_at, item,
     )
-
-
-# -- views -----------------------------------------------------------------------------------------
-
-_SHARED: dict[str, Callable[[RequestRow], bool]] = {
-    "unassigned": lambda r: r.unsolved and r.unassigned,
-    "all_unsolved": lambda r: r.unsolved,
-    "urgent_high_priority": lambda r: r.unsolved and r.urgent_high,
-    "pending_requester_response": lambda r: r.status == "pending_requester",
-    "pending_subtask": lambda r: r.status == "pending_subtask",
-    "in_progress": lambda r: r.status == "in_progress",
-}
-_TECHNICIAN: dict[str, Callable[[RequestRow], bool]] = {
-    "my_unsolved": lambda r: r.unsolved,
-    "all_your_requests": lambda r: True,
-}
-
-
-def window_starts(now: datetime) -> dict[str, datetime]:
-    """Each time window's inclusive lower bound at ``now`` (UTC)."""
-    now = now.astimezone(UTC)
-    return {
-        "recently_updated": now - timedelta(hours=24),
-        "recently_solved": now - timedelta(days=7),
-        "new_today": now.replace(hour=0, minute=0, second=0, microsecond=0),
-    }
-
-
-def in_view(row: RequestRow, view: str, technician: str, now: datetime) -> bool:
-    """The contract's membership rule, for the viewing ``technician`` at ``now`` (the reference)."""
-    if not row.listed:
-        return False
-    if view in _SHARED:
-        return _SHARED[view](row)
-    if view in _TECHNICIAN:
-        return technician in row.assignees and _TECHNICIAN[view](row)
-    start = window_starts(now)[view]
-    if view == "recently_updated":
-        return row.updated_at >= start  # type: ignore[operator]
-    if view == "recently_solved":
-        return row.status == SOLVED and row.solved_at is not None and row.solved_at >= start
-    if view == "new_today":
-        return row.created_at >= start  # type: ignore[operator]
-    raise ValueError(f"unknown view {view!r}")
-
-
-def scopes(row: RequestRow) -> tuple[str, ...]:
-    """The counter scopes a listed row falls in: all business units, and its own."""
-    return (ALL_SCOPE, str(row.business_unit_id)) if row.listed else ()
-
-
-def counter_keys(row: RequestRow) -> set[tuple[str, str, str, bool]]:
-    """``(scope, technician or '', view, is_subtask)`` of every counter the row adds one to.
-
-    Only the views whose membership does not move with the clock; the time windows are counted
-    at query time from their indexes.
-    """
-    keys: set[tuple[str, str, str, bool]] = set()
-    for scope in scopes(row):
-        for view, member in _SHARED.items():
-            if member(row):
-                keys.add((scope, "", view, row.is_subtask))
-        for view, member in _TECHNICIAN.items():
-            if member(row):
-                keys.update((scope, tech, view, row.is_subtask) for tech in row.assignees)
-    return keys
-
-
-WINDOW_BUCKET = timedelta(hours=1)
-
-
-def bucket_of(at: datetime) -> datetime:
-    """The start of the hour ``at`` falls in (UTC): the grain of the window counters."""
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def window_times(row: RequestRow) -> dict[str, datetime]:
-    """The time each window tests, for the windows the row can be in at all."""
-    if not row.listed:
-        return {}
-    out = {"recently_updated": row.updated_at, "new_today": row.created_at}
-    if row.status == SOLVED and row.solved_at is not None:
-        out["recently_solved"] = row.solved_at
-    return out  # type: ignore[return-value]
-
-
-def window_keys(row: RequestRow) -> set[tuple[str, str, datetime, bool]]:
-    """``(scope, window, hour bucket, is_subtask)`` of every window counter the row adds one to.
-
-    A window's count at ``now`` is the sum of the buckets from the first whole hour inside the
-    window on, plus the rows of the partial hour at its start (a bounded index range); the
-    buckets of the future count too, as the windows have no upper bound.
-    """
-    return {
-        (scope, view, bucket_of(at), row.is_subtask)
-        for scope in scopes(row)
-        for view, at in window_times(row).items()
-    }
 
 
 # -- storage form ----------------------------------------------------------------------------------

@@ -13,14 +13,14 @@ Tables (ids ``COLLATE "C"``):
                          ``providers`` (all categories) and ``providers:<category_key>``.
 - ``listing_versions``   per listing key, bumped whenever a listed card of that listing changes
                          (ETags: a 304 costs one primary-key lookup).
-- ``provider_avatars``   the image of a latest snapshot's ``data:`` avatar (``avatars_store``),
+- ``provider_avatars``   the image of a latest snapshot's ``data:`` avatar (``avatars.store``),
                          written when the snapshot's ``avatar_url`` changes; served by
                          ``GET /v1/img/avatar/{id}``.
 
 ``apply`` locks the touched ``providers`` rows in id order, loads each table once — the
 bookings and reviews by the exact ``(provider_id, id)`` pairs the batch names, never a popular
-provider's whole history — folds in memory with ``providers.fold_into`` and writes each table
-back with one statement. It returns the listing keys it bumped.
+provider's whole history — folds in memory with ``fold.fold_into`` and writes each table
+back with one statement. It returns the listing keys it bumped (``scopes``).
 """
 
 from __future__ import annotations
@@ -30,20 +30,15 @@ from typing import Any, Sequence
 
 import psycopg
 
+from readside.readmodels.avatars.store import PROVIDER_DDL, write_provider_avatars
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.avatars_store import PROVIDER_DDL, write_provider_avatars
-from readside.projector.projections.providers import Card, Profile, ProviderState, fold_into, render
+from readside.readmodels.providers import scopes
+from readside.readmodels.providers.fold import Card, Profile, ProviderState, fold_into, render
+from readside.readmodels.providers.scopes import ALL_KEY, listing_key
 from readside.schemas import BookingConfirmed, Event, ReviewPosted
 from readside.shared.jsonbytes import dumps
 
-__all__ = ["ALL_KEY", "DDL", "PROJECTION", "apply", "listing_key"]
-
-ALL_KEY = "providers"
-
-
-def listing_key(category_key: str | None) -> str:
-    """The version and counter key of a listing: all categories, or one normalized category."""
-    return ALL_KEY if category_key is None else f"{ALL_KEY}:{category_key}"
+__all__ = ["DDL", "PROJECTION", "apply"]
 
 
 DDL = """
@@ -286,4 +281,5 @@ PROJECTION = Projection(
     apply=apply,
     tables=("providers", "provider_bookings", "provider_reviews", "provider_counts", "listing_versions", "provider_avatars"),
     checks=(TableCheck("provider_counts", where="listed <> 0"), TableCheck("listing_versions", skip=True)),
+    scopes=scopes.SCOPES,
 )

@@ -22,26 +22,22 @@ from datetime import datetime
 
 import psycopg
 
-from readside.projector.projections.requests import ALL_SCOPE, TECHNICIAN_VIEWS, WINDOW_BUCKET, WINDOW_VIEWS, bucket_of, window_starts
-from readside.projector.projections.requests_store import SHARED_VIEW_SQL
+from readside.readmodels.requests.views import (
+    ALL_SCOPE,
+    PARTIAL_HOUR_SQL,
+    SHARED_VIEW_SQL,
+    TECHNICIAN_VIEW_SQL,
+    TECHNICIAN_VIEWS,
+    WINDOW_BUCKET,
+    WINDOW_SQL,
+    WINDOW_VIEWS,
+    bucket_of,
+    window_starts,
+)
 
 __all__ = ["Counts", "Page", "scope_version", "technician_views"]
 
 _KIND = {"all": "", "parents": " AND NOT is_subtask", "subtasks": " AND is_subtask"}
-_WINDOW_SQL = {
-    # updated_at >= solved_at and >= created_at always: the redundant bound lets the planner use
-    # the ordered (updated_at) index for the page, and keeps every window range bounded.
-    "recently_updated": "listed AND updated_at >= %(recently_updated)s",
-    "recently_solved": "listed AND status = 'solved' AND solved_at >= %(recently_solved)s "
-    "AND updated_at >= %(recently_solved)s",
-    "new_today": "listed AND created_at >= %(new_today)s AND updated_at >= %(new_today)s",
-}
-_PARTIAL_HOUR_SQL = {  # the rows between a window's start and its first whole hour
-    "recently_updated": "listed AND updated_at >= %(recently_updated)s AND updated_at < %(recently_updated_hour)s",
-    "recently_solved": "listed AND status = 'solved' AND solved_at >= %(recently_solved)s "
-    "AND solved_at < %(recently_solved_hour)s",
-    "new_today": "listed AND created_at >= %(new_today)s AND created_at < %(new_today_hour)s",
-}
 
 
 @dataclass(frozen=True)
@@ -69,9 +65,9 @@ def _bu(business_unit_id: int | None) -> str:
 def _page_sql(view: str, business_unit_id: int | None, ticket_type: str) -> str:
     where = _bu(business_unit_id) + _KIND[ticket_type]
     if view in TECHNICIAN_VIEWS:
-        table, member = "request_assignees", "technician_id = %(tech)s" + (" AND unsolved" if view == "my_unsolved" else "")
+        table, member = "request_assignees", TECHNICIAN_VIEW_SQL[view]
     elif view in WINDOW_VIEWS:
-        table, member = "requests_rows", _WINDOW_SQL[view]
+        table, member = "requests_rows", WINDOW_SQL[view]
     else:
         table, member = "requests_rows", SHARED_VIEW_SQL[view]
     if view in WINDOW_VIEWS:
@@ -98,7 +94,7 @@ def _sql(business_unit_id: int | None, page: tuple[str, str] | None) -> str:
         f"(SELECT ARRAY[coalesce(sum(n) FILTER (WHERE NOT subtask), 0), coalesce(sum(n) FILTER (WHERE subtask), 0)] "
         f"FROM request_window_counts WHERE scope = %(scope)s AND view = '{v}' AND bucket >= %({v}_hour)s), "
         f"(SELECT ARRAY[count(*) FILTER (WHERE NOT is_subtask), count(*) FILTER (WHERE is_subtask)] "
-        f"FROM requests_rows WHERE {_PARTIAL_HOUR_SQL[v]}{bu})"
+        f"FROM requests_rows WHERE {PARTIAL_HOUR_SQL[v]}{bu})"
         for v in WINDOW_VIEWS
     )
     items = _page_sql(page[0], business_unit_id, page[1]) if page else "NULL::bytea[]"

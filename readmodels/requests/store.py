@@ -1,7 +1,7 @@
 """Support-desk requests read model, the storage side: DDL and the set-based ``apply`` of a batch.
 
 Tables (ids ``COLLATE "C"``):
-- ``requests_rows``      one row per request: its fold state (``requests.dump_state`` bytes), the
+- ``requests_rows``      one row per request: its fold state (``fold.dump_state`` bytes), the
                          ready JSON ``item`` of the technician views, and the flat columns the
                          views filter and order on. ``listed`` is false until ``request.created``.
                          Partial indexes, one per view whose membership does not move with the
@@ -13,7 +13,7 @@ Tables (ids ``COLLATE "C"``):
 - ``request_assignees``  ``(request, technician)`` with copies of the columns ``my_unsolved`` and
                          ``all_your_requests`` need, indexed per technician.
 - ``request_counts``     maintained counters ``(scope, technician, view, subtask) -> n`` for the
-                         views kept as counters (``requests.COUNTED_VIEWS``); ``scope`` is ``*`` or
+                         views kept as counters (``views.COUNTED_VIEWS``); ``scope`` is ``*`` or
                          a business unit id, ``technician`` is ``''`` for the shared views. Kept by
                          deltas (old membership vs new) with commutative ``n = n + delta`` upserts
                          in key order, so two projector instances never lose an update or deadlock.
@@ -27,7 +27,7 @@ Tables (ids ``COLLATE "C"``):
                          scope changes; the API's ETags and the cache keys ``requests:<scope>``.
 
 ``apply`` locks the touched rows in id order, loads them with one query, folds in memory with
-``requests.fold_into``, and writes each table back with one statement. Redelivered or no-op events
+``fold.fold_into``, and writes each table back with one statement. Redelivered or no-op events
 leave the state bytes unchanged and write nothing.
 """
 
@@ -39,38 +39,13 @@ from typing import Sequence
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.requests import (
-    ALL_SCOPE,
-    RequestRow,
-    RequestState,
-    counter_keys,
-    dump_state,
-    window_keys,
-    fold_into,
-    load_state,
-    render,
-    scopes,
-)
+from readside.readmodels.requests import scopes
+from readside.readmodels.requests.fold import RequestRow, RequestState, dump_state, fold_into, load_state, render
+from readside.readmodels.requests.views import ALL_SCOPE, SHARED_VIEW_SQL, counter_keys, counter_scopes, window_keys
 from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
-__all__ = ["DDL", "PROJECTION", "SHARED_VIEW_SQL", "apply", "version_key"]
-
-# The SQL of each shared view's membership: the partial indexes and the API's queries use these
-# very strings, so the planner always proves the index predicate.
-SHARED_VIEW_SQL = {
-    "unassigned": "listed AND unsolved AND unassigned",
-    "all_unsolved": "listed AND unsolved",
-    "urgent_high_priority": "listed AND unsolved AND urgent_high",
-    "pending_requester_response": "listed AND status = 'pending_requester'",
-    "pending_subtask": "listed AND status = 'pending_subtask'",
-    "in_progress": "listed AND status = 'in_progress'",
-}
-
-
-def version_key(business_unit_id: int | None) -> str:
-    """The cache scope bumped after a commit that changed requests of that business unit (or any)."""
-    return f"requests:{ALL_SCOPE if business_unit_id is None else business_unit_id}"
+__all__ = ["DDL", "PROJECTION", "apply"]
 
 
 def _view_indexes() -> str:
@@ -291,13 +266,13 @@ async def _write_counts(conn: psycopg.AsyncConnection, visible: list[tuple[Reque
 
 
 async def _bump_versions(conn: psycopg.AsyncConnection, visible: list[tuple[RequestRow, RequestRow]]) -> set[str]:
-    touched = sorted({s for old, new in visible for s in (*scopes(old), *scopes(new))} | {ALL_SCOPE})
+    touched = sorted({s for old, new in visible for s in (*counter_scopes(old), *counter_scopes(new))} | {ALL_SCOPE})
     await conn.execute(
         "INSERT INTO request_versions (scope, version) SELECT unnest(%b::text[]), 1 "
         "ON CONFLICT (scope) DO UPDATE SET version = request_versions.version + 1",
         (touched,),
     )
-    return {f"requests:{s}" for s in touched}
+    return {scopes.requests(s) for s in touched}
 
 
 PROJECTION = Projection(
@@ -322,4 +297,5 @@ PROJECTION = Projection(
         TableCheck("request_window_counts", where="n <> 0"),
         TableCheck("request_versions", skip=True),
     ),
+    scopes=scopes.SCOPES,
 )

@@ -7,7 +7,7 @@ Tables (ids ``COLLATE "C"``):
                               ``listed``, ``updated_at`` and the item as ready JSON bytes. Two
                               partial indexes (``WHERE listed``): per owner, and templates.
 - ``workflow_list_versions``  per list key, bumped whenever a listed entry of that list changes
-                              (ETags): ``workflows:<owner_id>`` and ``templates``.
+                              (ETags): ``workflows:<owner_id>`` and ``templates`` (``scopes``).
 
 Nodes and edges are never stored: a saved version leaves only its counts.
 """
@@ -19,17 +19,13 @@ from typing import Any, Sequence
 import psycopg
 
 from readside.readmodels.base import Projection, TableCheck
-from readside.projector.projections.workflows import Created, Latest, WorkflowState, fold_into, render
+from readside.readmodels.workflows import scopes
+from readside.readmodels.workflows.fold import Created, Latest, WorkflowState, fold_into, render
+from readside.readmodels.workflows.scopes import TEMPLATES_KEY, owner_key
 from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
-__all__ = ["DDL", "PROJECTION", "TEMPLATES_KEY", "apply", "owner_key"]
-
-TEMPLATES_KEY = "templates"
-
-
-def owner_key(owner_id: str) -> str:
-    return f"workflows:{owner_id}"
+__all__ = ["DDL", "PROJECTION", "apply"]
 
 
 DDL = """
@@ -159,4 +155,5 @@ PROJECTION = Projection(
     apply=apply,
     tables=("workflows", "workflow_list_versions"),
     checks=(TableCheck("workflow_list_versions", skip=True),),
+    scopes=scopes.SCOPES,
 )

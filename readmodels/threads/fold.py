@@ -7,7 +7,7 @@ the latest time (ties broken by value), a read marker keeps the greatest ``read_
 its ``read_at`` (a stale client re-sending an old position never moves it back), messages are a
 set keyed by id with deletion as a sticky flag — so any interleaving across topics that keeps
 per-key order folds to the same state as time order. ``render`` derives both participants' preview
-rows from the state alone; a message not from a participant (``from_participant``) is kept in the
+rows from the state alone; a message not from a participant (``rules.from_participant``) is kept in the
 state but rendered as never sent, since the participants may only be known after it arrives.
 
 No I/O here: the same code serves live projection, rebuild and tests.
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from readside.projector.projections.avatars import shipped
+from readside.readmodels.avatars.fold import shipped
+from readside.readmodels.threads.rules import further, is_paid, unread, visible
 from readside.schemas import (
     Event,
     MessageCreated,
@@ -39,16 +40,11 @@ __all__ = [
     "ThreadState",
     "fold",
     "fold_all",
-    "from_participant",
-    "further",
-    "is_paid",
     "message_preview",
     "normalize_text",
     "render",
     "render_sides",
     "sides",
-    "unread",
-    "visible",
 ]
 
 PREVIEW_CHARS = 100
@@ -138,12 +134,6 @@ def _later(current: tuple[Any, Any] | None, candidate: tuple[Any, Any]) -> tuple
     return candidate if current is None or candidate > current else current
 
 
-def further(current: tuple[datetime, datetime] | None, candidate: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
-    """The read marker ``(read_at, read_up_to)`` that reaches further: the greatest ``read_up_to``
-    (CONTRACT §1 "read markers only move forward"), ties broken by the later ``read_at``."""
-    return candidate if current is None or (candidate[1], candidate[0]) > (current[1], current[0]) else current
-
-
 def fold_into(state: ThreadState, event: Event) -> None:
     """Apply one event to ``state`` in place (the batch owns its working copy)."""
     p = event.payload
@@ -206,41 +196,6 @@ def fold_all(events: Iterable[Event], states: dict[str, ThreadState] | None = No
         tid = event.payload.thread_id  # type: ignore[attr-defined]
         fold_into(states.setdefault(tid, ThreadState(tid)), event)
     return states
-
-
-def from_participant(m: Message, s: Started) -> bool:
-    """``m`` belongs to the thread: a system message, or a user message whose ``sender_id`` is the
-    participant of its ``sender_type`` (the client's id for ``client``, the provider's for
-    ``provider``). Any other message — a stranger's, or one whose type names the other side — is
-    kept but counts as never sent (docs/decisions.md): it can only be judged once ``thread.started``
-    is known, so the same in every arrival order."""
-    if m.sender_type == "system":
-        return True
-    return m.sender_id is not None and m.sender_id == {"client": s.client_id, "provider": s.provider_id}.get(m.sender_type or "")
-
-
-def is_paid(state: ThreadState) -> bool:
-    """A ``payment.received``, or a live ``payment_received`` message of the thread (``started`` known)."""
-    s = state.started
-    assert s is not None
-    return state.paid_by_payment or any(
-        m.system_key == "payment_received" and not m.deleted and m.created_at is not None and from_participant(m, s)
-        for m in state.messages.values()
-    )
-
-
-def visible(m: Message | None, role: str, s: Started) -> bool:
-    """``m`` counts in ``role``'s preview: created, not deleted, visible to that side, from a
-    participant of thread ``s``."""
-    return (
-        m is not None and not m.deleted and m.created_at is not None and m.visible_to in ("both", role)
-        and from_participant(m, s)
-    )
-
-
-def unread(m: Message | None, role: str, user: str, marker: tuple[datetime, datetime] | None, s: Started) -> bool:
-    """``m`` is unread for ``user`` (in ``role``) with read marker ``marker`` (strictly after it)."""
-    return visible(m, role, s) and m.sender_id != user and (marker is None or m.created_at > marker[1])  # type: ignore[union-attr,operator]
 
 
 @dataclass(frozen=True, slots=True)

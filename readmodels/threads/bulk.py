@@ -6,13 +6,13 @@ only their primary keys). Per batch:
 - load the stored state of the touched threads that earlier batches wrote (one query per
   table), locking their ``threads`` rows in id order as the live path does — parallel rebuild
   workers may share a thread (its messages and its payments live in different topics);
-- fold the batch with ``threads.fold_into`` and render both participants' preview rows;
+- fold the batch with ``fold.fold_into`` and render both participants' preview rows;
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
   statement (COPY is C-encoded by psycopg; the ``unnest`` arrays of the live path are encoded in
   Python, which costs more than the database's work at these batch sizes);
 - offer the avatars of the threads the batch started to ``user_avatars``, as the live path does
-  (``avatars_store.write_user_avatars``: a register that keeps the latest thread's, in one statement).
+  (``avatars.store.write_user_avatars``: a register that keeps the latest thread's, in one statement).
 
 ``thread_summaries`` and ``viewer_versions`` are not kept per batch: ``finish`` derives them
 from ``thread_previews`` in one statement each once every event is in, which is what the live
@@ -25,10 +25,12 @@ from typing import Sequence
 
 import psycopg
 
+from readside.readmodels.avatars.store import write_user_avatars
 from readside.readmodels.base import BulkLoad
-from readside.projector.projections.avatars_store import write_user_avatars
-from readside.projector.projections.threads import fold_into, render
-from readside.projector.projections.threads_store import READS_FORWARD, load_states, message_item, starts
+from readside.readmodels.threads.fold import fold_into, render
+from readside.readmodels.threads.rules import READS_FORWARD
+from readside.readmodels.threads.store import load_states, starts
+from readside.readmodels.threads.writes import message_item
 from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
 from readside.shared.jsonbytes import dumps
 

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Iterable
 
-from readside.projector.projections.avatars import shipped
+from readside.readmodels.avatars.fold import shipped
 from readside.schemas import BookingConfirmed, Event, ProviderProfileUpdated, ReviewPosted
 from readside.shared.jsonbytes import dumps
 

@@ -2,7 +2,7 @@
 
 A page is one statement: the listing's version and total (two primary-key lookups) with one
 range scan of the partial index of the chosen order, so version, total and rows come from one
-snapshot. Sort keys are ascending-only (see ``readside.projector.projections.providers.Card``), so the
+snapshot. Sort keys are ascending-only (see ``readside.readmodels.providers.fold.Card``), so the
 keyset is a plain row comparison that bounds the index scan.
 """
 

@@ -1,1 +1,0 @@
-"""The read models' folds and storage (moving to readside.readmodels)."""

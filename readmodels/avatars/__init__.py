@@ -1,0 +1,1 @@
+"""Avatars given as ``data:`` URLs, kept for the threads and providers read models: decode, pick, store."""

@@ -1,0 +1,1 @@
+"""Provider listings: fold, store, queries, scopes."""

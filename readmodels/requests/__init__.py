@@ -1,0 +1,1 @@
+"""Support-desk requests (technician views): fold, views, store, queries, scopes."""

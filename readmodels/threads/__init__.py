@@ -1,0 +1,1 @@
+"""Thread previews (inbox, summaries, history): fold, rules, store, bulk loader, queries, scopes."""

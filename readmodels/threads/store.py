@@ -1,0 +1,253 @@
+"""Thread read models, the storage side: DDL and the set-based ``apply`` of one batch.
+
+Tables (ids ``COLLATE "C"``):
+- ``threads``           one row per thread (a stub until ``thread.started``): participants,
+                        state register, paid flag, a version bumped on every change.
+- ``thread_messages``   every message, with its ready JSON ``item`` for the history endpoint
+                        and its preview label; a delete seen first leaves a deleted stub.
+- ``thread_reads``       per-user read markers: the greatest ``read_up_to`` wins (never moves back).
+- ``thread_pins``        per-user registers (latest time wins).
+- ``thread_previews``   one row per (viewer, thread): the inbox item as ready JSON bytes plus
+                        the keyset columns; ``listed`` is false while a personalized video is unpaid.
+- ``thread_summaries``  per (viewer, role): unread total and thread count, kept by deltas.
+- ``viewer_versions``   per viewer, bumped whenever one of their previews changes (ETags).
+- ``user_avatars``      per user, the avatar of their latest thread (``avatars.store``), served
+                        by ``GET /v1/img/avatar/{id}``; written when a thread's start arrives.
+
+``apply`` locks the touched ``threads`` rows in id order first (two projector instances may hold
+the threads and the payments partitions of one thread), loads what the batch touches — the
+``threads`` rows, the read and pin registers, the old preview rows (by primary key) and only the messages the batch
+creates or deletes (by primary key) —, folds in memory with ``fold.fold_into`` and writes each
+table back with one statement (``writes``). Its cost per touched thread does not grow with the
+thread's length: the previews are rendered (``sides``, then ``fold.render_sides``) from one
+statement for the whole batch that,
+per (thread, side), finds the latest visible message with one descent of
+``thread_messages_history`` (a delete simply falls back to the previous one) and whether a live
+``payment_received`` message exists (``thread_messages_paid``). The message and unread counts are
+the old preview row's plus the batch's deltas (each touched message counted before and after the
+batch); they are counted in that statement only when there is no old row yet (the thread's start
+just arrived) or, for the unread count, when the viewer's ``read_up_to`` moved (the messages after
+the new marker). The rebuild's bulk path (``bulk``) loads whole threads and uses
+``fold.render``, the reference the live path must match byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Collection, Sequence
+
+import psycopg
+
+from readside.readmodels.avatars.fold import Offer, offers
+from readside.readmodels.avatars.store import USER_DDL, write_user_avatars
+from readside.readmodels.base import Projection, TableCheck
+from readside.readmodels.threads import scopes
+from readside.readmodels.threads.fold import Message, Started, ThreadState, fold_into
+from readside.readmodels.threads.sides import render_previews
+from readside.readmodels.threads.writes import write_messages, write_previews, write_registers, write_threads
+from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
+
+__all__ = ["PROJECTION", "DDL", "apply", "load_states", "starts"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS threads (
+    thread_id text COLLATE "C" PRIMARY KEY,
+    client_id text COLLATE "C", client_name text, client_avatar text,
+    provider_id text COLLATE "C", provider_name text, provider_business_name text, provider_avatar text,
+    service_type text, created_at timestamptz,
+    state text, state_at timestamptz,
+    paid_by_payment bool NOT NULL DEFAULT false,
+    version int8 NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS thread_messages (
+    thread_id text COLLATE "C" NOT NULL,
+    message_id text COLLATE "C" NOT NULL,
+    created_at timestamptz,
+    sender_id text COLLATE "C", sender_type text, visible_to text, system_key text,
+    deleted bool NOT NULL DEFAULT false,
+    preview text, preview_key text, preview_args jsonb,
+    item bytea,
+    PRIMARY KEY (thread_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS thread_messages_history
+    ON thread_messages (thread_id, created_at DESC, message_id DESC) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS thread_messages_paid
+    ON thread_messages (thread_id) WHERE system_key = 'payment_received' AND NOT deleted;
+CREATE TABLE IF NOT EXISTS thread_reads (
+    thread_id text COLLATE "C" NOT NULL, user_id text COLLATE "C" NOT NULL,
+    read_at timestamptz NOT NULL, read_up_to timestamptz NOT NULL,
+    PRIMARY KEY (thread_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS thread_pins (
+    thread_id text COLLATE "C" NOT NULL, user_id text COLLATE "C" NOT NULL,
+    changed_at timestamptz NOT NULL, pinned bool NOT NULL,
+    PRIMARY KEY (thread_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS thread_previews (
+    user_id text COLLATE "C" NOT NULL,
+    thread_id text COLLATE "C" NOT NULL,
+    role text NOT NULL,
+    listed bool NOT NULL,
+    last_ts timestamptz NOT NULL,
+    unread_count int4 NOT NULL,
+    item bytea NOT NULL,
+    PRIMARY KEY (user_id, thread_id)
+);
+CREATE INDEX IF NOT EXISTS thread_previews_inbox
+    ON thread_previews (user_id, last_ts DESC, thread_id DESC) INCLUDE (item) WHERE listed;
+CREATE INDEX IF NOT EXISTS thread_previews_inbox_role
+    ON thread_previews (user_id, role, last_ts DESC, thread_id DESC) INCLUDE (item) WHERE listed;
+CREATE TABLE IF NOT EXISTS thread_summaries (
+    user_id text COLLATE "C" NOT NULL, role text NOT NULL,
+    unread_total int8 NOT NULL DEFAULT 0, thread_count int8 NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, role)
+);
+CREATE TABLE IF NOT EXISTS viewer_versions (
+    user_id text COLLATE "C" PRIMARY KEY,
+    version int8 NOT NULL DEFAULT 0
+);
+""" + USER_DDL
+
+_THREAD_COLS = (
+    "client_id, client_name, client_avatar, provider_id, provider_name, provider_business_name, "
+    "provider_avatar, service_type, created_at, state, state_at, paid_by_payment"
+)
+
+
+_MESSAGE_SELECT = (
+    "SELECT thread_id, message_id, created_at, sender_id, sender_type, visible_to, system_key, deleted, "
+    "preview, preview_key, preview_args FROM thread_messages "
+)
+
+
+async def load_states(
+    conn: psycopg.AsyncConnection,
+    tids: list[str],
+    *,
+    lock: bool = True,
+    messages: Collection[tuple[str, str]] | None = None,
+) -> dict[str, ThreadState]:
+    """The stored state of each thread (empty for one not stored yet). ``lock``: insert the
+    missing ``threads`` rows as stubs and lock them all, in id order (the live path).
+    ``messages``: load only these ``(thread_id, message_id)`` (by primary key) instead of every
+    message of the threads — the live path, whose cost must not grow with thread length."""
+    if lock:
+        await conn.execute(
+            "INSERT INTO threads (thread_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING", (tids,)
+        )
+    cur = await conn.execute(
+        f"SELECT thread_id, {_THREAD_COLS} FROM threads WHERE thread_id = ANY(%b::text[]) "
+        "ORDER BY thread_id" + (" FOR UPDATE" if lock else ""),
+        (tids,),
+    )
+    states: dict[str, ThreadState] = {tid: ThreadState(tid) for tid in tids}
+    for tid, cid, cname, cav, pid, pname, pbiz, pav, stype, created, state, state_at, paid in await cur.fetchall():
+        started = Started(cid, cname, cav, pid, pname, pbiz, pav, stype, created) if cid is not None else None
+        states[tid] = ThreadState(tid, started, (state_at, state) if state_at else None, paid)
+    if messages is None:
+        cur = await conn.execute(_MESSAGE_SELECT + "WHERE thread_id = ANY(%b::text[])", (tids,))
+    else:
+        keys = sorted(messages)
+        cur = await conn.execute(
+            _MESSAGE_SELECT + "WHERE (thread_id, message_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+            ([t for t, _ in keys], [m for _, m in keys]),
+        )
+    for tid, mid, *rest in await cur.fetchall():
+        states[tid].messages[mid] = Message(mid, *rest)
+    cur = await conn.execute(
+        "SELECT thread_id, user_id, read_at, read_up_to FROM thread_reads WHERE thread_id = ANY(%b::text[])", (tids,)
+    )
+    for tid, uid, read_at, up_to in await cur.fetchall():
+        states[tid].reads[uid] = (read_at, up_to)
+    cur = await conn.execute(
+        "SELECT thread_id, user_id, changed_at, pinned FROM thread_pins WHERE thread_id = ANY(%b::text[])", (tids,)
+    )
+    for tid, uid, at, pinned in await cur.fetchall():
+        states[tid].pins[uid] = (at, pinned)
+    return states
+
+
+async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]) -> dict[tuple[str, str], tuple]:
+    """The stored preview rows of the threads started before the batch, by primary key."""
+    keys = sorted((user, s.thread_id) for s in states if s.started for user in (s.started.client_id, s.started.provider_id))
+    if not keys:
+        return {}
+    cur = await conn.execute(
+        "SELECT user_id, thread_id, role, listed, unread_count, item FROM thread_previews "
+        "WHERE (user_id, thread_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+        ([u for u, _ in keys], [t for _, t in keys]),
+    )
+    return {(u, t): (role, listed, unread, bytes(item)) for u, t, role, listed, unread, item in await cur.fetchall()}
+
+
+async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
+    tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
+    touched = {
+        (e.payload.thread_id, e.payload.message_id)  # type: ignore[attr-defined]
+        for e in events
+        if isinstance(e.payload, (MessageCreated, MessageDeleted))
+    }
+    states = await load_states(conn, tids, messages=touched)
+    unstarted = {tid for tid in tids if states[tid].started is None}
+    old = await _old_previews(conn, [states[t] for t in tids])
+    before = {key: states[key[0]].messages.get(key[1]) for key in touched}
+    markers = {tid: dict(states[tid].reads) for tid in tids}
+    created: dict[tuple[str, str], MessageCreated] = {}
+    deleted: set[tuple[str, str]] = set()
+    reads: set[tuple[str, str]] = set()
+    pins: set[tuple[str, str]] = set()
+    for event in events:
+        p = event.payload
+        state = states[p.thread_id]  # type: ignore[attr-defined]
+        if isinstance(p, MessageCreated):
+            known = state.messages.get(p.message_id)
+            if known is None or known.created_at is None:
+                created[(p.thread_id, p.message_id)] = p
+        elif isinstance(p, MessageDeleted):
+            deleted.add((p.thread_id, p.message_id))
+        elif isinstance(p, MessageRead):
+            reads.add((p.thread_id, p.reader_id))
+        elif isinstance(p, ThreadPinned):
+            pins.add((p.thread_id, p.user_id))
+        fold_into(state, event)
+    await write_threads(conn, [states[t] for t in tids])
+    await write_messages(conn, states, created, deleted - set(created))
+    await write_registers(conn, states, reads, pins)
+    await write_user_avatars(conn, starts(states, unstarted))
+    rows = await render_previews(conn, states, old, before, markers)
+    return await write_previews(conn, rows, old) | {scopes.thread(t) for t in tids}
+
+
+def starts(states: dict[str, ThreadState], unstarted: Collection[str]) -> list[Offer]:
+    """The avatar offers of the threads among ``unstarted`` whose ``thread.started`` the batch
+    brought (a thread's start is applied once: first wins)."""
+    return [o for tid in sorted(unstarted) if (s := states[tid].started) is not None for o in offers(tid, s)]
+
+
+PROJECTION = Projection(
+    name="threads",
+    version=1,
+    topics=("threads.events", "payments.events"),
+    event_types=frozenset(
+        {
+            "thread.started",
+            "message.created",
+            "message.read",
+            "message.deleted",
+            "thread.state_changed",
+            "thread.pinned",
+            "payment.received",
+        }
+    ),
+    ddl=DDL,
+    apply=apply,
+    tables=(
+        "threads", "thread_messages", "thread_reads", "thread_pins", "thread_previews", "thread_summaries",
+        "viewer_versions", "user_avatars",
+    ),
+    checks=(
+        TableCheck("threads", exclude=("version",)),
+        TableCheck("thread_summaries", where="(unread_total, thread_count) <> (0, 0)"),
+        TableCheck("viewer_versions", skip=True),
+    ),
+    scopes=scopes.SCOPES,
+)

@@ -1,0 +1,1 @@
+"""Workflow and template lists: fold, store, queries, scopes."""
