@@ -22,7 +22,6 @@ from readside.api.metrics import ApiMetrics
 from readside.api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, array, documented, nullable, obj
 from readside.api.params import Query
 from readside.api.problems import unavailable
-from readside.projector.status import collect
 from readside.shared.listen import listening_socket
 from readside.shared.jsonbytes import dumps
 from readside.shared.settings import Settings
@@ -117,11 +116,13 @@ class _Timed:
                       body=PROJECTIONS_BODY, cache_control="no-store",
                       errors={503: "PostgreSQL does not answer"}))
 async def admin_projections(request: Request, ctx: Context, timing: Timing) -> Response:
-    """What ``readside status --json`` prints: the same computation (projector/status.py)."""
+    """What ``readside status --json`` prints: the same computation (projector/status.py, handed
+    in as ``ctx.status``)."""
     viewer = ctx.auth(request)
     viewer.require("admin")
     Query(request, frozenset())
-    status = await collect(
+    assert ctx.status is not None, "the composition root (readside.serve) hands the API the status collector"
+    status = await ctx.status(
         _Timed(ctx.pool, timing), ctx.heads, prefix=ctx.settings.topic_prefix, stall_after=ctx.settings.stall_after
     )
     return json_response(dumps(status.as_json()), None, "no-store")

@@ -33,7 +33,6 @@ Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; s
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -101,7 +100,7 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
 
 async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
-    positions = _positions(request, _projection_topics(ctx.settings.topic_prefix, spec.projection))
+    positions = _positions(request, ctx.topics[spec.projection])
     if positions:
         caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
         extra["X-Readside-Consistency"] = "caught-up" if caught_up else "timeout"
@@ -225,13 +224,6 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 
 # -- read-your-writes ------------------------------------------------------------------------
-
-@functools.cache
-def _projection_topics(prefix: str, projection: str) -> frozenset[str]:
-    from readside.readmodels.registry import REGISTRY
-
-    return frozenset(prefix + t for t in REGISTRY[projection].topics)
-
 
 def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int, int]]:
     """The positions named by ``X-Readside-After``, each on one of ``topics`` (the projection's)."""

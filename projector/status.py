@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import psycopg
 
+from readside.projector import bookkeeping
 from readside.readmodels.registry import REGISTRY
 from readside.shared.kafka import BrokerHeads, BrokerUnavailable, Head
 from readside.shared.table import ago, duration, format_table
@@ -97,34 +98,20 @@ class _Rows:
 
 async def load(conn: psycopg.AsyncConnection, names: Iterable[str] | None = None) -> _Rows:
     """Everything PostgreSQL knows: four small reads, no locks (the projector is never blocked)."""
-    wanted = sorted(names) if names is not None else None
-    cur = await conn.execute(
-        "SELECT name, version, state, skipped_unknown, last_batch_at FROM projections "
-        "WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]) ORDER BY name",
-        {"names": wanted},
-    )
-    projections = await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT projection, topic, partition, next_offset, updated_at, "
-        "extract(epoch FROM now() - updated_at)::float8 FROM checkpoints"
+    projections, rows, heads, dead_rows, rebuild_rows = await bookkeeping.status_rows(
+        conn, None if names is None else list(names)
     )
     checkpoints: dict[str, dict[tuple[str, int], tuple[int, datetime, float]]] = {}
-    for projection, topic, partition, offset, at, age in await cur.fetchall():
+    for projection, topic, partition, offset, at, age in rows:
         checkpoints.setdefault(projection, {})[(topic, partition)] = (offset, at, max(age, 0.0))
-    cur = await conn.execute("SELECT topic, partition, high_watermark FROM partition_heads")
-    recorded = {(t, p): hw for t, p, hw in await cur.fetchall()}
-    cur = await conn.execute("SELECT projection, count(*) FROM dead_letters GROUP BY projection")
-    dead = {name: n for name, n in await cur.fetchall()}
-    cur = await conn.execute(
-        "SELECT projection, kind, target_version, phase, events_done, events_total, updated_at FROM rebuilds "
-        "WHERE phase NOT IN ('done', 'cancelled')"
-    )
+    recorded = {(t, p): hw for t, p, hw in heads}
+    dead = {name: n for name, n in dead_rows}
     rebuilds = {
         name: {"kind": kind, "target_version": target, "phase": phase, "events_done": done,
                "events_total": total, "updated_at": at}
-        for name, kind, target, phase, done, total, at in await cur.fetchall()
+        for name, kind, target, phase, done, total, at in rebuild_rows
     }
-    return _Rows(projections, checkpoints, recorded, dead, rebuilds)
+    return _Rows(list(projections), checkpoints, recorded, dead, rebuilds)
 
 
 def _topics(rows: _Rows, name: str, prefix: str) -> list[str]:

@@ -44,6 +44,7 @@ from readside.schemas.registry import (
     UPCASTERS,
     topic_of,
 )
+from readside.shared.errors import RecordFault
 
 __all__ = [
     "Event",
@@ -90,7 +91,7 @@ def clean_reason(reason: str) -> str:
     return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
 
 
-class InvalidEvent(Exception):
+class InvalidEvent(RecordFault):
     """A poison record: it goes to ``<topic>.dlq`` with ``reason`` and the original bytes.
 
     ``event_id`` and ``type`` are set when the envelope got far enough to name them (for logs).

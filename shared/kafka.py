@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsE
 
 from readside.schemas.publisher import MAX_REQUEST_BYTES
 from readside.schemas.registry import TOPICS
+from readside.shared.errors import BrokerUnavailable
 
 __all__ = ["BrokerHeads", "BrokerUnavailable", "Head", "TOPIC_CONFIG", "contract_topics", "create_topics"]
 
@@ -48,10 +49,6 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         return wanted
     finally:
         await admin.close()
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not answer in time; callers fall back to the heads recorded in PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     import secrets
     from dataclasses import replace
 
-    from readside.api.app import create_app
+    from readside.serve import create_app
     from readside.api.openapi import openapi_document
 
     # The document depends on the routes (is /metrics on the public port?) and the topic prefix,

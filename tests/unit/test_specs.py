@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator, validators
 from openapi_spec_validator import validate
 
 from readside.api import providers, requests, threads
-from readside.api.app import create_app
+from readside.serve import create_app
 from readside.api.openapi import openapi_document, openapi_path
 from readside.schemas import PAYLOAD_TYPES, TOPICS
 from readside.schemas.asyncapi import DLQ_HEADERS, asyncapi_document
