@@ -44,6 +44,7 @@ from readside.api.auth import Viewer
 from readside.readmodels.base import EVERYONE, NOBODY, OWNER, PARTICIPANTS, ROLE, ScopeKind
 from readside.readmodels.registry import SCOPE_KINDS, route
 from readside.shared.cache import CHANNEL
+from readside.shared.errors import CacheUnavailable
 
 __all__ = ["ChangesUnavailable", "Hub", "Listener", "roles_of"]
 
@@ -55,7 +56,7 @@ MAX_PENDING = 10_000  # scopes a listener may owe its client before it is closed
 KNOWN_THREADS = 100_000  # participants remembered per process
 
 
-class ChangesUnavailable(Exception):
+class ChangesUnavailable(CacheUnavailable):
     """Redis could not be subscribed to in time."""
 
 
