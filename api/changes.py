@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
@@ -188,7 +188,7 @@ class Hub:
                     await self.dispatch(_scopes(message["data"]))
         except (RedisError, OSError) as exc:
             log.warning("change feed lost (%s): closing %d stream(s)", exc, len(self._all))
-        except Exception:  # noqa: BLE001 - a bug: end the streams rather than go silent
+        except Exception:
             log.exception("change feed failed: closing %d stream(s)", len(self._all))
         finally:
             self._close_all()

@@ -153,7 +153,7 @@ class Watcher:
         except BrokerUnavailable as exc:
             log.info("read-your-writes: broker heads not read (%s); positions past the recorded head wait", exc)
             return
-        except Exception:  # noqa: BLE001 - a bug here must not end the shared poll
+        except Exception:
             log.exception("read-your-writes: reading the broker's heads failed")
             return
         if len(self._broker_heads) > MAX_REMEMBERED:

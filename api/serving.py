@@ -7,7 +7,9 @@ With a cache: one Redis round trip gives the scope's version and the projection'
 under them (``Cache.lookup``). A matching ``If-None-Match`` is a 304 from the versions alone (after
 ``Spec.access`` for a scope not every viewer may read: a 304 must not confirm what a 404 hides);
 otherwise the body stored under (generation, version, parameters) is a HIT (one more GET after an
-ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst (single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
+ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst
+(single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired,
+evicted) is answered from
 PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
 requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
@@ -22,7 +24,8 @@ no later request matches. Every response body comes from ONE statement (never a 
 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
-projection that reads that topic has committed past the offset, then answers from PostgreSQL alone (version, ETag and body), never from the cache.
+projection that reads that topic has committed past the offset, then answers from PostgreSQL alone
+(version, ETag and body), never from the cache.
 ``X-Readside-Consistency`` says ``caught-up``, ``timeout``, or ``dead-lettered``: caught up, but
 an awaited event was dead-lettered instead of applied (its positions in ``X-Readside-Dead-Letters``). The wait is the process's shared
 watcher (``api/ryw.py``): one poll for all waiters, positions clamped to the partition's head,
@@ -37,8 +40,8 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable
 
 import psycopg
 from starlette.requests import Request

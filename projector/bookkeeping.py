@@ -18,7 +18,8 @@ Functions take a connection and run in the caller's transaction. The read side o
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql

@@ -30,9 +30,10 @@ in-order arrival would have given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -253,7 +254,7 @@ def _escaped(data: bytes) -> str:
 
 
 def _age(at: datetime | None) -> float | None:
-    return None if at is None else max((datetime.now(timezone.utc) - at).total_seconds(), 0.0)
+    return None if at is None else max((datetime.now(UTC) - at).total_seconds(), 0.0)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -308,7 +309,7 @@ def render_show(d: DeadLetter) -> str:
                 ["projection", d.projection],
                 ["origin", f"topic {d.topic}, partition {d.partition}, offset {d.offset}"],
                 ["key", "(none)" if d.key is None else _escaped(d.key)],
-                ["recorded", f"{d.created_at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ} ({ago(_age(d.created_at))})"],
+                ["recorded", f"{d.created_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} ({ago(_age(d.created_at))})"],
                 ["replayed", retried],
                 ["reason", d.reason],
             ],

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -75,7 +75,7 @@ class _Listener(ConsumerRebalanceListener):
         try:
             async with self.runner.lock:
                 await self.runner.seek_to_checkpoints(list(assigned))
-        except Exception:  # noqa: BLE001 - logged, retried from the main loop
+        except Exception:
             log.warning("seek to checkpoints failed; retrying from the main loop", exc_info=True)
 
 
@@ -220,7 +220,8 @@ class ProjectionRunner:
             if records[0].offset > start and self.gap_checked.get(tp) != start:
                 # aiokafka's own offset reset can race our seek; never skip records silently.
                 # Seek back once; a gap still there afterwards is the broker's (control records).
-                log.info("%s: %s[%d] fetched from %d, checkpoint is %d: seeking back", name, tp.topic, tp.partition, records[0].offset, start)
+                log.info("%s: %s[%d] fetched from %d, checkpoint is %d: seeking back",
+                         name, tp.topic, tp.partition, records[0].offset, start)
                 self.gap_checked[tp] = start
                 self.consumer.seek(tp, start)
                 self.epochs[tp] = self.epochs.get(tp, 0) + 1
@@ -264,19 +265,19 @@ class ProjectionRunner:
         try:
             async with asyncio.timeout(5):
                 await self.consumer.commit({tp: end for tp, end in batch.ends.items()})
-        except Exception as exc:  # noqa: BLE001 - for tooling only: PostgreSQL holds the truth
+        except Exception as exc:
             if _retried(exc) is None:
                 raise
             log.debug("%s: kafka offset commit skipped: %s", self.projection.name, exc)
         if self.on_commit and changed:
             try:
                 await self.on_commit(self.projection.name, changed)
-            except Exception:  # noqa: BLE001 - a cache outage must not stop projection
+            except Exception:
                 log.warning("%s: post-commit notification failed", self.projection.name, exc_info=True)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

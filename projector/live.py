@@ -70,14 +70,14 @@ class LiveStore:
             try:
                 future = await self.producer.send(record.topic + ".dlq", record.value, key=record.key,
                                                   headers=_headers(record, reason))
-            except Exception as exc:  # noqa: BLE001 - too large: a pointer; anything else propagates
+            except Exception as exc:
                 if not _too_large(exc):
                     raise
                 late.append((record, reason, letter_id))
                 continue
             sent.append((record, reason, letter_id, future))
         results = await asyncio.gather(*(f for *_, f in sent), return_exceptions=True)
-        for (record, reason, letter_id, _), result in zip(sent, results):
+        for (record, reason, letter_id, _), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
                 if not _too_large(result):
                     raise result  # the broker is down: the batch is retried

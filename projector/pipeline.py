@@ -35,8 +35,9 @@ generation at its cutover instead.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import psycopg
 from aiokafka import TopicPartition
@@ -201,7 +202,7 @@ class Pipeline:
             async with conn.transaction():  # a savepoint inside the caller's transaction
                 changed |= await self.apply(conn, [r.event for r in records]) or set()  # type: ignore[misc]
             return []
-        except Exception as exc:  # noqa: BLE001 - the records' fault is isolated below
+        except Exception as exc:
             if not record_fault(exc):
                 raise  # the world is down: the caller's transaction rolls back, the batch is retried
             if len(records) == 1:

@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg

@@ -23,9 +23,10 @@ The table (and ``/readyz``) show the two combined: a stalled ``live`` projection
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -213,7 +214,7 @@ async def collect(
 
 def render(status: Status, bootstrap: str) -> str:
     """The aligned tables ``readside status`` prints."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def since(at: datetime | None) -> str:
         return ago(None if at is None else max((now - at).total_seconds(), 0.0))
@@ -229,7 +230,8 @@ def render(status: Status, bootstrap: str) -> str:
         format_table(
             ["PROJECTION", "VERSION", "STATE", "LAG", "LAG TIME", "DEAD LETTERS", "SKIPPED", "LAST BATCH"],
             [
-                [p.name, p.version, p.shown_state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown, since(p.last_batch_at)]
+                [p.name, p.version, p.shown_state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown,
+                 since(p.last_batch_at)]
                 for p in status.projections
             ],
             right=(1, 3, 4, 5, 6),

@@ -42,7 +42,7 @@ import hashlib
 import logging
 import random
 import time
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis

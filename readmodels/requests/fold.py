@@ -33,9 +33,10 @@ No I/O here: the same code serves live projection, rebuild, tests and the bench.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 

@@ -21,7 +21,7 @@ path's deltas add up to (the versions start at 1; they only name ETags).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 

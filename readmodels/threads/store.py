@@ -33,7 +33,7 @@ the new marker). The rebuild's bulk path (``bulk``) loads whole threads and uses
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import psycopg
 

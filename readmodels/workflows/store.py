@@ -14,7 +14,8 @@ Nodes and edges are never stored: a saved version leaves only its counts.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 

@@ -9,8 +9,9 @@ does not handle (skipped)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 import psycopg
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from readside.projector import bookkeeping
 from readside.projector.live import LiveStore
-from readside.projector.pipeline import Batch, Pipeline, Record, Store, decode_record
+from readside.projector.pipeline import Batch, Pipeline, Store, decode_record
 from readside.projector.rebuild_bulk import ShadowStore
 from readside.projector.shadow import Shadow
 from readside.readmodels.base import Projection
