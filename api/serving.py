@@ -84,7 +84,7 @@ def etag(ctx: Context, kind: str, generation: int, version: int, scope: str) -> 
 def _matches(request: Request, tag: str) -> bool:
     header = request.headers.get("if-none-match")
     # "*" is not honoured: it would answer 304 without the access check of the scope.
-    return bool(header) and tag in {t.strip() for t in header.split(",")}
+    return header is not None and tag in {t.strip() for t in header.split(",")}
 
 
 def _headers(spec: Spec, tag: str) -> dict[str, str]:

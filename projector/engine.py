@@ -252,7 +252,7 @@ class ProjectionRunner:
         async with self.pool.connection() as conn:
             written = await self.pipeline.commit(conn, batch)
         for tp, end in batch.ends.items():
-            self.positions[tp] = end  # type: ignore[index]
+            self.positions[tp] = end
         self.batches += 1
         self.events += batch.read
         return batch, written.changed

@@ -164,7 +164,7 @@ class Rebuilder(Cutover):
                     rebuilder.settings.database_url, autocommit=True, options="-c TimeZone=UTC"
                 )
                 cur = await rebuilder._c.execute("SELECT pg_try_advisory_lock(727002, hashtext(%s))", (rebuilder.name,))
-                if not (await cur.fetchone())[0]:  # type: ignore[index]
+                if not (await cur.fetchone())[0]:
                     await rebuilder._c.close()
                     raise ConfigError(f"another rebuild or rollback of {rebuilder.name} is running; wait for it, or stop it")
                 # Rows and positions commit together, so a crash that loses the last commits
@@ -214,42 +214,6 @@ class Rebuilder(Cutover):
         )
 
     # -- phases ----------------------------------------------------------------------------
-    async def _run(self, shadow: Shadow, state: State) -> str:
-        began = time.monotonic()
-        if state.phase != "publish":
-            await bookkeeping.set_state(self._c, self.name, "rebuilding")
-            if self.replay.consumer is None:
-                await self.replay.start()
-        if state.phase == "bulk":
-            self.events["bulk"] = await self._timed("bulk", self._bulk(shadow, state))
-            state.phase = "index"
-        if state.phase == "index":
-            await self._timed("index", self._index(shadow, state))
-            state.phase = "catch-up"
-        if state.phase in ("catch-up", "aborted"):
-            self.events["catch-up"] = await self._timed("catch-up", self._catch_up(shadow, state))
-            generation = await self._timed("cutover", self._cutover(shadow, state))
-        else:
-            _, _, generation = await self._versions()
-        await self._timed("publish", self._publish(generation))
-        await self._phase("done")
-        took = time.monotonic() - began
-        counted = sum(self.events.values())
-        rate = f", {counted / took:,.0f} events/s" if counted and took > 0 else ""
-        verb = "rolled back" if state.kind == "rollback" else "cut over"
-        return (
-            f"{self.name}: {verb} to v{state.target_version} (generation {generation}) in {duration(took)}"
-            f"{rate}; the replaced version is kept in {prev_schema(self.name)} — undo with `readside rollback "
-            f"{self.name}`, free it with `readside rebuild --drop-previous {self.name}`"
-        )
-
-    async def _timed(self, phase: str, work: Awaitable[T]) -> T:
-        began = time.monotonic()
-        try:
-            return await work
-        finally:
-            self.timings[phase] = time.monotonic() - began
-
     async def _run(self, shadow: Shadow, state: State) -> str:
         began = time.monotonic()
         if state.phase != "publish":

@@ -182,7 +182,7 @@ async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
     touched = {
-        (e.payload.thread_id, e.payload.message_id)  # type: ignore[attr-defined]
+        (e.payload.thread_id, e.payload.message_id)
         for e in events
         if isinstance(e.payload, (MessageCreated, MessageDeleted))
     }
