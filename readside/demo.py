@@ -32,8 +32,9 @@ from readside import demo_env
 from readside.api.auth import make_token
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
 from readside.load import mixed_stream, publish, run_load
+from readside.schemas.registry import contract_topics
 from readside.shared.errors import ConfigError
-from readside.shared.kafka import contract_topics, create_topics
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 
 __all__ = ["run_demo"]

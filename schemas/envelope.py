@@ -156,7 +156,7 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unknow
         return _decode(topic, key, value)
     except (InvalidEvent, MemoryError):  # memory is the machine's, not the record's: retried
         raise
-    except Exception as exc:  # noqa: BLE001 - a decoder bug costs this record, not the projection
+    except Exception as exc:
         raise InvalidEvent(f"decoder error: {exc!r}") from exc
 
 

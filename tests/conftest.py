@@ -27,7 +27,8 @@ import psycopg
 import pytest
 
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres
-from readside.shared.kafka import contract_topics, create_topics
+from readside.schemas.registry import contract_topics
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 from tests import containers
 

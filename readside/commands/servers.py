@@ -62,7 +62,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from readside.load import run_load
-    from readside.shared.kafka import contract_topics, create_topics
+    from readside.schemas.registry import contract_topics
+    from readside.shared.kafka import create_topics
 
     settings = settings_from_env()
 

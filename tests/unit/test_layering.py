@@ -1,6 +1,8 @@
 """The floors of the product, read from the import statements (ast): the API never imports the
-projector, the projector never imports the API, and ``shared`` imports none of the floors above it
-(API, projector, read models, the composition root ``readside/``)."""
+projector, the projector never imports the API, ``schemas`` (the event contract) imports none of
+the floors above it (API, projector, read models, the composition root ``readside/``), and
+``shared`` (the plumbing, the ground floor) imports none of them nor ``schemas``.
+tests/unit/test_readmodels_dependencies.py checks the read models' floor."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSITION_ROOT = sorted(f"readside.{p.stem}" for p in (ROOT / "readside").glob("*.py") if p.stem != "__init__")
+COMPOSITION_ROOT = sorted(
+    {f"readside.{p.stem}" for p in (ROOT / "readside").glob("*.py") if p.stem != "__init__"}
+    | {f"readside.{p.name}" for p in (ROOT / "readside").iterdir() if (p / "__init__.py").exists()}
+)
 
 
 def _imports(folder: str) -> list[tuple[str, int, str]]:
@@ -49,12 +54,17 @@ def test_the_projector_never_imports_the_api() -> None:
 
 
 @pytest.mark.parametrize("floor", ["readside.api", "readside.projector", "readside.readmodels", *COMPOSITION_ROOT])
-def test_shared_imports_no_floor_above_it(floor: str) -> None:
-    assert _offending("shared", [floor]) == []
+@pytest.mark.parametrize("folder", ["shared", "schemas"])
+def test_the_lower_floors_import_no_floor_above_them(folder: str, floor: str) -> None:
+    assert _offending(folder, [floor]) == []
+
+
+def test_shared_is_the_ground_floor() -> None:
+    assert _offending("shared", ["readside.schemas"]) == []
 
 
 def test_the_checks_see_imports() -> None:
     """The walk finds what it looks for (a check that sees nothing proves nothing)."""
     assert any(name.startswith("readside.projector") for _, _, name in _imports("readside"))
     assert any(name == "readside.shared.errors" for _, _, name in _imports("api"))
-    assert "readside.serve" in COMPOSITION_ROOT
+    assert {"readside.serve", "readside.commands", "readside.load"} <= set(COMPOSITION_ROOT)
