@@ -1,11 +1,11 @@
 """GET /v1/threads/preview?limit=100: the projection's lookup versus compute-on-read, same data.
 
-Generates marketplace threads straight into PostgreSQL with COPY (no broker): the normalized
-tables a compute-on-read app would query (``threads_base``, ``messages``, ``reads_base``, with
-the best indexes we could give them) AND the projection's precomputed rows for the very same
-threads (``ThreadState`` built in Python, rendered with ``readside.readmodels.threads.fold.render``
-into ``thread_previews`` + ``viewer_versions``). Then, through real HTTP with a concurrent
-client, for the heaviest viewers:
+Generates marketplace threads (no broker) into both sides: the normalized tables a
+compute-on-read app would query (``threads_base``, ``messages``, ``reads_base``, COPY, with the
+best indexes we could give them) AND, from the very same threads as contract events, the
+projection's tables, written by the threads read model's own bulk loader (``bench._events.feed``:
+``REGISTRY["threads"].bulk``, as ``readside rebuild`` fills them). Then, through real HTTP with a
+concurrent client, for the heaviest viewers:
 
 - projection: the real API (``python -m readside.cli api``), 200 and the 304 path (If-None-Match);
 - baseline: ``bench._baseline_app`` — the same Starlette/uvicorn stack running the window
@@ -24,6 +24,7 @@ import contextlib
 import random
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -31,11 +32,10 @@ import psycopg
 
 from bench import _baseline_app as baseline
 from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
+from bench._events import event, feed
 from readside.api.auth import make_token
-from readside.readmodels.registry import REGISTRY
-from readside.readmodels.threads.fold import Message, Started, ThreadState, message_preview, render
 from readside.readmodels.threads.queries import inbox_page
-from readside.shared.db import migrate
+from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
 EPOCH = datetime(2026, 9, 1, 8, tzinfo=UTC)
@@ -66,7 +66,8 @@ def profile(uid: str) -> tuple[str, str | None, str | None]:
 
 
 def make_thread(rng: random.Random, n: int, client: str, provider: str, count: int, profiles: dict) -> tuple:
-    """One thread: its ``ThreadState`` and its normalized rows (thread, messages, per-participant)."""
+    """One thread: its events (as producers send them) and its normalized rows (thread, messages,
+    per-participant) for the baseline."""
     tid = f"t-{n:08d}"
     (cname, _, cav), (pname, pbiz, pav) = profiles[client], profiles[provider]
     video = rng.random() < 0.10
@@ -74,8 +75,14 @@ def make_thread(rng: random.Random, n: int, client: str, provider: str, count: i
     created_ms = rng.randrange(SPAN_MS)
     created, state = at(created_ms), rng.choice(STATES)
     paid_by_payment = rng.random() < (0.5 if video else 0.3)
-    st = ThreadState(tid, Started(client, cname, cav, provider, pname, pbiz, pav, stype, created),
-                     (created, state), paid_by_payment)
+    events = [event("thread.started", {
+        "thread_id": tid, "client": {"id": client, "name": cname, "avatar_url": cav},
+        "provider": {"id": provider, "name": pname, "business_name": pbiz, "avatar_url": pav},
+        "service_type": stype, "state": state, "created_at": created}, created)]
+    if paid_by_payment:
+        paid = created + timedelta(minutes=30)
+        events.append(event("payment.received", {"thread_id": tid, "payment_id": f"pay-{n:08d}", "amount_cents": 150_000,
+                                                 "currency": "ZAR", "received_at": paid}, paid))
     thread_row = (tid, client, cname, cav, provider, pname, pbiz, pav, stype, created, state, paid_by_payment)
     msgs, t = [], created_ms
     for k in range(count):
@@ -99,8 +106,14 @@ def make_thread(rng: random.Random, n: int, client: str, provider: str, count: i
             visible = "both" if rng.random() < 0.95 else rng.choice(("client", "provider"))
             deleted = rng.random() < 0.04
         mid = f"m-{n:08d}-{k:03d}"
-        label, pkey, pargs = message_preview(content, key, args, {"kind": kind} if kind else None)
-        st.messages[mid] = Message(mid, when, sender, stype_, visible, key, deleted, label, pkey, pargs)
+        events.append(event("message.created", {
+            "thread_id": tid, "message_id": mid, "sender_id": sender, "sender_type": stype_,
+            "message_type": "system" if sender is None else "user", "visible_to": visible, "content": content,
+            "system_key": key, "system_args": args,
+            "attachment": {"kind": kind, "url": f"https://cdn.example/{mid}"} if kind else None, "created_at": when}, when))
+        if deleted:
+            gone = when + timedelta(seconds=30)
+            events.append(event("message.deleted", {"thread_id": tid, "message_id": mid, "deleted_at": gone}, gone))
         msgs.append((tid, mid, sender, stype_, visible, content, key, dumps(args).decode() if args else None,
                      kind, when, deleted))
     participants = []
@@ -108,67 +121,73 @@ def make_thread(rng: random.Random, n: int, client: str, provider: str, count: i
         up_to = None
         if msgs and rng.random() < 0.8:
             up_to = msgs[int(len(msgs) * rng.random() ** 0.4)][9]
-            st.reads[user] = (up_to + timedelta(seconds=5), up_to)
+            read_at = up_to + timedelta(seconds=5)
+            events.append(event("message.read", {"thread_id": tid, "reader_id": user, "read_up_to": up_to,
+                                                 "read_at": read_at}, read_at))
         pinned = rng.random() < 0.08
         if pinned:
-            st.pins[user] = (created + timedelta(seconds=1), True)
+            pin_at = created + timedelta(seconds=1)
+            events.append(event("thread.pinned", {"thread_id": tid, "user_id": user, "pinned": True,
+                                                  "changed_at": pin_at}, pin_at))
         if up_to is not None or pinned:
             participants.append((tid, user, up_to, pinned))
-    return st, thread_row, msgs, participants
+    return events, thread_row, msgs, participants
 
 
 def generate(url: str, args: argparse.Namespace) -> list[str]:
-    """Fill both sides; return the heavy viewers' ids."""
+    """Fill both sides from one generated world; return the heavy viewers' ids."""
     rng = random.Random(args.seed)
     heavy = [f"u-{i + 1}" for i in range(args.heavy_users)]
     heavy_threads = args.heavy_users * args.threads_per_heavy
     threads = max(heavy_threads, args.messages // args.avg_messages)
     light = [f"u-{i + 1}" for i in range(args.heavy_users, args.heavy_users + max(50, threads // 4))]
     profiles = {u: profile(u) for u in heavy + light}
-    migrate(url, [REGISTRY["threads"]])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(baseline.BASELINE_DDL)
-    conns = [psycopg.connect(url, autocommit=True) for _ in range(4)]
+    # the baseline's own normalized tables (BASELINE_DDL)
     copies = [
         ("threads_base", "thread_id, client_id, client_name, client_avatar, provider_id, provider_name, "
          "provider_business_name, provider_avatar, service_type, created_at, state, paid_by_payment"),
         ("messages", "thread_id, message_id, sender_id, sender_type, visible_to, content, system_key, "
          "system_args, attachment_kind, created_at, deleted"),
         ("reads_base", "thread_id, user_id, read_up_to, pinned"),
-        ("thread_previews", "user_id, thread_id, role, listed, last_ts, unread_count, item"),
     ]
-    began, messages = time.perf_counter(), 0
+    began, made = time.perf_counter(), [0, 0]
+
+    def world(cp: list) -> Iterator[Event]:
+        for n in range(threads):
+            if n < heavy_threads:
+                other = rng.choice(light)
+                client, provider = (heavy[n % len(heavy)], other) if rng.random() < 0.5 else (other, heavy[n % len(heavy)])
+            else:
+                client, provider = rng.sample(light, 2)
+            count = rng.randint(5, 2 * args.avg_messages - 5)
+            events, thread_row, msgs, parts = make_thread(rng, n, client, provider, count, profiles)
+            cp[0].write_row(thread_row)
+            for row in msgs:
+                cp[1].write_row(row)
+            for row in parts:
+                cp[2].write_row(row)
+            made[0], made[1] = n + 1, made[1] + count
+            yield from events
+
+    conns = [psycopg.connect(url, autocommit=True) for _ in copies]
     try:
         with contextlib.ExitStack() as stack:
             cp = [stack.enter_context(c.cursor().copy(f"COPY {t} ({cols}) FROM STDIN")) for c, (t, cols) in zip(conns, copies)]
-            for n in range(threads):
-                if n < heavy_threads:
-                    other = rng.choice(light)
-                    client, provider = (heavy[n % len(heavy)], other) if rng.random() < 0.5 else (other, heavy[n % len(heavy)])
-                else:
-                    client, provider = rng.sample(light, 2)
-                count = rng.randint(5, 2 * args.avg_messages - 5)
-                st, thread_row, msgs, parts = make_thread(rng, n, client, provider, count, profiles)
-                cp[0].write_row(thread_row)
-                for row in msgs:
-                    cp[1].write_row(row)
-                for row in parts:
-                    cp[2].write_row(row)
-                for r in render(st):
-                    cp[3].write_row((r.user_id, r.thread_id, r.role, r.listed, r.last_ts, r.unread_count, dumps(r.item)))
-                messages += count
-                if n % 20000 == 0 and n:
-                    say(f"  generated {n}/{threads} threads, {messages} messages, {time.perf_counter() - began:.0f}s")
+            events = feed(url, ["threads"], world(cp), batch=20_000,
+                          note=lambda: f"{made[0]:,}/{threads:,} threads, {made[1]:,} messages")
     finally:
         for c in conns:
             c.close()
-    say(f"generated {threads} threads, {messages} messages in {time.perf_counter() - began:.1f}s; indexing")
+    elapsed = time.perf_counter() - began
+    say(f"generated {threads:,} threads, {made[1]:,} messages ({events:,} events) in {elapsed:.1f}s "
+        f"({made[1] / elapsed:,.0f} messages/s); indexing the baseline")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(baseline.BASELINE_INDEXES)
-        conn.execute("INSERT INTO viewer_versions (user_id, version) SELECT DISTINCT user_id, 1 FROM thread_previews")
         conn.execute("VACUUM ANALYZE")
     say(f"data ready in {time.perf_counter() - began:.1f}s")
-    args.generated = (threads, messages)
+    args.generated = (threads, made[1])
     return heavy
 
 

@@ -1,18 +1,20 @@
 """GET /v1/providers?sort=most_booked and GET /v1/workflows: the read models versus compute-on-read.
 
-Fills one database straight with COPY (no broker), both sides from the same generated world:
+Fills one database (no broker), both sides from the same generated world: the baseline's normalized
+tables with COPY, the read models from the same world as contract events written by their own
+``apply`` (``bench._events.feed``):
 
 - providers: ``--providers`` profiles in nine categories, ``--bookings`` bookings (skewed: a few
   popular providers, a long tail) and ``--reviews`` reviews. The baseline keeps them normalized
   (``base_providers``, ``base_bookings``, ``base_reviews``) and counts bookings per request (join +
   GROUP BY + sort + LIMIT, reviews aggregated the same way, total by window count). The projection
-  side holds the precomputed cards (``providers`` rows rendered by
-  ``readside.readmodels.providers.fold.render``) plus ``provider_counts`` and ``listing_versions``.
+  side holds the precomputed cards (``providers`` rows) plus ``provider_counts`` and
+  ``listing_versions``, as the read model writes them.
 - workflows: ``--viewers`` heavy owners with ``--workflows-per-viewer`` workflows each (plus
   other owners'), 1..8 saved versions each with real-sized graphs (2..24 nodes, 2% of workflows
   1500..3000 nodes). The baseline stores every version's ``nodes``/``edges`` as jsonb and, per
   request, picks each workflow's latest version and counts its arrays (``jsonb_array_length``);
-  the projection holds one summary row per workflow (``render`` of ``WorkflowState``).
+  the projection holds one summary row per workflow.
 
 Then through real HTTP with the bench client (``bench._common.hammer``), for each path: the real
 API (``python -m readside.cli api``) and the baseline served by the same stack (Starlette, uvicorn,
@@ -29,6 +31,7 @@ import hashlib
 import random
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -38,15 +41,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
+from bench._events import event, feed
 from readside.api.auth import make_token
 from readside.api.http import PRIVATE, PUBLIC, Context, Timing, json_response
 from readside.api.params import Query
 from readside.readmodels.providers.fold import Profile, ProviderState, normalize_category, render
-from readside.readmodels.providers.store import PROJECTION as PROVIDERS
-from readside.readmodels.workflows.fold import Created, Latest, WorkflowState
-from readside.readmodels.workflows.fold import render as render_workflow
-from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
-from readside.shared.db import migrate
+from readside.schemas import Event
 from readside.shared.jsonbytes import dumps, rfc3339
 from readside.shared.settings import Settings
 
@@ -176,7 +176,9 @@ def at(seconds: float) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
 
 
-def generate_providers(url: str, args: argparse.Namespace) -> None:
+def generate_providers(args: argparse.Namespace, base: list) -> Iterator[Event]:
+    """The providers' events; their normalized rows go to the baseline's COPYs ``base``."""
+    base_p, base_b, base_r = base
     rng = random.Random(args.seed)
     n = args.providers
     # Zipf-like popularity: a few providers take most bookings and reviews.
@@ -189,122 +191,111 @@ def generate_providers(url: str, args: argparse.Namespace) -> None:
     reviews: list[list[int]] = [[] for _ in range(n)]
     for i in rng.choices(range(n), weights=weights, k=args.reviews):
         reviews[i].append(rng.choices((1, 2, 3, 4, 5), weights=(3, 4, 10, 30, 53))[0])
-    with psycopg.connect(url, autocommit=True) as c1, psycopg.connect(url, autocommit=True) as c2, \
-            psycopg.connect(url, autocommit=True) as c3, psycopg.connect(url, autocommit=True) as c4, \
-            contextlib.ExitStack() as stack:
-        base_p = stack.enter_context(c1.cursor().copy(
-            "COPY base_providers (provider_id, business_name, avatar_url, category, category_key, location, "
-            "hourly_rate_cents, price_visible, custom_subtitle, status, created_at, updated_at) FROM STDIN"))
-        base_b = stack.enter_context(c2.cursor().copy("COPY base_bookings (provider_id, booking_id, confirmed_at) FROM STDIN"))
-        base_r = stack.enter_context(c3.cursor().copy("COPY base_reviews (provider_id, review_id, rating, posted_at) FROM STDIN"))
-        proj = stack.enter_context(c4.cursor().copy(
-            "COPY providers (provider_id, business_name, avatar_url, category, location, hourly_rate_cents, "
-            "price_visible, custom_subtitle, status, updated_at, created_at, book_count, rating_sum, rating_count, "
-            "listed, category_key, booked_key, newest_key, rated_key, rated_count_key, item) FROM STDIN"))
-        for i, pid in enumerate(pids):
-            category = rng.choices(CATEGORIES, weights=WEIGHTS)[0]
-            created = rng.uniform(0, SPAN_S * 0.5)
-            updated = created + rng.uniform(0, SPAN_S * 0.5)
-            prof = Profile(
-                business_name=None if rng.random() < 0.05 else f"{category} by {pid}",
-                avatar_url=None if rng.random() < 0.3 else f"https://cdn.example/avatars/{pid}.jpg",
-                category=category, location=rng.choice(("Cape Town", "Johannesburg", "Durban", None)),
-                hourly_rate_cents=rng.randrange(30_000, 400_000, 500), price_visible=rng.random() < 0.8,
-                custom_subtitle=None if rng.random() < 0.6 else f"{rng.randint(2, 20)} years of experience",
-                status=rng.choices(("active", "inactive", "suspended"), weights=(90, 7, 3))[0], updated_at=at(updated),
-            )
-            state = ProviderState(pid, prof, at(created), books[i], sum(reviews[i]), len(reviews[i]))
-            card = render(state)
-            assert card is not None
-            base_p.write_row((pid, prof.business_name, prof.avatar_url, prof.category, card.category_key, prof.location,
-                              prof.hourly_rate_cents, prof.price_visible, prof.custom_subtitle, prof.status,
-                              at(created), at(updated)))
-            for k in range(books[i]):
-                base_b.write_row((pid, f"b-{i}-{k}", at(created + rng.uniform(0, SPAN_S))))
-            for k, rating in enumerate(reviews[i]):
-                base_r.write_row((pid, f"r-{i}-{k}", rating, at(created + rng.uniform(0, SPAN_S))))
-            proj.write_row((pid, prof.business_name, prof.avatar_url, prof.category, prof.location, prof.hourly_rate_cents,
-                            prof.price_visible, prof.custom_subtitle, prof.status, prof.updated_at, state.created_at,
-                            state.book_count, state.rating_sum, state.rating_count, card.listed, card.category_key,
-                            card.booked_key, card.newest_key, card.rated_key, card.rated_count_key, dumps(card.item)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO provider_counts (key, listed) SELECT 'providers:' || category_key, count(*) FROM providers "
-            "WHERE listed GROUP BY category_key UNION ALL SELECT 'providers', count(*) FROM providers WHERE listed")
-        conn.execute("INSERT INTO listing_versions (key, version) SELECT key, 1 FROM provider_counts")
+    for i, pid in enumerate(pids):
+        category = rng.choices(CATEGORIES, weights=WEIGHTS)[0]
+        created = rng.uniform(0, SPAN_S * 0.5)
+        updated = created + rng.uniform(0, SPAN_S * 0.5)
+        prof = {
+            "provider_id": pid, "business_name": None if rng.random() < 0.05 else f"{category} by {pid}",
+            "avatar_url": None if rng.random() < 0.3 else f"https://cdn.example/avatars/{pid}.jpg",
+            "category": category, "location": rng.choice(("Cape Town", "Johannesburg", "Durban", None)),
+            "hourly_rate_cents": rng.randrange(30_000, 400_000, 500), "price_visible": rng.random() < 0.8,
+            "custom_subtitle": None if rng.random() < 0.6 else f"{rng.randint(2, 20)} years of experience",
+            "status": rng.choices(("active", "inactive", "suspended"), weights=(90, 7, 3))[0],
+        }
+        # the first snapshot dates the listing (created_at), the latest one holds
+        yield event("provider.profile_updated", {**prof, "updated_at": at(created)}, at(created))
+        yield event("provider.profile_updated", {**prof, "updated_at": at(updated)}, at(updated))
+        base_p.write_row((pid, prof["business_name"], prof["avatar_url"], category, normalize_category(category),
+                          prof["location"], prof["hourly_rate_cents"], prof["price_visible"], prof["custom_subtitle"],
+                          prof["status"], at(created), at(updated)))
+        for k in range(books[i]):
+            when = at(created + rng.uniform(0, SPAN_S))
+            yield event("booking.confirmed", {"provider_id": pid, "booking_id": f"b-{i}-{k}", "confirmed_at": when}, when)
+            base_b.write_row((pid, f"b-{i}-{k}", when))
+        for k, rating in enumerate(reviews[i]):
+            when = at(created + rng.uniform(0, SPAN_S))
+            yield event("review.posted", {"provider_id": pid, "review_id": f"r-{i}-{k}", "rating": rating,
+                                          "posted_at": when}, when)
+            base_r.write_row((pid, f"r-{i}-{k}", rating, when))
 
 
-def _graph(rng: random.Random, size: int) -> tuple[bytes, bytes]:
-    nodes = [{"id": f"n{i}", "type": "trigger" if i == 0 else rng.choice(NODE_TYPES), "label": f"Step {i}",
+def _graph(rng: random.Random, size: int) -> tuple[list, list]:
+    bits = [rng.getrandbits(32) for _ in range(size)]  # one draw per node: the big graphs are many nodes
+    nodes = [{"id": f"n{i}", "type": "trigger" if i == 0 else NODE_TYPES[b % 6], "label": f"Step {i}",
               "position": {"x": 240 * (i % 6), "y": 160 * (i // 6)},
-              "config": {"retries": rng.randint(0, 3), "timeout_s": rng.choice((30, 60, 300))}} for i in range(size)]
-    edges = [{"id": f"e{i}", "source": f"n{rng.randrange(i)}", "target": f"n{i}"} for i in range(1, size)]
-    return dumps(nodes), dumps(edges)
+              "config": {"retries": (b >> 3) % 4, "timeout_s": (30, 60, 300)[(b >> 5) % 3]}} for i, b in enumerate(bits)]
+    edges = [{"id": f"e{i}", "source": f"n{(bits[i] >> 8) % i}", "target": f"n{i}"} for i in range(1, size)]
+    return nodes, edges
 
 
-def generate_workflows(url: str, args: argparse.Namespace) -> list[str]:
-    """Fill both sides; return the heavy viewers."""
+def generate_workflows(args: argparse.Namespace, base: list, made: list[int]) -> Iterator[Event]:
+    """The workflows' events; their normalized rows go to the baseline's COPYs ``base``."""
+    base_w, base_v = base
     rng = random.Random(args.seed + 1)
     heavy = [f"u-{i + 1}" for i in range(args.viewers)]
     owners = heavy * args.workflows_per_viewer + [f"u-{args.viewers + 1 + rng.randrange(200)}"
                                                   for _ in range(args.other_workflows)]
-    versions = 0
-    with psycopg.connect(url, autocommit=True) as c1, psycopg.connect(url, autocommit=True) as c2, \
-            psycopg.connect(url, autocommit=True) as c3, contextlib.ExitStack() as stack:
-        base_w = stack.enter_context(c1.cursor().copy(
-            "COPY base_workflows (workflow_id, owner_id, name, is_template, created_at, deleted) FROM STDIN"))
-        base_v = stack.enter_context(c2.cursor().copy(
-            "COPY base_versions (workflow_id, version_number, nodes, edges, saved_at) FROM STDIN"))
-        proj = stack.enter_context(c3.cursor().copy(
-            "COPY workflows (workflow_id, owner_id, name, is_template, created_at, latest_version, latest_saved_at, "
-            "node_count, edge_count, last_saved_at, deleted, listed, updated_at, item) FROM STDIN"))
-        for n, owner in enumerate(owners):
-            wid = f"w-{n:07d}"
-            created = rng.uniform(0, SPAN_S)
-            c = Created(at(created), owner, f"Workflow {n}", rng.random() < 0.1)
-            gone = rng.random() < 0.05
-            size = rng.randint(1500, 3000) if rng.random() < 0.02 else rng.randint(2, 20)
-            state = WorkflowState(wid, c, None, None, gone)
-            base_w.write_row((wid, owner, c.name, c.is_template, c.created_at, gone))
-            t = created
-            for v in range(1, rng.randint(1, 8) + 1):
-                t += rng.uniform(60, 3 * 86_400)
-                size += rng.randint(0, 4)
-                nodes, edges = _graph(rng, size)
-                base_v.write_row((wid, v, nodes.decode(), edges.decode(), at(t)))
-                state.latest = Latest(v, at(t), size, size - 1)
-                state.last_saved_at = at(t)
-                versions += 1
-            row = render_workflow(state)
-            assert row is not None
-            lv = state.latest
-            proj.write_row((wid, owner, c.name, c.is_template, c.created_at, lv.version_number if lv else None,
-                            lv.saved_at if lv else None, lv.node_count if lv else None, lv.edge_count if lv else None,
-                            state.last_saved_at, gone, row.listed, row.updated_at, dumps(row.item)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO workflow_list_versions (key, version) "
-                     "SELECT DISTINCT 'workflows:' || owner_id, 1 FROM workflows UNION SELECT 'templates', 1")
-    args.generated_workflows = (len(owners), versions)
-    return heavy
+    for n, owner in enumerate(owners):
+        wid = f"w-{n:07d}"
+        created = rng.uniform(0, SPAN_S)
+        name, template = f"Workflow {n}", rng.random() < 0.1
+        gone = rng.random() < 0.05
+        size = rng.randint(1500, 3000) if rng.random() < 0.02 else rng.randint(2, 20)
+        yield event("workflow.created", {"workflow_id": wid, "owner_id": owner, "name": name, "is_template": template,
+                                         "created_at": at(created)}, at(created))
+        base_w.write_row((wid, owner, name, template, at(created), gone))
+        t = created
+        for v in range(1, rng.randint(1, 8) + 1):
+            t += rng.uniform(60, 3 * 86_400)
+            size += rng.randint(0, 4)
+            nodes, edges = _graph(rng, size)
+            yield event("workflow.version_saved", {"workflow_id": wid, "version_number": v, "nodes": nodes,
+                                                   "edges": edges, "saved_at": at(t)}, at(t))
+            base_v.write_row((wid, v, dumps(nodes).decode(), dumps(edges).decode(), at(t)))
+            made[1] += 1
+        if gone:
+            yield event("workflow.deleted", {"workflow_id": wid, "deleted_at": at(t + 60)}, at(t + 60))
+        made[0] += 1
+
+
+# the baseline's own normalized tables (BASELINE_DDL), in the order the generators take them
+BASELINE_COPIES = (
+    "base_providers (provider_id, business_name, avatar_url, category, category_key, location, hourly_rate_cents, "
+    "price_visible, custom_subtitle, status, created_at, updated_at)",
+    "base_bookings (provider_id, booking_id, confirmed_at)",
+    "base_reviews (provider_id, review_id, rating, posted_at)",
+    "base_workflows (workflow_id, owner_id, name, is_template, created_at, deleted)",
+    "base_versions (workflow_id, version_number, nodes, edges, saved_at)",
+)
 
 
 def generate(url: str, args: argparse.Namespace) -> list[str]:
-    began = time.perf_counter()
-    migrate(url, [PROVIDERS, WORKFLOWS])
+    """Fill both sides from one generated world; return the heavy workflow owners."""
+    began, made = time.perf_counter(), [0, 0]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(BASELINE_DDL)
-    generate_providers(url, args)
-    say(f"providers: {args.providers:,} with {args.bookings:,} bookings, {args.reviews:,} reviews "
-        f"({time.perf_counter() - began:.1f}s)")
-    heavy = generate_workflows(url, args)
-    say(f"workflows: {args.generated_workflows[0]:,} with {args.generated_workflows[1]:,} versions "
-        f"({time.perf_counter() - began:.1f}s); indexing")
+    conns = [psycopg.connect(url, autocommit=True) for _ in BASELINE_COPIES]
+    try:
+        with contextlib.ExitStack() as stack:
+            cp = [stack.enter_context(c.cursor().copy(f"COPY {t} FROM STDIN")) for c, t in zip(conns, BASELINE_COPIES)]
+            count = feed(url, ["providers"], generate_providers(args, cp[:3]), batch=5_000)
+            say(f"providers: {args.providers:,} with {args.bookings:,} bookings, {args.reviews:,} reviews "
+                f"({count:,} events, {time.perf_counter() - began:.1f}s)")
+            count = feed(url, ["workflows"], generate_workflows(args, cp[3:], made), batch=2_000,
+                         note=lambda: f"{made[0]:,} workflows, {made[1]:,} versions")
+    finally:
+        for c in conns:
+            c.close()
+    args.generated_workflows = tuple(made)
+    say(f"workflows: {made[0]:,} with {made[1]:,} versions ({count:,} events, {time.perf_counter() - began:.1f}s); "
+        "indexing the baseline")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(BASELINE_INDEXES)
         conn.execute("VACUUM ANALYZE")
         (size,) = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('base_versions'))").fetchone()
     say(f"data ready in {time.perf_counter() - began:.1f}s; base_versions is {size}")
-    return heavy
+    return [f"u-{i + 1}" for i in range(args.viewers)]
 
 
 # -- measuring -------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """GET /v1/requests/technician-views (+ /counts): the projection versus compute-on-read, same data.
 
-Generates support-desk requests straight into PostgreSQL with COPY (no broker): the normalized
-tables a compute-on-read app would query (``req_base``, ``req_assignees_base``,
-``req_messages_base``, ``req_reads_base``, with the best indexes we could give them) AND the
-projection's rows for the very same requests (``RequestState`` built in Python, rendered with
-``readside.readmodels.requests.fold.render`` into ``requests_rows``, ``request_assignees``,
-``request_counts``, ``request_window_counts`` and ``request_versions``). Then, through real HTTP with a concurrent client:
+Generates support-desk requests (no broker) into both sides: the normalized tables a
+compute-on-read app would query (``req_base``, ``req_assignees_base``, ``req_messages_base``,
+``req_reads_base``, COPY, with the best indexes we could give them) AND, from the very same
+requests as contract events, the projection's tables, written by the requests read model's own
+``apply`` (``bench._events.feed``: ``requests_rows``, ``request_assignees``, the counters and
+versions). Then, through real HTTP with a concurrent client:
 
 - projection: the real API (``python -m readside.cli api``), 200 and the 304 path (If-None-Match);
-- baseline: the same Starlette/uvicorn stack (``python -m bench.requests_views baseline``) that
+- baseline: the same Starlette/uvicorn stack (``bench._requests_baseline``) that
   counts every view with one ``count(*) FILTER (...)`` pass over the scope's requests (assignees
   aggregated by ``GROUP BY``), and assembles the page's items (assignees, latest message, unread
   flags) with subqueries — the query these read models replace;
@@ -26,27 +26,18 @@ import contextlib
 import random
 import sys
 import time
-from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 
-from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
+from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
+from bench._events import event, feed
+from bench._requests_baseline import BASELINE_DDL, BASELINE_INDEXES, PG_OPTIONS, baseline_query
 from readside.api.auth import make_token
-from readside.api.http import PRIVATE, Context, Timing, json_response
-from readside.api.params import Query
-from readside.readmodels.registry import REGISTRY
-from readside.readmodels.requests.fold import Created, RequestState, dump_state, render
 from readside.readmodels.requests.queries import technician_views
-from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, counter_keys, window_keys, window_starts
-from readside.readmodels.threads.fold import normalize_text
-from readside.shared.db import migrate
-from readside.shared.jsonbytes import dumps
-from readside.shared.settings import Settings
+from readside.schemas import Event
 
 STATUSES = ("new", "open", "in_progress", "pending_requester", "pending_subtask", "solved", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -62,7 +53,8 @@ LINES = ("Hi, it's still not working this morning.", "Could you try restarting i
 # -- data --------------------------------------------------------------------------------------------
 
 def make_request(rng: random.Random, n: int, now: datetime, techs: list[str], parents: list[str]) -> tuple:
-    """One request: its ``RequestState`` and its normalized rows (request, assignees, messages, reads)."""
+    """One request: its events (as producers send them) and its normalized rows (request,
+    assignees, messages, reads) for the baseline."""
     rid = f"r-{n:08d}"
     roll = rng.random()
     age = timedelta(days=rng.random()) if roll < 0.03 else timedelta(days=7 * rng.random()) if roll < 0.13 \
@@ -83,248 +75,87 @@ def make_request(rng: random.Random, n: int, now: datetime, techs: list[str], pa
     has = 0.95 if status in ("solved", "closed") else 0.3 if status == "new" else 0.75
     team = sorted(rng.sample(techs, rng.choice((1, 1, 1, 2)))) if rng.random() < has else []
     assigned_at = created + (changed - created) * rng.random() if team else None
+    events = [event("request.created", {"request_id": rid, "requester_id": requester, "business_unit_id": bu,
+                                        "title": title, "priority": priority, "status": "new", "parent_id": parent,
+                                        "created_at": created}, created)]
+    if status != "new":
+        events.append(event("request.updated", {"request_id": rid, "changes": {"status": status}, "updated_at": changed},
+                            changed))
+    if team:
+        events.append(event("request.assigned", {"request_id": rid, "assignee_ids": team, "assigned_at": assigned_at},
+                            assigned_at))
     messages = []
     for k in range(rng.choice((0, 1, 1, 2, 2, 3, 4, 5))):
         at = created + (changed - created) * rng.random()
         role = "requester" if rng.random() < 0.5 else "technician"
         messages.append((rid, f"m-{n:08d}-{k}", role, rng.choice(LINES), at))
+        events.append(event("request.message_created", {
+            "request_id": rid, "message_id": f"m-{n:08d}-{k}", "sender_id": requester if role == "requester" else (team or techs)[0],
+            "sender_role": role, "content": messages[-1][3], "created_at": at}, at))
     reads = []
     if messages and rng.random() < 0.7:
         up_to = max(m[4] for m in messages) - (changed - created) * rng.random() * 0.3
-        reads.append((rid, "requester", up_to + timedelta(seconds=5), up_to))
+        reads.append((rid, "requester", up_to + timedelta(seconds=5), up_to, requester))
     if messages and rng.random() < 0.7:
-        for _tech in team or techs[:1]:
+        for tech in team or techs[:1]:
             up_to = max(m[4] for m in messages) - (changed - created) * rng.random() * 0.3
-            reads.append((rid, "technician", up_to + timedelta(seconds=7), up_to))
-
-    st = RequestState(rid, Created(requester, parent, created))
-    st.status_log = ((changed, 0 if changed == created else 1, status),)
-    st.priority, st.title, st.business_unit = (created, 0, priority), (created, 0, title), (created, 0, bu)
-    if team:
-        st.assigned = (assigned_at, tuple(team))  # type: ignore[assignment]
-    times = [t for t in (changed if changed != created else None, assigned_at, *(m[4] for m in messages)) if t]
-    st.last_event_at = max(times) if times else None
-    if messages:
-        last = max(messages, key=lambda m: (m[4], m[1]))
-        st.last_message = (last[4], last[1], last[2], normalize_text(last[3]))
-        st.technician_message_at = max((m[4] for m in messages if m[2] == "technician"), default=None)
-        st.requester_message_at = max((m[4] for m in messages if m[2] == "requester"), default=None)
-    for _, role, read_at, up_to in reads:
-        if role == "requester":
-            st.requester_read = max(st.requester_read or (read_at, up_to), (read_at, up_to))
-        else:
-            st.technician_read = max(st.technician_read or (read_at, up_to), (read_at, up_to))
-    row = render(st)
-    base = (rid, requester, bu, title, priority, status, parent, created, row.updated_at, row.solved_at)
-    return st, row, base, [(rid, t) for t in team], messages, reads
+            reads.append((rid, "technician", up_to + timedelta(seconds=7), up_to, tech))
+    for _, role, read_at, up_to, reader in reads:
+        events.append(event("request.message_read", {"request_id": rid, "reader_id": reader, "reader_role": role,
+                                                     "read_up_to": up_to, "read_at": read_at}, read_at))
+    updated = max(t for t in (created, changed, assigned_at, *(m[4] for m in messages)) if t)
+    base = (rid, requester, bu, title, priority, status, parent, created, updated, changed if status == "solved" else None)
+    return events, base, [(rid, t) for t in team], messages, [r[:4] for r in reads]
 
 
-BASELINE_DDL = """
-CREATE TABLE req_base (
-    request_id text COLLATE "C" PRIMARY KEY, requester_id text COLLATE "C" NOT NULL, business_unit_id int8 NOT NULL,
-    title text NOT NULL, priority text NOT NULL, status text NOT NULL, parent_id text COLLATE "C",
-    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, solved_at timestamptz);
-CREATE TABLE req_assignees_base (request_id text COLLATE "C" NOT NULL, technician_id text COLLATE "C" NOT NULL);
-CREATE TABLE req_messages_base (
-    request_id text COLLATE "C" NOT NULL, message_id text COLLATE "C" NOT NULL, sender_role text NOT NULL,
-    content text NOT NULL, created_at timestamptz NOT NULL);
-CREATE TABLE req_reads_base (
-    request_id text COLLATE "C" NOT NULL, reader_role text NOT NULL, read_at timestamptz NOT NULL,
-    read_up_to timestamptz NOT NULL);
-"""
-BASELINE_INDEXES = """
-CREATE INDEX req_base_updated ON req_base (updated_at DESC, request_id DESC);
-CREATE INDEX req_base_bu_updated ON req_base (business_unit_id, updated_at DESC, request_id DESC);
-CREATE INDEX req_base_status ON req_base (status, updated_at DESC);
-CREATE INDEX req_base_created ON req_base (created_at);
-CREATE INDEX req_base_solved ON req_base (solved_at) WHERE status = 'solved';
-ALTER TABLE req_assignees_base ADD PRIMARY KEY (request_id, technician_id);
-CREATE INDEX req_assignees_base_tech ON req_assignees_base (technician_id, request_id);
-ALTER TABLE req_messages_base ADD PRIMARY KEY (request_id, message_id);
-CREATE INDEX req_messages_base_latest ON req_messages_base (request_id, created_at DESC, message_id DESC);
-CREATE INDEX req_reads_base_latest ON req_reads_base (request_id, reader_role, read_at DESC, read_up_to DESC);
-"""
+# the baseline's own normalized tables (BASELINE_DDL), in the order make_request returns their rows
+BASELINE_COPIES = (
+    "req_base (request_id, requester_id, business_unit_id, title, priority, status, parent_id, created_at, "
+    "updated_at, solved_at)",
+    "req_assignees_base (request_id, technician_id)",
+    "req_messages_base (request_id, message_id, sender_role, content, created_at)",
+    "req_reads_base (request_id, reader_role, read_at, read_up_to)",
+)
 
 
 def generate(url: str, args: argparse.Namespace) -> list[str]:
-    """Fill both sides; return the technicians' ids."""
+    """Fill both sides from one generated world; return the technicians' ids."""
     rng = random.Random(args.seed)
     now = datetime.now(UTC)
     techs = [f"tech-{i}" for i in range(1, args.technicians + 1)]
-    projection = REGISTRY["requests"]
-    migrate(url, [projection])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(BASELINE_DDL)
-        # bulk-load without the projection's indexes, then build them (as a rebuild would)
-        names = [r[0] for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename IN ('requests_rows', 'request_assignees') "
-            "AND indexname NOT LIKE '%%_pkey'")]
-        for name in names:
-            conn.execute(f'DROP INDEX "{name}"')
-    copies = [
-        ("requests_rows", "request_id, state, listed, status, priority, business_unit_id, is_subtask, unsolved, "
-         "unassigned, urgent_high, created_at, updated_at, solved_at, item"),
-        ("request_assignees", "request_id, technician_id, business_unit_id, is_subtask, unsolved, updated_at"),
-        ("req_base", "request_id, requester_id, business_unit_id, title, priority, status, parent_id, created_at, "
-         "updated_at, solved_at"),
-        ("req_assignees_base", "request_id, technician_id"),
-        ("req_messages_base", "request_id, message_id, sender_role, content, created_at"),
-        ("req_reads_base", "request_id, reader_role, read_at, read_up_to"),
-    ]
-    conns = [psycopg.connect(url, autocommit=True) for _ in copies]
-    counts: Counter = Counter()
-    windows: Counter = Counter()
     parents: list[str] = []
-    began, messages = time.perf_counter(), 0
+    began, made = time.perf_counter(), [0, 0]
+
+    def world(cp: list) -> Iterator[Event]:
+        for n in range(args.requests):
+            events, *rows = make_request(rng, n, now, techs, parents)
+            cp[0].write_row(rows[0])
+            for copy, some in zip(cp[1:], rows[1:]):
+                for row in some:
+                    copy.write_row(row)
+            made[0], made[1] = n + 1, made[1] + len(rows[2])
+            yield from events
+
+    conns = [psycopg.connect(url, autocommit=True) for _ in BASELINE_COPIES]
     try:
         with contextlib.ExitStack() as stack:
-            cp = [stack.enter_context(c.cursor().copy(f"COPY {t} ({cols}) FROM STDIN")) for c, (t, cols) in zip(conns, copies)]
-            for n in range(args.requests):
-                st, row, base, team, msgs, reads = make_request(rng, n, now, techs, parents)
-                cp[0].write_row((row.request_id, dump_state(st), True, row.status, row.priority, row.business_unit_id,
-                                 row.is_subtask, row.unsolved, row.unassigned, row.urgent_high, row.created_at,
-                                 row.updated_at, row.solved_at, dumps(row.item)))
-                for t in row.assignees:
-                    cp[1].write_row((row.request_id, t, row.business_unit_id, row.is_subtask, row.unsolved, row.updated_at))
-                cp[2].write_row(base)
-                for r in team:
-                    cp[3].write_row(r)
-                for m in msgs:
-                    cp[4].write_row(m)
-                for r in reads:
-                    cp[5].write_row(r)
-                counts.update(counter_keys(row))
-                windows.update(window_keys(row))
-                messages += len(msgs)
-                if n % 50_000 == 0 and n:
-                    say(f"  generated {n}/{args.requests} requests, {time.perf_counter() - began:.0f}s")
+            cp = [stack.enter_context(c.cursor().copy(f"COPY {t} FROM STDIN")) for c, t in zip(conns, BASELINE_COPIES)]
+            events = feed(url, ["requests"], world(cp), batch=5_000,
+                          note=lambda: f"{made[0]:,}/{args.requests:,} requests, {made[1]:,} messages")
     finally:
         for c in conns:
             c.close()
-    say(f"generated {args.requests} requests, {messages} messages in {time.perf_counter() - began:.1f}s; indexing")
-    keys = sorted(counts)
+    elapsed = time.perf_counter() - began
+    say(f"generated {args.requests:,} requests, {made[1]:,} messages ({events:,} events) in {elapsed:.1f}s "
+        f"({args.requests / elapsed:,.0f} requests/s); indexing the baseline")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(projection.ddl)  # recreates the dropped indexes
         conn.execute(BASELINE_INDEXES)
-        conn.execute(
-            "INSERT INTO request_counts SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bool[], %b::int8[])",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys], [counts[k] for k in keys]),
-        )
-        keys = sorted(windows)
-        conn.execute(
-            "INSERT INTO request_window_counts SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::bool[], %b::int8[])",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys], [windows[k] for k in keys]),
-        )
-        conn.execute("INSERT INTO request_versions SELECT DISTINCT scope, 1 FROM request_counts")
         conn.execute("VACUUM ANALYZE")
     say(f"data ready in {time.perf_counter() - began:.1f}s")
-    args.generated = messages
+    args.generated = made[1]
     return techs
-
-
-# -- the compute-on-read baseline ------------------------------------------------------------------
-
-PG_OPTIONS = "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan -c work_mem=64MB"
-_VIEW_SQL = {
-    "unassigned": "unsolved AND NOT assigned",
-    "all_unsolved": "unsolved",
-    "my_unsolved": "unsolved AND mine",
-    "recently_updated": "updated_at >= %(recently_updated)s",
-    "recently_solved": "status = 'solved' AND solved_at >= %(recently_solved)s",
-    "all_your_requests": "mine",
-    "urgent_high_priority": "unsolved AND priority IN ('urgent', 'high')",
-    "pending_requester_response": "status = 'pending_requester'",
-    "pending_subtask": "status = 'pending_subtask'",
-    "new_today": "created_at >= %(new_today)s",
-    "in_progress": "status = 'in_progress'",
-}
-_KIND = {"all": "true", "parents": "parent_id IS NULL", "subtasks": "parent_id IS NOT NULL"}
-_SCOPED = """
-SELECT r.*, r.status NOT IN ('solved', 'closed') AS unsolved,
-       a.request_id IS NOT NULL AS assigned, coalesce(a.mine, false) AS mine
-FROM req_base r
-LEFT JOIN (SELECT request_id, bool_or(technician_id = %(tech)s) AS mine FROM req_assignees_base GROUP BY request_id) a
-       ON a.request_id = r.request_id
-{where}
-"""
-
-
-def counts_sql(view: str, bu: int | None) -> str:
-    where = "WHERE r.business_unit_id = %(bu)s" if bu is not None else ""
-    cols = [f"count(*) FILTER (WHERE {_VIEW_SQL[v]})" for v in VIEWS]
-    cols += [f"count(*) FILTER (WHERE {_VIEW_SQL[view]} AND {_KIND[k]})" for k in ("parents", "subtasks")]
-    return f"SELECT {', '.join(cols)} FROM ({_SCOPED.format(where=where)}) s"
-
-
-def page_sql(view: str, bu: int | None, kind: str) -> str:
-    member = _VIEW_SQL[view].replace("unsolved", "r.status NOT IN ('solved', 'closed')")
-    member = member.replace("NOT assigned", "NOT EXISTS (SELECT 1 FROM req_assignees_base a WHERE a.request_id = r.request_id)")
-    member = member.replace("mine", "EXISTS (SELECT 1 FROM req_assignees_base a WHERE a.request_id = r.request_id "
-                                    "AND a.technician_id = %(tech)s)")
-    where = f"WHERE {member} AND {_KIND[kind]}" + (" AND r.business_unit_id = %(bu)s" if bu is not None else "")
-    marker = ("(SELECT read_up_to FROM req_reads_base x WHERE x.request_id = r.request_id AND x.reader_role = '{1}' "
-              "ORDER BY read_at DESC, read_up_to DESC LIMIT 1)")
-    unread = ("EXISTS (SELECT 1 FROM req_messages_base y WHERE y.request_id = r.request_id AND y.sender_role = '{0}' "
-              "AND y.created_at > coalesce(" + marker + ", '-infinity'))")
-    return f"""
-SELECT r.request_id, r.title, r.status, r.priority, r.business_unit_id, r.requester_id,
-       ARRAY(SELECT technician_id FROM req_assignees_base a WHERE a.request_id = r.request_id ORDER BY 1),
-       r.parent_id, r.created_at, r.updated_at, r.solved_at, m.content, m.sender_role, m.created_at,
-       {unread.format("technician", "requester")}, {unread.format("requester", "technician")}
-FROM req_base r
-LEFT JOIN LATERAL (SELECT content, sender_role, created_at FROM req_messages_base m WHERE m.request_id = r.request_id
-                   ORDER BY created_at DESC, message_id DESC LIMIT 1) m ON true
-{where}
-ORDER BY r.updated_at DESC, r.request_id DESC OFFSET %(offset)s LIMIT %(limit)s
-"""
-
-
-def _item(row: tuple) -> dict:
-    rid, title, status, priority, bu, requester, team, parent, created, updated, solved, content, role, at, r_unread, t_unread = row
-    return {
-        "id": rid, "title": title, "status": status, "priority": priority, "business_unit_id": bu,
-        "requester_id": requester, "assignee_ids": team, "parent_id": parent, "is_subtask": parent is not None,
-        "created_at": created, "updated_at": updated, "solved_at": solved,
-        "last_message": {"content": normalize_text(content), "sender_role": role, "created_at": at} if at else None,
-        "requester_unread": r_unread, "technician_unread": t_unread,
-    }
-
-
-async def baseline_query(conn: psycopg.AsyncConnection, tech: str, view: str, bu: int | None, kind: str,
-                         page: int, per_page: int, now: datetime, with_page: bool = True) -> bytes:
-    params = {"tech": tech, "bu": bu, "offset": (page - 1) * per_page, "limit": per_page, **window_starts(now)}
-    row = await (await conn.execute(counts_sql(view, bu), params)).fetchone()
-    counts = dict(zip(VIEWS, row))  # type: ignore[arg-type]
-    filters = {"all": counts[view], "parents": row[-2], "subtasks": row[-1]}  # type: ignore[index]
-    out = {"counts": counts, "filter_counts": filters}
-    if not with_page:
-        return dumps(out)
-    items = [_item(r) for r in await (await conn.execute(page_sql(view, bu, kind), params)).fetchall()]
-    return dumps({"data": items, **out, "total": filters[kind], "page": page, "per_page": per_page})
-
-
-async def _baseline_views(request: Request, ctx: Context, timing: Timing) -> Response:
-    viewer = ctx.auth(request)
-    viewer.require("technician")
-    counts_only = request.url.path.endswith("/counts")
-    q = Query(request, frozenset({"view", "business_unit_id"} if counts_only else
-                                 {"view", "business_unit_id", "ticket_type", "page", "per_page"}))
-    view = q.choice("view", VIEWS, "unassigned")
-    bu = None if q.text("business_unit_id") is None else q.integer("business_unit_id", 0, -(2**63), 2**63 - 1)
-    kind = q.choice("ticket_type", TICKET_TYPES, "all")
-    page, per_page = q.integer("page", 1, 1, 2**31 - 1), q.integer("per_page", 20, 1, 100)
-    async with timing.connection(ctx.pool) as conn:
-        body = await baseline_query(conn, viewer.sub, view, bu, kind, page, per_page, datetime.now(UTC), not counts_only)  # type: ignore[arg-type]
-    return json_response(body, None, PRIVATE)
-
-
-def baseline_app(settings: Settings) -> Starlette:
-    return baseline_starlette(settings, {"/v1/requests/technician-views": _baseline_views,
-                                         "/v1/requests/technician-views/counts": _baseline_views}, PG_OPTIONS)
-
-
-def baseline_from_env() -> Starlette:
-    return baseline_app(Settings.from_env())
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -406,9 +237,6 @@ async def measure(args: argparse.Namespace, api_url: str, base_url: str, techs: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["baseline"]:
-        return _serve_baseline(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench.requests_views", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=300_000, help="requests generated (default 300k)")
@@ -431,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = dict(conn.execute("SELECT view, sum(n) FROM request_counts WHERE scope = '*' AND technician_id = '' GROUP BY 1"))
         sql = sql_timing(url, techs, args.sql_runs)
         with server("api", ["readside.cli", "api", "--workers", str(args.workers)], settings) as api, \
-                server("baseline", ["bench.requests_views", "baseline", "--workers", str(args.workers)], settings) as base:
+                server("baseline", ["bench._requests_baseline", "--workers", str(args.workers)], settings) as base:
             res = asyncio.run(measure(args, api.base_url, base.base_url, techs))
     rows = [("path", "req/s", "p50 ms", "p99 ms", "server p50 ms", "requests", "errors")]
     for label, *_ in CASES:
@@ -464,19 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: bodies differ for {res['mismatches']}")
         failed = True
     return 1 if failed else 0
-
-
-def _serve_baseline(argv: list[str]) -> int:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(prog="python -m bench.requests_views baseline")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    # The same server options as ``readside api`` (readside.cli.cmd_api).
-    uvicorn.run("bench.requests_views:baseline_from_env", factory=True, host="127.0.0.1", port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
-    return 0
 
 
 if __name__ == "__main__":
