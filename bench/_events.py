@@ -100,5 +100,5 @@ async def _feed(url: str, projections: list[Projection], events: Iterable[Event]
                 async with conn.transaction():
                     await p.bulk.finish(conn)
     elapsed = time.perf_counter() - began
-    say(f"  {count:,} events generated and applied in {elapsed:.1f}s ({count / elapsed:,.0f} events/s)")
+    say(f"  {count:,} events generated and applied in {elapsed:.1f}s ({count / max(elapsed, 1e-9):,.0f} events/s)")
     return count

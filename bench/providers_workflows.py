@@ -279,7 +279,7 @@ def generate(url: str, args: argparse.Namespace) -> list[str]:
     try:
         with contextlib.ExitStack() as stack:
             cp = [stack.enter_context(c.cursor().copy(f"COPY {t} FROM STDIN")) for c, t in zip(conns, BASELINE_COPIES)]
-            count = feed(url, ["providers"], generate_providers(args, cp[:3]), batch=5_000)
+            count = feed(url, ["providers"], generate_providers(args, cp[:3]), batch=20_000)
             say(f"providers: {args.providers:,} with {args.bookings:,} bookings, {args.reviews:,} reviews "
                 f"({count:,} events, {time.perf_counter() - began:.1f}s)")
             count = feed(url, ["workflows"], generate_workflows(args, cp[3:], made), batch=2_000,

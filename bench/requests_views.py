@@ -142,7 +142,7 @@ def generate(url: str, args: argparse.Namespace) -> list[str]:
     try:
         with contextlib.ExitStack() as stack:
             cp = [stack.enter_context(c.cursor().copy(f"COPY {t} FROM STDIN")) for c, t in zip(conns, BASELINE_COPIES)]
-            events = feed(url, ["requests"], world(cp), batch=5_000,
+            events = feed(url, ["requests"], world(cp), batch=20_000,
                           note=lambda: f"{made[0]:,}/{args.requests:,} requests, {made[1]:,} messages")
     finally:
         for c in conns:
