@@ -21,8 +21,6 @@ own media type.
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,6 +29,7 @@ from readside.api.openapi import Operation, documented
 from readside.api.params import MAX_LENGTH, Query
 from readside.api.problems import not_found
 from readside.readmodels.avatars import queries
+from readside.schemas import id_problem
 
 __all__ = ["CACHE_CONTROL", "OPERATION", "avatar"]
 
@@ -42,7 +41,6 @@ HEADERS = {
     "Cross-Origin-Resource-Policy": "cross-origin",
 }
 MAX_TAGS = 16  # entity tags of If-None-Match considered (a client revalidates one)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no id holds one (readside.schemas._base)
 
 def _tags(request: Request) -> list[str]:
     """The opaque parts of ``If-None-Match``'s entity tags (weak comparison: ``W/`` ignored)."""
@@ -78,7 +76,7 @@ OPERATION = Operation(
 @documented(OPERATION)
 async def avatar(request: Request, ctx: Context, timing: Timing) -> Response:
     owner: str = request.path_params["avatar_id"]
-    if not owner or len(owner) > MAX_LENGTH or _CONTROL.search(owner):
+    if id_problem(owner) is not None:  # no such id can exist (the decoder's own rule)
         raise not_found(f"no avatar {owner[:MAX_LENGTH]!r}")
     Query(request, frozenset())
     async with timing.connection(ctx.pool) as conn:

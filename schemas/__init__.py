@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from readside.schemas._base import id_problem, parse_rfc3339
 from readside.schemas.envelope import (
     PAYLOAD_TYPES,
     SUPPORTED_SCHEMA_VERSION,
@@ -85,7 +86,9 @@ __all__ = [
     "decode",
     "encode",
     "envelope_json_schema",
+    "id_problem",
     "make_event",
+    "parse_rfc3339",
     "read_after",
     "route",
 ]
