@@ -18,6 +18,9 @@ only ever answers for valid events, with the values the reference gives:
 - ids: msgspec's ``min_length``/``max_length`` (code points, as ``len``) and :data:`ID_PATTERN`;
 - times: :data:`RFC3339_PATTERN`, then ``datetime.fromisoformat`` and UTC as ``_base._parse``
   (a lower-case ``t``/``z`` or an out-of-range instant is left to the reference);
+- a record with a field no model names (allowed, ignored) takes the reference path: msgspec would
+  skip such a field unchecked, where orjson refuses invalid UTF-8 or a number beyond a double in it;
+- ``type`` is always a union's tag, so it is required (one type on a topic: a sentinel tag);
 - ``Any`` values (``list[Any]``, ``dict[str, Any]``) are taken raw and read by orjson itself,
   inside as many brackets as they are deep in the record, so numbers and the depth limit are
   orjson's;
@@ -207,7 +210,7 @@ def derive(model: type[BaseModel], depth: int = 2, clean: bool = False) -> tuple
     struct = msgspec.defstruct(
         f"Fast{model.__name__}",
         [(name, spec) if default is msgspec.NODEFAULT else (name, spec, default) for name, spec, default in specs],
-        forbid_unknown_fields=config.get("extra") == "forbid",
+        forbid_unknown_fields=True,  # see the module docstring: extra fields take the reference path
     )
     build = _builder(model, plan, after)
     _DERIVED[(model, depth, clean)] = (struct, build)
@@ -285,11 +288,15 @@ def _envelopes(clean: bool) -> tuple[dict[str, msgspec.json.Decoder], dict[type,
                 ],
                 tag_field="type",
                 tag=event_type,
+                forbid_unknown_fields=True,
             )
             by_struct[envelope] = (event_type, build)
             by_topic[topic].append(envelope)
+    # A union of one tagged struct is that struct, whose tag msgspec then does not require: the
+    # sentinel (a tag no record names validly, not in by_struct) keeps every topic's a union.
+    sentinel = msgspec.defstruct("NoEvent", [], tag_field="type", tag="\x00", forbid_unknown_fields=True)
     decoders = {
-        topic: msgspec.json.Decoder(Union[tuple(structs)])  # noqa: UP007 - a runtime union of classes
+        topic: msgspec.json.Decoder(Union[(*structs, sentinel)])  # noqa: UP007 - a runtime union of classes
         for topic, structs in by_topic.items()
         if structs
     }

@@ -245,3 +245,25 @@ def test_ids_with_control_characters_are_left_to_the_reference(text: str) -> Non
     value = orjson.dumps(good.value).replace(b'"user_id":"', b'"user_id":"' + text.encode("latin-1"), 1)
     assert assert_same_verdict(good.topic, good.key.encode(), value)[0] == "invalid"
     assert _fast.decode(good.topic, good.key.encode(), value) is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b'"\xff"', b'"\xed\xa0\x80"', b"1e400", b"-1e400", b"1" * 400, b'"\\ud83d\\ude00"', b"[[[]]]", b'{"a":null}'],
+)
+@pytest.mark.parametrize("where", [b"{", b'"payload":{'])
+def test_fields_no_model_names_get_the_same_verdict(extra: bytes, where: bytes) -> None:
+    """msgspec skips an unknown field unchecked; orjson refuses invalid UTF-8 or a number beyond
+    a double in it. Such records take the reference path."""
+    good = next(r for r in streams() if r.value["type"] == "payment.received")
+    value = orjson.dumps(good.value).replace(where, where + b'"extra":' + extra + b",", 1)
+    assert b'"extra":' in value
+    assert assert_same_verdict(good.topic, good.key.encode(), value)[0] in ("event", "invalid")
+
+
+@pytest.mark.parametrize("topic_type", ["payment.received", "message.created"])
+def test_a_record_without_type_gets_the_same_reason(topic_type: str) -> None:
+    """``payments.events`` carries one type: msgspec does not require the tag of a lone struct."""
+    good = next(r for r in streams() if r.value["type"] == topic_type)
+    value = orjson.dumps({k: v for k, v in good.value.items() if k != "type"})
+    assert assert_same_verdict(good.topic, good.key.encode(), value)[0] == "invalid"
