@@ -16,6 +16,9 @@ only ever answers for valid events, with the values the reference gives:
 - ints are bounded to int64, within the range orjson reads as ints (beyond it orjson gives a
   float, which a strict model rejects); floats, ``true`` and ``"5"`` are no ints to either;
 - ids: msgspec's ``min_length``/``max_length`` (code points, as ``len``) and :data:`ID_PATTERN`;
+  a record whose bytes cannot hold a control character (no escape, no DEL, no U+0080..U+00BF:
+  :func:`_may_hold_controls`) is read by a twin decoder whose ids skip the pattern (the cost of
+  a regex call per id);
 - times: :data:`RFC3339_PATTERN`, then ``datetime.fromisoformat`` and UTC as ``_base._parse``
   (a lower-case ``t``/``z`` or an out-of-range instant is left to the reference);
 - a record with a field no model names (allowed, ignored) takes the reference path: msgspec would
@@ -235,7 +238,8 @@ def _builder(model: type[BaseModel], plan: list[tuple[str, Convert, list[Callabl
     the fields costs as much as the decoding). Any exception it raises is a doubt."""
     scope: dict[str, Any] = {"_new": model.__new__, "_set": object.__setattr__, "_model": model,
                              "_UNSET": msgspec.UNSET, "_before": _check_before, "_after": _check_after,
-                             "_fields": tuple(model.model_fields), "_after_validators": after}
+                             "_fields": tuple(model.model_fields), "_after_validators": after,
+                             "_fromisoformat": datetime.fromisoformat, "_UTC": UTC}
     lines = ["def build(decoded):"]
     optional = any(not required for *_, required in plan)
     if optional:
@@ -249,7 +253,9 @@ def _builder(model: type[BaseModel], plan: list[tuple[str, Convert, list[Callabl
         if validators:
             scope[f"_validators{i}"] = validators
             lines.append(f"{indent}_before(v{i}, _validators{i})")
-        if convert is not None:
+        if convert is _time:  # inlined: two of them in most payloads
+            lines.append(f"{indent}v{i} = _fromisoformat(v{i}).astimezone(_UTC)")
+        elif convert is not None:
             scope[f"_convert{i}"] = convert
             lines.append(f"{indent}v{i} = _convert{i}(v{i})")
         elif not required:
@@ -306,6 +312,7 @@ def _envelopes(clean: bool) -> tuple[dict[str, msgspec.json.Decoder], dict[type,
 _DECODERS, _BY_STRUCT = _envelopes(clean=False)
 _CLEAN_DECODERS, _CLEAN_BY_STRUCT = _envelopes(clean=True)
 _BY_STRUCT.update(_CLEAN_BY_STRUCT)
+_KEY_FIELD = {topic: key_field for topic, (key_field, _) in TOPICS.items()}
 FAST_TYPES = frozenset(event_type for event_type, _ in _BY_STRUCT.values())
 """The event types the fast path covers."""
 
@@ -331,7 +338,7 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> tuple[str, str
         event_type, build = _BY_STRUCT[type(envelope)]
         payload = build(envelope.payload)
         occurred_at = _time(envelope.occurred_at)
-        if key != getattr(payload, TOPICS[topic][0]).encode():
+        if key != getattr(payload, _KEY_FIELD[topic]).encode():
             return None
     except Exception:  # noqa: BLE001 - a doubt or a msgspec error: the reference path decides
         return None
