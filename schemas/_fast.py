@@ -187,10 +187,10 @@ def derive(model: type[BaseModel], depth: int = 2, clean: bool = False) -> tuple
         for name in dec.info.fields:
             before.setdefault(name, []).append(dec.func)
     after = []
-    for dec in decorators.model_validators.values():
-        if dec.info.mode != "after":
-            raise _Unsupported(f"{model.__name__}: a {dec.info.mode} model validator")
-        after.append(dec.func)
+    for model_dec in decorators.model_validators.values():
+        if model_dec.info.mode != "after":
+            raise _Unsupported(f"{model.__name__}: a {model_dec.info.mode} model validator")
+        after.append(model_dec.func)
 
     hints = typing.get_type_hints(model, include_extras=True)
     specs: list[tuple[str, Any, Any]] = []
@@ -271,11 +271,12 @@ def _builder(model: type[BaseModel], plan: list[tuple[str, Convert, list[Callabl
     if after:
         lines.append("    _after(instance, _after_validators)")
     lines.append("    return instance")
-    exec("\n".join(lines), scope)  # noqa: S102 - code generated from the model's own fields
-    return scope["build"]
+    exec("\n".join(lines), scope)  # code generated from the model's own fields
+    build: Callable[[Any], BaseModel] = scope["build"]
+    return build
 
 
-def _envelopes(clean: bool) -> tuple[dict[str, msgspec.json.Decoder], dict[type, tuple[str, Callable[[Any], BaseModel]]]]:
+def _envelopes(clean: bool) -> tuple[dict[str, msgspec.json.Decoder[Any]], dict[type, tuple[str, Callable[[Any], BaseModel]]]]:
     by_struct: dict[type, tuple[str, Callable[[Any], BaseModel]]] = {}
     by_topic: dict[str, list[type]] = {topic: [] for topic in TOPICS}
     for topic, (_, carried) in TOPICS.items():
@@ -302,7 +303,7 @@ def _envelopes(clean: bool) -> tuple[dict[str, msgspec.json.Decoder], dict[type,
     # sentinel (a tag no record names validly, not in by_struct) keeps every topic's a union.
     sentinel = msgspec.defstruct("NoEvent", [], tag_field="type", tag="\x00", forbid_unknown_fields=True)
     decoders = {
-        topic: msgspec.json.Decoder(Union[(*structs, sentinel)])  # noqa: UP007 - a runtime union of classes
+        topic: msgspec.json.Decoder(Union[(*structs, sentinel)])  # a runtime union of classes
         for topic, structs in by_topic.items()
         if structs
     }

@@ -93,11 +93,15 @@ def test_the_unit_corpora_get_the_same_verdicts() -> None:
 
 # -- hypothesis: mutations of the streams' records ------------------------------------------------
 
-ID_TEXT = st.text(st.characters(codec="utf-8"), max_size=210) | st.sampled_from(["", "a" * 200, "a" * 201, "é" * 200, "x\x7f", "x\x85", "x\n"])
+ID_TEXT = st.text(st.characters(codec="utf-8"), max_size=210) | st.sampled_from(
+    ["", "a" * 200, "a" * 201, "é" * 200, "x\x7f", "x\x85", "x\n"]
+)
 JSON_LEAF = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
              | st.text(st.characters(codec="utf-8")) | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 5.0, 1e300]))
-JSON = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
-OFFSETS = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-23, minutes=-59)), None])
+JSON = st.recursive(
+    JSON_LEAF, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6
+)
+OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-23, minutes=-59)), None])
 
 
 @st.composite
@@ -105,7 +109,7 @@ def times(draw: st.DrawFn) -> str:
     at = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)))
     tz = draw(OFFSETS)
     text = at.replace(tzinfo=tz).isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds", "microseconds"])))
-    if tz is timezone.utc and draw(st.booleans()):
+    if tz is UTC and draw(st.booleans()):
         text = text.replace("+00:00", "Z")
     if draw(st.booleans()):
         text = text + draw(st.sampled_from(["", "0", "123"]))  # longer fractions, or garbage after an offset
@@ -221,11 +225,11 @@ def test_deep_any_values_get_the_same_verdict(depth: int) -> None:
 
 
 def test_raw_values_are_read_at_their_depth_in_the_record() -> None:
-    load = _fast._raw_json((list,), 2)  # `nodes`: in the envelope, in the payload
+    load = _fast._raw_json((list,), 2)  # noqa: SLF001 - `nodes`: in the envelope, in the payload
     assert load(msgspec.Raw(b"[" * 1022 + b"]" * 1022)) is not None
-    with pytest.raises(_fast._Doubt):  # 1025 levels in the whole record: orjson refuses it
+    with pytest.raises(_fast._Doubt):  # noqa: SLF001 - 1025 levels in the whole record: orjson refuses it
         load(msgspec.Raw(b"[" * 1023 + b"]" * 1023))
-    with pytest.raises(_fast._Doubt):
+    with pytest.raises(_fast._Doubt):  # noqa: SLF001
         load(msgspec.Raw(b"{}"))
 
 
