@@ -1,14 +1,19 @@
-"""The query API: ``create_app(settings)`` is the composition root; nothing connects at import."""
+"""The query API: ``create_app(settings, registry=..., status=...)`` builds it; nothing connects at import.
+
+What the API reads of the engine is handed in — the read models' registry (their topics, for
+``X-Readside-After``) and the projection status collector (``/v1/admin/projections``) — by the
+composition root, ``readside.serve`` (``readside api`` serves ``readside.serve:app_from_env``): no
+module of the API imports the projector.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
-import os
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, MutableMapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -24,16 +29,15 @@ from readside.api.access_log import access
 from readside.api.auth import Authenticator
 from readside.api.changes import Hub
 from readside.api.cursors import CursorCodec
-from readside.api.http import Context, Timing, endpoint
+from readside.api.http import Context, StatusCollector, Timing, endpoint
 from readside.api.metrics import POOL_REFRESH, ApiMetrics
 from readside.api.problems import Problem
 from readside.api.ryw import Watcher
-from readside.projector.http import serve
 from readside.readmodels.threads import queries as thread_queries
-from readside.shared import logs
 from readside.shared.cache import Cache
 from readside.shared.db import open_pool
 from readside.shared.kafka import BrokerHeads
+from readside.shared.listen import serve
 from readside.shared.settings import Settings
 
 __all__ = ["create_app"]
@@ -56,7 +60,7 @@ class _Metrics:
         status = [500]
         cache: list[str | None] = [None]
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 if self.access_log:
@@ -79,9 +83,12 @@ class _Metrics:
                 access(scope, status[0], elapsed, cache[0])
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, registry: Mapping[str, Any], status: StatusCollector) -> Starlette:
+    """The app; ``registry``: the read models by name (each with ``topics``); ``status``: the
+    projection status collector."""
     settings.require_keys()  # never serve with a missing or public key
     metrics = ApiMetrics()
+    topics = {name: frozenset(settings.topic_prefix + t for t in model.topics) for name, model in registry.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -107,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.ctx = Context(
             settings, pool, Authenticator(settings), CursorCodec(settings.cursor_secret), cache, etag_key,
             renders=metrics.renders, metrics=metrics, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
+            topics=topics, status=status,
         )
         app.state.ctx.ryw = Watcher(pool, BrokerHeads(settings.kafka_bootstrap, timeout=2.0), settings.ryw_max_waiters,
                                     metrics=metrics)
@@ -191,16 +199,3 @@ async def _read_pool(metrics: ApiMetrics, stop: asyncio.Event) -> None:
         metrics.read_pool()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), POOL_REFRESH)
-
-
-def app_from_env() -> Starlette:
-    """Factory for ASGI servers (``uvicorn --factory readside.api.app:app_from_env``). Configures logging
-    from the environment too: a worker of ``readside api --workers N`` is a process of its own."""
-    logs.configure(os.environ)
-    app = create_app(Settings.from_env())
-    # What the process holds once started (modules, the app) stays: out of the collector's sight
-    # (gc.freeze), a full collection scans only what requests create. Without it, a full
-    # collection of the ~80k startup objects paused the worker ~60 ms, the p99 of cached reads.
-    gc.collect()
-    gc.freeze()
-    return app

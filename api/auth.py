@@ -47,7 +47,8 @@ class Viewer:
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.algorithm = settings.jwt_algorithm
-        self.key = settings.jwt_public_key if self.algorithm == "RS256" else settings.jwt_secret
+        # Never empty when serving: ``readside api`` refuses to start without it (Settings.require_keys).
+        self.key: str = (settings.jwt_public_key if self.algorithm == "RS256" else settings.jwt_secret) or ""
         self._verified: dict[str, Viewer] = {}  # token -> its viewer, insertion order = age
 
     def __call__(self, request: Request) -> Viewer:

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
@@ -44,6 +44,7 @@ from readside.api.auth import Viewer
 from readside.readmodels.base import EVERYONE, NOBODY, OWNER, PARTICIPANTS, ROLE, ScopeKind
 from readside.readmodels.registry import SCOPE_KINDS, route
 from readside.shared.cache import CHANNEL
+from readside.shared.errors import CacheUnavailable
 
 __all__ = ["ChangesUnavailable", "Hub", "Listener", "roles_of"]
 
@@ -55,7 +56,7 @@ MAX_PENDING = 10_000  # scopes a listener may owe its client before it is closed
 KNOWN_THREADS = 100_000  # participants remembered per process
 
 
-class ChangesUnavailable(Exception):
+class ChangesUnavailable(CacheUnavailable):
     """Redis could not be subscribed to in time."""
 
 
@@ -187,7 +188,7 @@ class Hub:
                     await self.dispatch(_scopes(message["data"]))
         except (RedisError, OSError) as exc:
             log.warning("change feed lost (%s): closing %d stream(s)", exc, len(self._all))
-        except Exception:  # noqa: BLE001 - a bug: end the streams rather than go silent
+        except Exception:
             log.exception("change feed failed: closing %d stream(s)", len(self._all))
         finally:
             self._close_all()

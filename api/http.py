@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -20,13 +21,17 @@ from readside.shared.cache import Cache
 from readside.shared.kafka import BrokerHeads
 from readside.shared.settings import Settings
 
-__all__ = ["Context", "Timing", "endpoint", "json_response", "parse_position"]
+__all__ = ["Context", "StatusCollector", "Timing", "endpoint", "json_response", "parse_position"]
 
 log = logging.getLogger(__name__)
 
 NOT_MIGRATED = "the read tables do not exist yet: run `readside migrate` (the projector also migrates when it starts)"
 PRIVATE = "private, no-cache"
 PUBLIC = "public, max-age=30"
+
+# ``(pool, broker heads, *, prefix, stall_after) -> status`` with ``as_json()``: what
+# ``readside status --json`` prints (``readside.projector.status.collect``).
+StatusCollector = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -43,6 +48,11 @@ class Context:
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
     changes: Any = None  # readside.api.changes.Hub when Redis is configured (GET /v1/events)
     ryw: Any = None  # readside.api.ryw.Watcher: the process's shared X-Readside-After waits
+    # What the API reads of the engine, handed in by the composition root (readside.serve): the
+    # API never imports the projector. ``topics``: each read model's topics, prefixed;
+    # ``status``: the projection status collector (``readside.projector.status.collect``).
+    topics: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    status: StatusCollector | None = None
 
 
 @dataclass

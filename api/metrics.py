@@ -32,7 +32,8 @@ import glob
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -85,11 +86,11 @@ def _alive(pid: int) -> bool:
 
 def _forget_the_dead(path: str) -> None:
     """Drop the live gauges of workers that no longer exist (killed: they could not say so)."""
-    pids = set()
+    pids: set[int] = set()
     for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
-        pid = os.path.basename(name)[: -len(".db")].rpartition("_")[2]
-        if pid.isdigit():
-            pids.add(int(pid))
+        digits = os.path.basename(name)[: -len(".db")].rpartition("_")[2]
+        if digits.isdigit():
+            pids.add(int(digits))
     for pid in pids:
         if not _alive(pid):
             mark_process_dead(pid, path)

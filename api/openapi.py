@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, get_args
+from typing import Any, get_args
 
 from starlette.requests import Request
 from starlette.responses import Response

@@ -8,12 +8,14 @@ Either way a scrape holds every worker's metrics (api/metrics.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import Request
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -22,9 +24,8 @@ from readside.api.metrics import ApiMetrics
 from readside.api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, array, documented, nullable, obj
 from readside.api.params import Query
 from readside.api.problems import unavailable
-from readside.projector.status import collect
-from readside.shared.listen import listening_socket
 from readside.shared.jsonbytes import dumps
+from readside.shared.listen import listening_socket
 from readside.shared.settings import Settings
 
 # Made by every migration (`readside migrate [--only ...]`, or the projector at its start): until
@@ -109,7 +110,7 @@ class _Timed:
     def __init__(self, pool: AsyncConnectionPool, timing: Timing) -> None:
         self.pool, self.timing = pool, timing
 
-    def connection(self):  # noqa: ANN201
+    def connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection]:
         return self.timing.connection(self.pool)
 
 
@@ -117,11 +118,13 @@ class _Timed:
                       body=PROJECTIONS_BODY, cache_control="no-store",
                       errors={503: "PostgreSQL does not answer"}))
 async def admin_projections(request: Request, ctx: Context, timing: Timing) -> Response:
-    """What ``readside status --json`` prints: the same computation (projector/status.py)."""
+    """What ``readside status --json`` prints: the same computation (projector/status.py, handed
+    in as ``ctx.status``)."""
     viewer = ctx.auth(request)
     viewer.require("admin")
     Query(request, frozenset())
-    status = await collect(
+    assert ctx.status is not None, "the composition root (readside.serve) hands the API the status collector"
+    status = await ctx.status(
         _Timed(ctx.pool, timing), ctx.heads, prefix=ctx.settings.topic_prefix, stall_after=ctx.settings.stall_after
     )
     return json_response(dumps(status.as_json()), None, "no-store")

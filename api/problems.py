@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from readside.shared.errors import ReadsideError
 from readside.shared.jsonbytes import dumps
 
 __all__ = ["Problem", "bad_param", "forbidden", "not_found", "unauthorized", "unavailable"]
@@ -20,7 +21,9 @@ _TITLES = {
 }
 
 
-class Problem(Exception):
+class Problem(ReadsideError):
+    """An error answer: ``status`` and ``detail`` become an ``application/problem+json`` body."""
+
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status

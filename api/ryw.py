@@ -2,7 +2,9 @@
 
 A request naming positions ``(topic, partition, offset)`` is answered once the endpoint's
 projection has committed past each of them (its checkpoint's ``next_offset`` is above the
-offset), or after ``timeout``. What a waiting request costs is bounded, whoever sends it:
+offset), or after ``timeout``. The checkpoints read are that projection's own
+(``checkpoints.projection``): read models sharing a topic advance separately, and one that is
+ahead never answers for another. What a waiting request costs is bounded, whoever sends it:
 
 - **One poll for all waiters.** While anyone waits, one task per process reads the checkpoints
   and recorded heads of every partition waited on, in one query, at most every ``POLL`` seconds,
@@ -151,7 +153,7 @@ class Watcher:
         except BrokerUnavailable as exc:
             log.info("read-your-writes: broker heads not read (%s); positions past the recorded head wait", exc)
             return
-        except Exception:  # noqa: BLE001 - a bug here must not end the shared poll
+        except Exception:
             log.exception("read-your-writes: reading the broker's heads failed")
             return
         if len(self._broker_heads) > MAX_REMEMBERED:

@@ -158,12 +158,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._arm()  # the rest of a body nobody reads: it gets the head's time to arrive
 
 
-def run(host: str, port: int, workers: int) -> None:
-    """Serve ``readside.api.app:app_from_env`` with the bounds above (``readside api``)."""
+def run(factory: str, host: str, port: int, workers: int) -> None:
+    """Serve the app ``factory`` makes (an import string, ``module:function``; each worker calls
+    it) with the bounds above (``readside api``: ``readside.serve:app_from_env``)."""
     settings = _settings()
     with shared_directory(workers):
         uvicorn.run(
-            "readside.api.app:app_from_env",
+            factory,
             factory=True,
             host=host,
             port=port,

@@ -7,7 +7,9 @@ With a cache: one Redis round trip gives the scope's version and the projection'
 under them (``Cache.lookup``). A matching ``If-None-Match`` is a 304 from the versions alone (after
 ``Spec.access`` for a scope not every viewer may read: a 304 must not confirm what a 404 hides);
 otherwise the body stored under (generation, version, parameters) is a HIT (one more GET after an
-ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst (single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired, evicted) is answered from
+ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst
+(single-flight) and stored — a MISS. A scope Redis holds no version for (never bumped, expired,
+evicted) is answered from
 PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
 requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
 PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
@@ -22,7 +24,8 @@ no later request matches. Every response body comes from ONE statement (never a 
 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
-projection that reads that topic has committed past the offset, then answers from PostgreSQL alone (version, ETag and body), never from the cache.
+projection that reads that topic has committed past the offset, then answers from PostgreSQL alone
+(version, ETag and body), never from the cache.
 ``X-Readside-Consistency`` says ``caught-up``, ``timeout``, or ``dead-lettered``: caught up, but
 an awaited event was dead-lettered instead of applied (its positions in ``X-Readside-Dead-Letters``). The wait is the process's shared
 watcher (``api/ryw.py``): one poll for all waiters, positions clamped to the partition's head,
@@ -33,13 +36,12 @@ Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; s
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable
 
 import psycopg
 from starlette.requests import Request
@@ -82,7 +84,7 @@ def etag(ctx: Context, kind: str, generation: int, version: int, scope: str) -> 
 def _matches(request: Request, tag: str) -> bool:
     header = request.headers.get("if-none-match")
     # "*" is not honoured: it would answer 304 without the access check of the scope.
-    return bool(header) and tag in {t.strip() for t in header.split(",")}
+    return header is not None and tag in {t.strip() for t in header.split(",")}
 
 
 def _headers(spec: Spec, tag: str) -> dict[str, str]:
@@ -101,7 +103,7 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
 
 async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
-    positions = _positions(request, _projection_topics(ctx.settings.topic_prefix, spec.projection))
+    positions = _positions(request, ctx.topics[spec.projection])
     if positions:
         caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
         extra["X-Readside-Consistency"] = "caught-up" if caught_up else "timeout"
@@ -225,13 +227,6 @@ def _ok(body: bytes, headers: dict[str, str]) -> Response:
 
 
 # -- read-your-writes ------------------------------------------------------------------------
-
-@functools.cache
-def _projection_topics(prefix: str, projection: str) -> frozenset[str]:
-    from readside.readmodels.registry import REGISTRY
-
-    return frozenset(prefix + t for t in REGISTRY[projection].topics)
-
 
 def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int, int]]:
     """The positions named by ``X-Readside-After``, each on one of ``topics`` (the projection's)."""

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from bench import _wrk, suite
-from bench._common import kafka, pct, say, table, use_uvloop
+from bench._common import kafka, pct, table, use_uvloop
 from bench.cache_freshness import CACHED, SQL, SSE, redis_server
 
 PARTS = ("served", "freshness", "projector", "rebuild")

@@ -19,9 +19,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bench._common import baseline_starlette
 from readside.api.http import PRIVATE, Context, Timing, json_response
 from readside.api.params import Query
-from bench._common import baseline_starlette
 from readside.readmodels.threads.fold import message_preview
 from readside.shared.jsonbytes import dumps, rfc3339
 from readside.shared.settings import Settings

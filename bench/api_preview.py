@@ -29,12 +29,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from readside.api.auth import make_token
-from readside.readmodels.threads.queries import inbox_page
 from bench import _baseline_app as baseline
 from bench._common import bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
+from readside.api.auth import make_token
 from readside.readmodels.registry import REGISTRY
 from readside.readmodels.threads.fold import Message, Started, ThreadState, message_preview, render
+from readside.readmodels.threads.queries import inbox_page
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
 

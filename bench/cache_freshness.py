@@ -41,20 +41,31 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
 
-from readside.api.auth import make_token
 from bench import api_preview
 from bench._common import (
-    Connection, LoadResult, Server, bench_database, bench_settings, hammer, kafka, pct, say, server, table, use_uvloop,
+    Connection,
+    LoadResult,
+    Server,
+    bench_database,
+    bench_settings,
+    hammer,
+    kafka,
+    pct,
+    say,
+    server,
+    table,
+    use_uvloop,
 )
+from readside.api.auth import make_token
 from readside.embedded import EmbeddedValkey
 from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
@@ -305,7 +316,7 @@ async def sql_poller(url: str, probes: dict[str, Probe], interval: float, stop: 
                     await asyncio.wait_for(stop.wait(), pause)
 
 
-async def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN001
+async def wait_for(what: str, condition, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -31,11 +31,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import readside.projector.service as service
 from bench._common import bench_database, bench_settings, kafka, pct, say, table
+from readside.load import publish, thread_stream
 from readside.projector.engine import ProjectionRunner
 from readside.readmodels.threads.fold import fold_all, render
 from readside.schemas import Event, decode
 from readside.shared.kafka import create_topics
-from readside.load import publish, thread_stream
 
 TOPICS = ("threads.events", "payments.events")
 EVENTS_PER_THREAD = 25.7  # what thread_stream's default simulation produces on average
@@ -81,7 +81,7 @@ class Observed(ProjectionRunner):
 
     log: list[tuple[int, float, float]] = []
 
-    async def _process(self, batch):  # noqa: ANN001, ANN202 - same signature as the engine's
+    async def _process(self, batch):
         t0 = time.perf_counter()
         try:
             return await super()._process(batch)
@@ -98,7 +98,7 @@ def checkpoints(url: str) -> dict[tuple[str, int], int]:
         return {}
 
 
-def run_projector_until(settings, heads: dict, timeout: float) -> float:  # noqa: ANN001
+def run_projector_until(settings, heads: dict, timeout: float) -> float:
     """Run the projector in a thread until the checkpoints reach ``heads``; returns the wall time."""
     service.ProjectionRunner = Observed  # run_projector builds its runners from this name
     loop_box: list = []

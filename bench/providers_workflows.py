@@ -37,10 +37,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
 from readside.api.auth import make_token
 from readside.api.http import PRIVATE, PUBLIC, Context, Timing, json_response
 from readside.api.params import Query
-from bench._common import baseline_starlette, bench_database, bench_settings, hammer, say, server, table, use_uvloop
 from readside.readmodels.providers.fold import Profile, ProviderState, normalize_category, render
 from readside.readmodels.providers.store import PROJECTION as PROVIDERS
 from readside.readmodels.workflows.fold import Created, Latest, WorkflowState

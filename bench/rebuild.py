@@ -35,16 +35,16 @@ import psycopg
 
 from bench._common import bench_database, bench_settings, kafka, say, table
 from bench.projector_throughput import TOPICS, Observed, consume, run_projector_until
-from readside.readmodels.registry import REGISTRY
+from readside.load import publish, thread_stream
 from readside.projector.rebuild import Options, Rebuilder
 from readside.projector.verify import compare
+from readside.readmodels.registry import REGISTRY
 from readside.shared.kafka import create_topics
-from readside.load import publish, thread_stream
 
 EVENTS_PER_THREAD = 25.7
 
 
-def rebuild(settings, projection, options: Options) -> tuple[Rebuilder, float, str]:  # noqa: ANN001
+def rebuild(settings, projection, options: Options) -> tuple[Rebuilder, float, str]:
     rebuilder = Rebuilder(settings, projection, options)
     began = time.perf_counter()
     line = asyncio.run(rebuilder.rebuild())

@@ -35,13 +35,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from readside.api.auth import make_token
 from readside.api.http import PRIVATE, Context, Timing, json_response
 from readside.api.params import Query
-from readside.readmodels.requests.queries import technician_views
-from bench._common import baseline_starlette, bench_database, bench_settings, hammer, pct, say, server, table, use_uvloop
 from readside.readmodels.registry import REGISTRY
 from readside.readmodels.requests.fold import Created, RequestState, dump_state, render
+from readside.readmodels.requests.queries import technician_views
 from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, counter_keys, window_keys, window_starts
 from readside.readmodels.threads.fold import normalize_text
 from readside.shared.db import migrate
@@ -93,7 +93,7 @@ def make_request(rng: random.Random, n: int, now: datetime, techs: list[str], pa
         up_to = max(m[4] for m in messages) - (changed - created) * rng.random() * 0.3
         reads.append((rid, "requester", up_to + timedelta(seconds=5), up_to))
     if messages and rng.random() < 0.7:
-        for tech in team or techs[:1]:
+        for _tech in team or techs[:1]:
             up_to = max(m[4] for m in messages) - (changed - created) * rng.random() * 0.3
             reads.append((rid, "technician", up_to + timedelta(seconds=7), up_to))
 

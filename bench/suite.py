@@ -144,7 +144,7 @@ def served(args: argparse.Namespace, bootstrap: str | None, redis_url: str) -> d
     return out
 
 
-def _freshness(args: argparse.Namespace, bootstrap: str, cached, urls: dict, heavy: list[str]) -> dict:  # noqa: ANN001
+def _freshness(args: argparse.Namespace, bootstrap: str, cached, urls: dict, heavy: list[str]) -> dict:
     asyncio.run(create_topics(bootstrap, [cached.topic_prefix + t for t in cache_freshness.TOPICS],
                               partitions=args.partitions))
     args.watched = heavy

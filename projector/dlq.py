@@ -7,16 +7,19 @@ topic, announced there by a small pointer record (``readside.projector.engine.po
 it whole. Replay reads the table, which is exactly-once.
 
 **Replay** re-decodes each selected dead letter with today's schemas (a deployed upcaster, a
-relaxed model) and:
+relaxed model) and runs them, per projection, through the write pipeline
+(``readside.projector.pipeline``) — the live ``dedupe`` table, the projection's ``apply``, poison
+isolated as the projector isolates it — in one transaction with the removal of the dead letters
+done with:
 
-- one that decodes and its projection handles is applied through the projection's ``apply``,
-  in one transaction with the ``dedupe`` table and the removal of its dead letter — an event the
-  projector applied meanwhile (a producer re-sent it), an earlier replay applied, or that two
-  dead letters share, is applied once and counted as a duplicate;
+- one that decodes and its projection handles is applied — an event the projector applied
+  meanwhile (a producer re-sent it), an earlier replay applied, or that two dead letters share,
+  is applied once and counted as a duplicate;
 - one whose type is now unknown to the projection is dropped, as the projector would skip it;
 - one that still fails (decoding, or the fold — a ``DataError``, a ``ProgramLimitExceeded``... as
   the projector classifies them, ``readside.shared.errors.record_fault``) stays, with the new reason and
-  ``retries + 1``; an unavailable database stops the replay (what committed stays done).
+  ``retries + 1``; dead letters of one event share its fate; an unavailable database stops the
+  replay (what committed stays done).
 
 Dead letters are taken ``FOR UPDATE SKIP LOCKED``, so two replays never apply one twice. After
 each commit the cache versions of what changed are bumped, as the projector does. Folds here are
@@ -27,19 +30,19 @@ in-order arrival would have given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
 
+from readside.projector import bookkeeping
+from readside.projector.pipeline import Batch, Pipeline, Record, decode_record
 from readside.readmodels.base import Projection
 from readside.readmodels.registry import REGISTRY
-from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
-from readside.schemas.envelope import clean_reason
 from readside.shared.cache import Cache, CacheDown
-from readside.shared.errors import record_fault
 from readside.shared.settings import Settings
 from readside.shared.table import ago, format_table
 
@@ -48,7 +51,6 @@ __all__ = ["DeadLetter", "ReplayResult", "get", "list_dead_letters", "render_lis
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-_COLUMNS = 'id, projection, topic, partition, "offset", key, value, reason, created_at, retries, retried_at'
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +80,12 @@ class DeadLetter:
 
 async def list_dead_letters(conn: psycopg.AsyncConnection, projection: str | None = None, limit: int = 50) -> tuple[list[DeadLetter], int]:
     """The newest ``limit`` dead letters (of one projection), and how many there are in all."""
-    cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM dead_letters WHERE %(p)s::text IS NULL OR projection = %(p)s "
-        "ORDER BY id DESC LIMIT %(n)s",
-        {"p": projection, "n": limit},
-    )
-    rows = [DeadLetter.of(r) for r in await cur.fetchall()]
-    cur = await conn.execute("SELECT count(*) FROM dead_letters WHERE %(p)s::text IS NULL OR projection = %(p)s", {"p": projection})
-    (total,) = await cur.fetchone()  # type: ignore[misc]
-    return rows, total
+    rows, total = await bookkeeping.list_dead_letters(conn, projection, limit)
+    return [DeadLetter.of(r) for r in rows], total
 
 
 async def get(conn: psycopg.AsyncConnection, dead_letter_id: int) -> DeadLetter | None:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = %s", (dead_letter_id,))
-    row = await cur.fetchone()
+    row = await bookkeeping.get_dead_letter(conn, dead_letter_id)
     return None if row is None else DeadLetter.of(row)
 
 
@@ -111,125 +105,84 @@ class ReplayResult:
         return self.replayed + self.duplicates + self.ignored + len(self.failing)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    letter: DeadLetter
-    event: Event
+class _ReplayStore:
+    """The dead letters of one projection being replayed, as the pipeline's store: the live
+    ``dedupe``; a failure updates the reason and ``retries`` of its dead letters (all those of
+    its event); no positions — a dead letter done with is deleted instead."""
+
+    def __init__(self, projection: str, letters: list[DeadLetter], records: list[Record]) -> None:
+        self.projection = projection
+        self.by_origin = {(d.topic, d.partition, d.offset): d for d in letters}
+        self.by_event: dict[str, list[DeadLetter]] = {}
+        for record in records:
+            if record.event is not None:
+                self.by_event.setdefault(record.event.event_id, []).append(self.by_origin[record.origin])
+        self.failing: list[tuple[DeadLetter, str]] = []
+
+    async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        pass
+
+    async def first_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> set[str]:
+        return await bookkeeping.first_seen(conn, self.projection, event_ids)
+
+    async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None:
+        await bookkeeping.forget_seen(conn, self.projection, event_ids)
+
+    async def record_failures(self, conn: psycopg.AsyncConnection, failures: list[tuple[Record, str]]) -> None:
+        failing = [
+            (letter, reason)
+            for record, reason in failures
+            for letter in (self.by_event[record.event.event_id] if record.event is not None else [self.by_origin[record.origin]])
+        ]
+        await bookkeeping.retry_dead_letters(conn, [(d.id, reason) for d, reason in failing])
+        self.failing += failing
+
+    async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        pass
 
 
-def _decode(letter: DeadLetter, prefix: str) -> Event | UnknownEvent | str:
-    """The event, an unknown one, or why the dead letter still fails."""
-    projection = REGISTRY.get(letter.projection)
-    if projection is None:
-        return f"projection {letter.projection!r} is not in this version (known: {', '.join(sorted(REGISTRY))})"
-    base = letter.topic[len(prefix):] if prefix and letter.topic.startswith(prefix) else letter.topic
-    try:
-        decoded = decode(base, letter.key, letter.value)
-    except InvalidEvent as exc:
-        return exc.reason
-    except ValueError:
-        return f"topic {letter.topic!r} is not a contract topic under READSIDE_TOPIC_PREFIX={prefix!r}"
-    if isinstance(decoded, Event) and not projection.handles(decoded.type):
-        return UnknownEvent(decoded.event_id, decoded.type)
-    return decoded
-
-
-async def _claim(conn: psycopg.AsyncConnection, ids: list[int] | None, after: int, projection: str | None) -> list[DeadLetter]:
-    if ids is not None:
-        cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE id = ANY(%(ids)s) AND (%(p)s::text IS NULL OR projection = %(p)s) "
-            "ORDER BY id FOR UPDATE SKIP LOCKED",
-            {"ids": ids, "p": projection},
-        )
-    else:
-        cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE id > %(after)s AND (%(p)s::text IS NULL OR projection = %(p)s) "
-            "ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED",
-            {"after": after, "p": projection, "n": CHUNK},
-        )
-    return [DeadLetter.of(r) for r in await cur.fetchall()]
-
-
-async def _new_ids(conn: psycopg.AsyncConnection, projection: str, event_ids: list[str]) -> set[str]:
-    cur = await conn.execute(
-        "INSERT INTO dedupe (projection, event_id) SELECT %s, unnest(%b::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
-        (projection, sorted(event_ids)),
-    )
-    return {row[0] for row in await cur.fetchall()}
-
-
-async def _apply(
-    conn: psycopg.AsyncConnection, projection: Projection, ready: list[_Ready], result: ReplayResult,
-    failing: list[tuple[DeadLetter, str]], changed: set[str],
-) -> list[DeadLetter]:
-    """Apply ``ready`` (one projection) with dedupe; returns the dead letters done with.
-
-    Dead letters of one event (a producer re-sent it) share its fate: applied once (the others
-    are duplicates), or all still failing. The whole lot goes in one savepoint first
-    (set-based, as the projector writes); if the fold raises, one savepoint per event isolates
-    the culprits — their dedupe records roll back with them, so a later fix can replay them.
-    """
-    groups: dict[str, list[DeadLetter]] = {}
-    events: dict[str, Event] = {}
-    for item in ready:
-        groups.setdefault(item.event.event_id, []).append(item.letter)
-        events.setdefault(item.event.event_id, item.event)
-
-    def applied(eid: str, fresh: bool) -> list[DeadLetter]:
-        result.replayed += int(fresh)
-        result.duplicates += len(groups[eid]) - int(fresh)
-        return groups[eid]
-
-    try:
-        async with conn.transaction():
-            new = await _new_ids(conn, projection.name, list(events))
-            if new:
-                changed |= await projection.apply(conn, [e for eid, e in events.items() if eid in new])
-        return [d for eid in events for d in applied(eid, eid in new)]
-    except Exception as exc:  # noqa: BLE001 - the events' fault: isolated below, one event at a time
-        if not record_fault(exc):
-            raise
-        log.info("replay of %d %s event(s) failed as a whole; isolating", len(events), projection.name)
-    done: list[DeadLetter] = []
-    for eid, event in events.items():
-        try:
-            async with conn.transaction():
-                fresh = bool(await _new_ids(conn, projection.name, [eid]))
-                if fresh:
-                    changed |= await projection.apply(conn, [event])
-            done += applied(eid, fresh)
-        except Exception as exc:  # noqa: BLE001 - still poison: it stays, with the reason
-            if not record_fault(exc):
-                raise
-            failing += [(d, clean_reason(f"fold error: {exc!r}")) for d in groups[eid]]
-    return done
+async def _replay_one(
+    conn: psycopg.AsyncConnection, projection: Projection, letters: list[DeadLetter], prefix: str, result: ReplayResult
+) -> tuple[list[DeadLetter], set[str]]:
+    """Replay ``letters`` (of ``projection``); returns the dead letters done with and the cache
+    scopes changed."""
+    records: list[Record] = []
+    for d in letters:
+        record = decode_record(projection, prefix, d.topic, d.partition, d.offset, d.key, d.value)
+        if record is None:  # a type the projection no longer handles: dropped, as live
+            result.ignored += 1
+        else:
+            records.append(record)
+    store = _ReplayStore(projection.name, letters, records)
+    written = await Pipeline(store, projection.apply).write(conn, Batch(records))
+    fresh, poison = written.fresh_ids, written.poison_ids
+    for event_id, group in store.by_event.items():
+        if event_id not in poison:
+            applied = int(event_id in fresh)
+            result.replayed += applied
+            result.duplicates += len(group) - applied
+    failing = {d.id for d, _ in store.failing}
+    result.failing += store.failing
+    return [d for d in letters if d.id not in failing], written.changed
 
 
 async def _replay_chunk(conn: psycopg.AsyncConnection, letters: list[DeadLetter], prefix: str, result: ReplayResult) -> set[str]:
-    failing: list[tuple[DeadLetter, str]] = []
-    done: list[DeadLetter] = []
-    ready: dict[str, list[_Ready]] = {}
-    changed: set[str] = set()
+    by_projection: dict[str, list[DeadLetter]] = {}
+    lost: list[tuple[DeadLetter, str]] = []
     for letter in letters:
-        decoded = _decode(letter, prefix)
-        if isinstance(decoded, str):
-            failing.append((letter, decoded))
-        elif isinstance(decoded, UnknownEvent):
-            result.ignored += 1
-            done.append(letter)
+        if letter.projection in REGISTRY:
+            by_projection.setdefault(letter.projection, []).append(letter)
         else:
-            ready.setdefault(letter.projection, []).append(_Ready(letter, decoded))
-    for name in sorted(ready):
-        done += await _apply(conn, REGISTRY[name], ready[name], result, failing, changed)
-    if done:
-        await conn.execute("DELETE FROM dead_letters WHERE id = ANY(%b::int8[])", ([d.id for d in done],))
-    if failing:
-        await conn.execute(
-            "UPDATE dead_letters d SET reason = u.reason, retries = d.retries + 1, retried_at = now() "
-            "FROM unnest(%b::int8[], %b::text[]) AS u(id, reason) WHERE d.id = u.id",
-            ([d.id for d, _ in failing], [r for _, r in failing]),
-        )
-    result.failing += failing
+            lost.append((letter, f"projection {letter.projection!r} is not in this version (known: {', '.join(sorted(REGISTRY))})"))
+    await bookkeeping.retry_dead_letters(conn, [(d.id, reason) for d, reason in lost])
+    result.failing += lost
+    done: list[DeadLetter] = []
+    changed: set[str] = set()
+    for name in sorted(by_projection):
+        finished, scopes = await _replay_one(conn, REGISTRY[name], by_projection[name], prefix, result)
+        done += finished
+        changed |= scopes
+    await bookkeeping.delete_dead_letters(conn, [d.id for d in done])
     return changed
 
 
@@ -249,19 +202,12 @@ async def replay(
     result = ReplayResult()
     async with pool.connection() as conn:
         if ids is not None:
-            cur = await conn.execute(
-                "SELECT id FROM dead_letters WHERE id = ANY(%(ids)s) AND (%(p)s::text IS NULL OR projection = %(p)s)",
-                {"ids": list(ids), "p": projection},
-            )
-            present = {row[0] for row in await cur.fetchall()}
+            present = await bookkeeping.dead_letter_ids(conn, ids, projection)
             result.missing = [i for i in dict.fromkeys(ids) if i not in present]
             total = len(present)
             chunks: list[list[int]] | None = [sorted(present)[i : i + CHUNK] for i in range(0, len(present), CHUNK)]
         else:
-            cur = await conn.execute(
-                "SELECT count(*) FROM dead_letters WHERE %(p)s::text IS NULL OR projection = %(p)s", {"p": projection}
-            )
-            (total,) = await cur.fetchone()  # type: ignore[misc]
+            total = await bookkeeping.count_dead_letters(conn, projection)
             chunks = None
         cache = Cache(settings.redis_url) if settings.redis_url else None
         try:
@@ -273,7 +219,7 @@ async def replay(
                         break
                     chunk_ids = chunks.pop(0)
                 async with conn.transaction():
-                    letters = await _claim(conn, chunk_ids, after, projection)
+                    letters = [DeadLetter.of(r) for r in await bookkeeping.claim_dead_letters(conn, chunk_ids, after, projection, CHUNK)]
                     if not letters and chunk_ids is None:
                         break
                     changed = await _replay_chunk(conn, letters, settings.topic_prefix, result)
@@ -308,7 +254,7 @@ def _escaped(data: bytes) -> str:
 
 
 def _age(at: datetime | None) -> float | None:
-    return None if at is None else max((datetime.now(timezone.utc) - at).total_seconds(), 0.0)
+    return None if at is None else max((datetime.now(UTC) - at).total_seconds(), 0.0)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -363,7 +309,7 @@ def render_show(d: DeadLetter) -> str:
                 ["projection", d.projection],
                 ["origin", f"topic {d.topic}, partition {d.partition}, offset {d.offset}"],
                 ["key", "(none)" if d.key is None else _escaped(d.key)],
-                ["recorded", f"{d.created_at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ} ({ago(_age(d.created_at))})"],
+                ["recorded", f"{d.created_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} ({ago(_age(d.created_at))})"],
                 ["replayed", retried],
                 ["reason", d.reason],
             ],

@@ -24,9 +24,9 @@ import contextlib
 import logging
 import socket
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -39,7 +39,7 @@ from readside.projector.engine import ProjectionRunner
 from readside.projector.status import Status, collect
 from readside.shared.jsonbytes import dumps
 from readside.shared.kafka import BrokerHeads
-from readside.shared.listen import listening_socket
+from readside.shared.listen import listening_socket, serve
 from readside.shared.settings import Settings
 from readside.shared.table import duration
 
@@ -175,25 +175,3 @@ def bind(settings: Settings) -> socket.socket:
         settings.projector_host, settings.projector_port, setting="READSIDE_PROJECTOR_PORT",
         otherwise="choose a free port, or 0 to serve no endpoint",
     )
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the projector owns SIGTERM/SIGINT: it sets ``stop``, and ``serve`` stops us
-
-
-async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve ``app`` on ``sock`` until ``stop`` is set."""
-    server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
-
-    async def stopper() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.ensure_future(stopper())
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        watcher.cancel()
-        sock.close()

@@ -1,12 +1,12 @@
 """Writing replayed events into shadow tables, and the bulk phase's worker processes.
 
-``ShadowWriter.write`` applies one chunk in the caller's transaction: dedupe by ``event_id``
-against ``rs_seen`` (first wins), the projection's write (its bulk loader in the bulk phase, its
-``apply`` otherwise; a write that fails for the events' sake — ``readside.shared.errors.record_fault``, as
-the live engine classifies it — is bisected down to the failing events, which are kept in
-``rs_failed`` as the live engine dead-letters them; the database being down propagates), and the
-new positions in ``rs_checkpoints`` —
-rows and positions commit together, so a build resumes exactly where its last commit left it.
+``ShadowWriter.write`` runs one chunk through the write pipeline (``readside.projector.pipeline``)
+in the caller's transaction, with the shadow schema as its store: dedupe by ``event_id`` against
+``rs_seen`` (first wins), the projection's write (its bulk loader in the bulk phase, its
+``apply`` otherwise; poison is isolated as the live engine isolates it and kept in ``rs_failed``
+with the records today's decoder rejects, its reason ``"fold error (rebuild): ..."``), and the new
+positions in ``rs_checkpoints`` — rows and positions commit together, so a build resumes exactly
+where its last commit left it.
 
 ``load`` runs the bulk phase over a set of partitions: a reader task fetches and decodes the next
 chunk while the previous one is written (decoding is CPU, writing mostly waits for PostgreSQL).
@@ -26,21 +26,43 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg
 
-from readside.readmodels.base import Projection
-from readside.projector.replay import Chunk, Item, Replay
+from readside.projector.pipeline import Batch, Pipeline, Record
+from readside.projector.replay import Replay
 from readside.projector.shadow import Shadow
-from readside.schemas.envelope import clean_reason
-from readside.shared.errors import ReadsideError, record_fault
+from readside.readmodels.base import Projection
+from readside.shared.errors import ReadsideError
 from readside.shared.settings import Settings
 
-__all__ = ["ShadowWriter", "load", "run_workers"]
+__all__ = ["ShadowStore", "ShadowWriter", "load", "run_workers"]
 
 Key = tuple[str, int]
+
+
+class ShadowStore:
+    """A shadow schema as the pipeline's store: ``rs_checkpoints``, ``rs_seen``, ``rs_failed``."""
+
+    def __init__(self, shadow: Shadow) -> None:
+        self.shadow = shadow
+
+    async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        await self.shadow.set_positions(conn, {(k[0], k[1]): end for k, end in batch.ends.items()})
+
+    async def first_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> set[str]:
+        return await self.shadow.first_seen(conn, event_ids)
+
+    async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None:
+        await self.shadow.forget_seen(conn, event_ids)
+
+    async def record_failures(self, conn: psycopg.AsyncConnection, failures: list[tuple[Record, str]]) -> None:
+        await self.shadow.record_failures(conn, [(r.topic, r.partition, r.offset, r.key, r.value, reason) for r, reason in failures])
+
+    async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        pass
 
 
 class ShadowWriter:
@@ -48,56 +70,27 @@ class ShadowWriter:
         self.conn = conn
         self.projection = projection
         self.shadow = shadow
+        store = ShadowStore(shadow)
+        loader = projection.bulk.apply if projection.bulk is not None else projection.apply
+        self._bulk = Pipeline(store, loader, fold_error="fold error (rebuild)")
+        self._live = Pipeline(store, projection.apply, fold_error="fold error (rebuild)")
 
-    async def write(self, chunk: Chunk, *, bulk: bool) -> None:
+    async def write(self, chunk: Batch, *, bulk: bool) -> None:
         """In the caller's transaction: dedupe, apply and positions of ``chunk``."""
-        conn = self.conn
-        await conn.execute(f'SET LOCAL search_path = "{self.shadow.schema}"')
-        first: dict[str, Item] = {}
-        for item in chunk.events:
-            first.setdefault(item.event.event_id, item)
-        fresh = await self.shadow.first_seen(conn, list(first))
-        items = [item for event_id, item in first.items() if event_id in fresh]
-        failures = await self._apply_isolating(items, bulk)
-        # A failed event is not "seen": a re-send of it, or a replay after a fix, must still apply.
-        await self.shadow.forget_seen(conn, [i.event.event_id for i, _ in failures])
-        await self.shadow.record_failures(
-            conn,
-            [(i.tp.topic, i.tp.partition, i.offset, i.key, i.value, reason) for i, reason in failures]
-            + [(tp.topic, tp.partition, offset, key, value, reason) for tp, offset, key, value, reason in chunk.rejected],
-        )
-        await self.shadow.set_positions(conn, {(tp.topic, tp.partition): end for tp, end in chunk.ends.items()})
-        await conn.execute("SET LOCAL search_path = public")
-
-    async def _apply_isolating(self, items: list[Item], bulk: bool) -> list[tuple[Item, str]]:
-        if not items:
-            return []
-        try:
-            async with self.conn.transaction():  # a savepoint
-                events = [i.event for i in items]
-                if bulk and self.projection.bulk is not None:
-                    await self.projection.bulk.apply(self.conn, events)
-                else:
-                    await self.projection.apply(self.conn, events)
-            return []
-        except Exception as exc:  # noqa: BLE001 - the events' fault is isolated below
-            if not record_fault(exc):
-                raise
-            if len(items) == 1:
-                return [(items[0], clean_reason(f"fold error (rebuild): {exc!r}"))]
-            mid = len(items) // 2
-            return await self._apply_isolating(items[:mid], bulk) + await self._apply_isolating(items[mid:], bulk)
+        await self.conn.execute(f'SET LOCAL search_path = "{self.shadow.schema}"')
+        await (self._bulk if bulk else self._live).write(self.conn, chunk)
+        await self.conn.execute("SET LOCAL search_path = public")
 
 
 async def load(
     replay: Replay,
     writer: ShadowWriter,
     chunk_size: int,
-    after: Callable[[Chunk], Awaitable[None]],
+    after: Callable[[Batch], Awaitable[None]],
 ) -> None:
     """Read below the replay's limits and write, one transaction per chunk, the next chunk read
     and decoded while the previous one is written; ``after(chunk)`` once each has committed."""
-    queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue(maxsize=1)
+    queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def read() -> None:
         try:
@@ -230,11 +223,11 @@ async def _worker(spec: dict) -> None:
         loop = asyncio.get_running_loop()
         began, done = loop.time(), 0
 
-        async def after(chunk: Chunk) -> None:
+        async def after(chunk: Batch) -> None:
             nonlocal done
             if os.getppid() != parent:
                 raise SystemExit("the rebuild command is gone; stopping this worker")
-            done += chunk.records
+            done += chunk.read
             if spec["max_rate"]:
                 ahead = began + done / spec["max_rate"] - loop.time()
                 if ahead > 0:

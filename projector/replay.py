@@ -2,14 +2,14 @@
 
 ``Replay`` assigns the partitions of a projection's topics to a plain consumer (manual
 assignment: no group to join, nothing committed to Kafka), seeks each to a given offset and hands
-out ``Chunk``s of decoded events up to a per-partition limit (exclusive), in offset order within
+out ``Batch``es (``readside.projector.pipeline``) of decoded records up to a per-partition limit (exclusive), in offset order within
 each partition. Limits may move forward (the catch-up phase follows the live checkpoints);
 partitions at their limit are paused, and one that dropped fetched records past its limit is
 re-seeked when its limit moves.
 
-Decoding follows the engine's rules: a known type this projection handles is an event; an unknown
-type, or a type the projection does not handle, is skipped and counted; an invalid record is
-handed out in ``Chunk.rejected`` with its reason: the rebuild runs today's decoder, which may
+Decoding is the engine's (``pipeline.decode_record``): a known type this projection handles is an
+event; an unknown type, or a type the projection does not handle, is skipped and counted; an
+invalid record is handed out with its reason (``Batch.rejected``): the rebuild runs today's decoder, which may
 reject what the live one accepted, so it becomes a dead letter of the new version at the cutover
 (one the live projector already wrote for the same origin is kept as it is). A rebuild
 needs every offset from 0: a partition whose log starts later (retention) is an error naming the
@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from readside.projector.pipeline import Batch, decode_record
 from readside.readmodels.base import Projection
-from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
-from readside.shared.errors import ReadsideError, RetryableError
+from readside.shared.errors import BrokerUnavailable, ReadsideError
 from readside.shared.settings import Settings
 
-__all__ = ["Chunk", "Item", "Replay", "RetentionError"]
+__all__ = ["Replay", "RetentionError"]
 
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 DECODE_SLICE = 2000  # records decoded between two yields to the event loop
@@ -38,28 +37,6 @@ DECODE_SLICE = 2000  # records decoded between two yields to the event loop
 
 class RetentionError(ReadsideError):
     """A partition no longer holds its full history: a rebuild from offset 0 is impossible."""
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    tp: TopicPartition
-    offset: int
-    event: Event
-    key: bytes | None
-    value: bytes  # kept for the dead letter, should the fold raise on it (never a tombstone: invalid)
-
-
-@dataclass
-class Chunk:
-    """Decoded events in partition order, and the position each partition reached (exclusive)."""
-
-    events: list[Item] = field(default_factory=list)
-    ends: dict[TopicPartition, int] = field(default_factory=dict)
-    records: int = 0
-    invalid: int = 0
-    # invalid records: (partition, offset, key, value (None: a tombstone), reason)
-    rejected: list[tuple[TopicPartition, int, bytes | None, bytes | None, str]] = field(default_factory=list)
-    skipped: int = 0
 
 
 class Replay:
@@ -96,7 +73,7 @@ class Replay:
                 tps += [TopicPartition(topic, p) for p in sorted(parts)]
             return tps
         except KafkaError as exc:
-            raise RetryableError(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap}: {exc}") from exc
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -136,14 +113,14 @@ class Replay:
     def remaining(self) -> int:
         return sum(max(self.limits[tp] - self.next[tp], 0) for tp in self.next)
 
-    async def chunk(self, max_records: int, *, idle_timeout: float = 10.0) -> Chunk:
+    async def chunk(self, max_records: int, *, idle_timeout: float = 10.0) -> Batch:
         """Up to about ``max_records`` records (one fetch more at most), or all left below the
         limits. Waits at most ``idle_timeout`` seconds without data before failing: the records
         below a limit exist (a checkpoint or a high watermark said so), so silence is an outage."""
         assert self.consumer is not None
-        out = Chunk()
+        out = Batch()
         last_data = time.monotonic()
-        while out.records < max_records and self.remaining() > 0:
+        while out.read < max_records and self.remaining() > 0:
             try:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=min(max_records, 10_000))
             except OffsetOutOfRangeError as exc:
@@ -152,10 +129,10 @@ class Replay:
                     f"retention.ms=-1"
                 ) from exc
             except KafkaError as exc:
-                raise RetryableError(f"broker error while replaying: {exc}") from exc
+                raise BrokerUnavailable(f"broker error while replaying: {exc}") from exc
             if not batch:
                 if time.monotonic() - last_data > idle_timeout:
-                    raise RetryableError(
+                    raise BrokerUnavailable(
                         f"no records from the broker for {idle_timeout:.0f} s while {self.remaining()} are expected "
                         f"below {self._describe_limits()}"
                     )
@@ -165,9 +142,8 @@ class Replay:
                 await self._take(tp, batch[tp], out)
         return out
 
-    async def _take(self, tp: TopicPartition, records: list, out: Chunk) -> None:
+    async def _take(self, tp: TopicPartition, records: list, out: Batch) -> None:
         assert self.consumer is not None
-        base = tp.topic[len(self.prefix) :]
         limit, start = self.limits[tp], self.next[tp]
         kept = [r for r in records if start <= r.offset < limit]
         if len(kept) < len(records) and records[-1].offset >= limit:
@@ -178,17 +154,12 @@ class Replay:
         for i, r in enumerate(kept):
             if i and i % DECODE_SLICE == 0:
                 await asyncio.sleep(0)  # let the writer's database round trips progress
-            try:
-                decoded = decode(base, r.key, r.value)
-            except InvalidEvent as exc:
-                out.invalid += 1
-                out.rejected.append((tp, r.offset, r.key, r.value, exc.reason))
-                continue
-            if isinstance(decoded, UnknownEvent) or not self.projection.handles(decoded.type):
+            record = decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
+            if record is None:
                 out.skipped += 1
                 continue
-            out.events.append(Item(tp, r.offset, decoded, r.key, r.value))
-        out.records += len(kept)
+            out.records.append(record)
+        out.read += len(kept)
         self.next[tp] = out.ends[tp] = kept[-1].offset + 1
         if self.next[tp] >= limit:
             self.consumer.pause(tp)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
 from aiokafka import AIOKafkaProducer
@@ -68,7 +68,7 @@ class Invalidator:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.flush()
         await self.flush()
 
@@ -113,7 +113,7 @@ async def _until_up(stop: asyncio.Event, what: str, attempt: Callable[[], Awaita
             log.warning("waiting for %s: %s; retrying in %.1f s (start it, or fix the setting)", what, first, delay)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, 10.0)
     return False

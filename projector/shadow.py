@@ -39,6 +39,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from readside.projector import bookkeeping
 from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError
 
@@ -262,13 +263,7 @@ class Shadow:
         (its checkpoints and seen ids equal the live ones now); the shadow's fold failures become
         dead letters of the projection; the emptied shadow schema is dropped. In the caller's
         transaction, after ``lock_for_swap``."""
-        await conn.execute(
-            sql.SQL(
-                'INSERT INTO public.dead_letters (projection, topic, partition, "offset", key, value, reason) '
-                'SELECT %s, topic, partition, "offset", key, value, reason FROM {} ON CONFLICT DO NOTHING'
-            ).format(self.table("rs_failed")),
-            (self.projection.name,),
-        )
+        await bookkeeping.dead_letters_from(conn, self.projection.name, self.table("rs_failed"))
         # An event the new version's fold failed on is not "seen" by it, whatever the replaced
         # version did (applied it, or had it replayed from the dead letters meanwhile): forget it in
         # the projection's dedupe, so `readside dlq replay` applies it to the new tables after a fix
@@ -281,10 +276,7 @@ class Shadow:
             )
         )
         failed = [_event_id(bytes(value)) for (value,) in await cur.fetchall()]
-        await conn.execute(
-            "DELETE FROM public.dedupe WHERE projection = %s AND event_id = ANY(%s::text[])",
-            (self.projection.name, [e for e in failed if e is not None]),
-        )
+        await bookkeeping.forget_seen(conn, self.projection.name, [e for e in failed if e is not None])
         await conn.execute(sql.SQL("TRUNCATE {}").format(self.table("rs_failed")))
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(outgoing)))
         for table in self.projection.tables:

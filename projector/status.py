@@ -23,12 +23,14 @@ The table (and ``/readyz``) show the two combined: a stalled ``live`` projection
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
+from readside.projector import bookkeeping
 from readside.readmodels.registry import REGISTRY
 from readside.shared.kafka import BrokerHeads, BrokerUnavailable, Head
 from readside.shared.table import ago, duration, format_table
@@ -97,34 +99,20 @@ class _Rows:
 
 async def load(conn: psycopg.AsyncConnection, names: Iterable[str] | None = None) -> _Rows:
     """Everything PostgreSQL knows: four small reads, no locks (the projector is never blocked)."""
-    wanted = sorted(names) if names is not None else None
-    cur = await conn.execute(
-        "SELECT name, version, state, skipped_unknown, last_batch_at FROM projections "
-        "WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]) ORDER BY name",
-        {"names": wanted},
-    )
-    projections = await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT projection, topic, partition, next_offset, updated_at, "
-        "extract(epoch FROM now() - updated_at)::float8 FROM checkpoints"
+    projections, rows, heads, dead_rows, rebuild_rows = await bookkeeping.status_rows(
+        conn, None if names is None else list(names)
     )
     checkpoints: dict[str, dict[tuple[str, int], tuple[int, datetime, float]]] = {}
-    for projection, topic, partition, offset, at, age in await cur.fetchall():
+    for projection, topic, partition, offset, at, age in rows:
         checkpoints.setdefault(projection, {})[(topic, partition)] = (offset, at, max(age, 0.0))
-    cur = await conn.execute("SELECT topic, partition, high_watermark FROM partition_heads")
-    recorded = {(t, p): hw for t, p, hw in await cur.fetchall()}
-    cur = await conn.execute("SELECT projection, count(*) FROM dead_letters GROUP BY projection")
-    dead = {name: n for name, n in await cur.fetchall()}
-    cur = await conn.execute(
-        "SELECT projection, kind, target_version, phase, events_done, events_total, updated_at FROM rebuilds "
-        "WHERE phase NOT IN ('done', 'cancelled')"
-    )
+    recorded = {(t, p): hw for t, p, hw in heads}
+    dead = {name: n for name, n in dead_rows}
     rebuilds = {
         name: {"kind": kind, "target_version": target, "phase": phase, "events_done": done,
                "events_total": total, "updated_at": at}
-        for name, kind, target, phase, done, total, at in await cur.fetchall()
+        for name, kind, target, phase, done, total, at in rebuild_rows
     }
-    return _Rows(projections, checkpoints, recorded, dead, rebuilds)
+    return _Rows(list(projections), checkpoints, recorded, dead, rebuilds)
 
 
 def _topics(rows: _Rows, name: str, prefix: str) -> list[str]:
@@ -226,7 +214,7 @@ async def collect(
 
 def render(status: Status, bootstrap: str) -> str:
     """The aligned tables ``readside status`` prints."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def since(at: datetime | None) -> str:
         return ago(None if at is None else max((now - at).total_seconds(), 0.0))
@@ -242,7 +230,8 @@ def render(status: Status, bootstrap: str) -> str:
         format_table(
             ["PROJECTION", "VERSION", "STATE", "LAG", "LAG TIME", "DEAD LETTERS", "SKIPPED", "LAST BATCH"],
             [
-                [p.name, p.version, p.shown_state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown, since(p.last_batch_at)]
+                [p.name, p.version, p.shown_state, p.lag, duration(p.lag_seconds), p.dead_letters, p.skipped_unknown,
+                 since(p.last_batch_at)]
                 for p in status.projections
             ],
             right=(1, 3, 4, 5, 6),

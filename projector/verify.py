@@ -78,7 +78,8 @@ async def compare(conn: psycopg.AsyncConnection, projection: Projection, live: s
         cols = [c for c in live_cols if c in new_cols and c not in check.exclude]
         where = sql.SQL(" WHERE " + check.where) if check.where else sql.SQL("")  # trusted: from the projection
 
-        def side(schema: str) -> sql.Composed:
+        def side(schema: str, key: list[str] = key, cols: list[str] = cols, table: str = table,
+                 where: sql.Composable = where) -> sql.Composed:
             return sql.SQL("SELECT ROW({k})::text AS k, md5(ROW({c})::text) AS h FROM {t}{w}").format(
                 k=sql.SQL(", ").join(map(sql.Identifier, key)),
                 c=sql.SQL(", ").join(map(sql.Identifier, cols)),

@@ -27,8 +27,8 @@ and for the API and ``/v1/events``:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
 import psycopg
 

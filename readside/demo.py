@@ -28,12 +28,13 @@ from urllib.error import URLError
 from urllib.parse import quote
 from urllib.request import Request, urlopen
 
-from readside.api.auth import make_token
 from readside import demo_env
+from readside.api.auth import make_token
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedValkey
-from readside.shared.kafka import contract_topics, create_topics
 from readside.load import mixed_stream, publish, run_load
+from readside.schemas.registry import contract_topics
 from readside.shared.errors import ConfigError
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 
 __all__ = ["run_demo"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Mapping, MutableMapping
 
 __all__ = ["DEFAULT_DIR", "FILE_NAME", "load", "remove", "write"]
 

@@ -28,9 +28,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from readside.shared.errors import ReadsideError
 
@@ -168,7 +169,7 @@ def _run_in_thread(fn: Callable[[], Any]) -> Any:
     def target() -> None:
         try:
             result.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             error.append(exc)
 
     thread = threading.Thread(target=target, name="readside-embedded-probe", daemon=True)
@@ -187,7 +188,7 @@ async def _kafka_metadata_ok(bootstrap: str) -> bool:
         await admin.start()
         await admin.list_topics()
         return True
-    except Exception:  # not ready yet: the caller polls until its deadline
+    except Exception:  # noqa: BLE001 - not ready yet: the caller polls until its deadline
         return False
     finally:
         await admin.close()

@@ -45,6 +45,7 @@ from readside.schemas.registry import (
     UPCASTERS,
     topic_of,
 )
+from readside.shared.errors import RecordFault
 
 __all__ = [
     "Event",
@@ -91,7 +92,7 @@ def clean_reason(reason: str) -> str:
     return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
 
 
-class InvalidEvent(Exception):
+class InvalidEvent(RecordFault):
     """A poison record: it goes to ``<topic>.dlq`` with ``reason`` and the original bytes.
 
     ``event_id`` and ``type`` are set when the envelope got far enough to name them (for logs).
@@ -168,7 +169,7 @@ def reference_decode(topic: str, key: bytes | None, value: bytes | None) -> Even
         return _decode(topic, key, value)
     except (InvalidEvent, MemoryError):  # memory is the machine's, not the record's: retried
         raise
-    except Exception as exc:  # noqa: BLE001 - a decoder bug costs this record, not the projection
+    except Exception as exc:
         raise InvalidEvent(f"decoder error: {exc!r}") from exc
 
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from readside.schemas._base import id_problem
 from readside.schemas.registry import PAYLOAD_TYPES, SUPPORTED_SCHEMA_VERSION, TOPICS, topic_of
+from readside.shared.limits import MAX_RECORD_BYTES
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_REQUEST_BYTES", "Published", "Publisher", "encode", "make_event", "read_after", "route"]
 
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_REQUEST_BYTES = MAX_RECORD_BYTES  # the topics are made to hold records this large
 """The producer's ``max_request_size`` in :meth:`Publisher.connect`: workflow payloads reach
 1 MB, and the topics are created with ``max.message.bytes`` of 4 MiB (at least 2 MiB needed)."""
 

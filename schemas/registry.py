@@ -31,7 +31,7 @@ from readside.schemas.threads import (
 )
 from readside.schemas.workflows import WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
 
-__all__ = ["PAYLOAD_TYPES", "SUPPORTED_SCHEMA_VERSION", "TOPICS", "UPCASTERS", "topic_of"]
+__all__ = ["PAYLOAD_TYPES", "SUPPORTED_SCHEMA_VERSION", "TOPICS", "UPCASTERS", "contract_topics", "topic_of"]
 
 SUPPORTED_SCHEMA_VERSION = 1
 
@@ -110,3 +110,10 @@ _TOPIC_OF_TYPE: dict[str, str] = {t: topic for topic, (_, types) in TOPICS.items
 def topic_of(event_type: str) -> str:
     """The base topic that carries ``event_type``; ``KeyError`` for an unknown type."""
     return _TOPIC_OF_TYPE[event_type]
+
+
+def contract_topics(prefix: str = "") -> list[str]:
+    """The contract's topics (:data:`TOPICS`) under ``prefix``, then their ``.dlq`` topics: what
+    ``readside.shared.kafka.create_topics`` makes before a projector, the demo or a test starts."""
+    names = [prefix + topic for topic in TOPICS]
+    return names + [name + ".dlq" for name in names]

@@ -42,13 +42,17 @@ import hashlib
 import logging
 import random
 import time
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from readside.shared.errors import CacheUnavailable
+
 __all__ = ["Cache", "CacheDown"]
+
+CacheDown = CacheUnavailable  # the name the cache's callers know it by (readside.shared.errors)
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +307,3 @@ class Cache:
         except CacheDown:
             pass
 
-
-class CacheDown(Exception):
-    """The cache did not answer in time; callers fall back to PostgreSQL."""

@@ -8,7 +8,7 @@ idempotent, so ``migrate`` can run at every start.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool

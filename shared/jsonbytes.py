@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,4 +25,4 @@ loads = orjson.loads
 
 def rfc3339(value: datetime) -> str:
     """``2026-11-22T10:05:00Z``, or with the fraction (microseconds) when there is one."""
-    return orjson.dumps(value.astimezone(timezone.utc), option=_OPTIONS).decode()[1:-1]
+    return orjson.dumps(value.astimezone(UTC), option=_OPTIONS).decode()[1:-1]

@@ -5,29 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsError
 
-from readside.schemas.publisher import MAX_REQUEST_BYTES
-from readside.schemas.registry import TOPICS
+from readside.shared.errors import BrokerUnavailable
+from readside.shared.limits import MAX_RECORD_BYTES
 
-__all__ = ["BrokerHeads", "BrokerUnavailable", "Head", "TOPIC_CONFIG", "contract_topics", "create_topics"]
+__all__ = ["BrokerHeads", "BrokerUnavailable", "Head", "TOPIC_CONFIG", "create_topics"]
 
 log = logging.getLogger(__name__)
 
 # Workflow payloads reach 1 MB; replay needs full history (CONTRACT §3, ARCHITECTURE "Rebuild").
-TOPIC_CONFIG = {"max.message.bytes": str(MAX_REQUEST_BYTES), "retention.ms": "-1"}
-
-
-def contract_topics(prefix: str = "") -> list[str]:
-    """The contract's topics (``readside.schemas.TOPICS``) under ``prefix``, then their ``.dlq``
-    topics: what :func:`create_topics` makes before a projector, the demo or a test starts."""
-    names = [prefix + topic for topic in TOPICS]
-    return names + [name + ".dlq" for name in names]
+TOPIC_CONFIG = {"max.message.bytes": str(MAX_RECORD_BYTES), "retention.ms": "-1"}
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> list[str]:
@@ -48,10 +41,6 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         return wanted
     finally:
         await admin.close()
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not answer in time; callers fall back to the heads recorded in PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,19 @@
-"""Listening sockets bound before any other work, so a taken port fails the start with one line."""
+"""Listening sockets bound before any other work, so a taken port fails the start with one line;
+and serving a small app on one until told to stop (the projector's endpoint, the API's metrics port)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.applications import Starlette
 
 from readside.shared.errors import ConfigError
 
-__all__ = ["listening_socket"]
+__all__ = ["listening_socket", "serve"]
 
 
 def listening_socket(host: str, port: int, *, setting: str, otherwise: str, reuse_port: bool = False) -> socket.socket:
@@ -24,3 +31,25 @@ def listening_socket(host: str, port: int, *, setting: str, otherwise: str, reus
         raise ConfigError(f"{setting} {port} on {host} cannot be used ({exc.strerror}); {otherwise}") from None
     sock.setblocking(False)
     return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the projector owns SIGTERM/SIGINT: it sets ``stop``, and ``serve`` stops us
+
+
+async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve ``app`` on ``sock`` until ``stop`` is set."""
+    server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
+
+    async def stopper() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.ensure_future(stopper())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        sock.close()

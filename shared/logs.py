@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Mapping
 
 import orjson
 

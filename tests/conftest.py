@@ -19,17 +19,18 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres
-from tests import containers
-from readside.shared.kafka import contract_topics, create_topics
+from readside.schemas.registry import contract_topics
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
+from tests import containers
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -9,27 +9,28 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-import random
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from readside.schemas import TOPICS, Event, decode, make_event
-from readside.schemas.registry import topic_of
 from readside.api.auth import make_token
 from readside.load import Record, publish
+from readside.schemas import TOPICS, Event, decode, make_event
+from readside.schemas.registry import topic_of
 from readside.shared.settings import Settings
 
 _counter = itertools.count()
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 def ts(seconds: float) -> str:
@@ -181,7 +182,7 @@ async def high_watermarks(bootstrap: str, topics: list[str]) -> dict[tuple[str, 
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata for a new topic
+    await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()
 
 
@@ -225,7 +226,7 @@ def with_stale_reads(records: list[Record], rnd: random.Random, share: float = 0
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 
@@ -237,7 +238,7 @@ def read_topics(bootstrap: str, topics: list[str], count: int, polls: int = 150)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
         await consumer.start()
         try:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
+            await consumer._client.force_metadata_update()
             tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)

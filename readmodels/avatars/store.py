@@ -19,7 +19,7 @@ path (``threads.bulk``) and the pure ``avatars.fold.user_avatars`` agree for any
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import psycopg
 

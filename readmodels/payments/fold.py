@@ -9,9 +9,10 @@ was sent. A payment may arrive before its thread exists: it is kept, and shown o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from readside.schemas import Event, PaymentReceived
 

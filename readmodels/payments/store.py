@@ -12,7 +12,7 @@ folds in memory, inserts the new payments and rewrites the totals of the threads
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 

@@ -25,10 +25,11 @@ orders; only ``active`` providers with a profile are listed. No I/O here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from readside.readmodels.avatars.fold import shipped
 from readside.schemas import BookingConfirmed, Event, ProviderProfileUpdated, ReviewPosted
@@ -66,7 +67,7 @@ FIELDS = (
 )
 LISTED_STATUS = "active"
 _RUNS = re.compile(r"[\s\-]+")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 34 significant digits: two means of reviews with fewer than 10^15 ratings each that differ,
 # differ by more than 10^-30, so this rounding keeps their order; equal means give equal values.
 _MEAN = Context(prec=34)

@@ -26,7 +26,8 @@ back with one statement. It returns the listing keys it bumped (``scopes``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -199,7 +200,7 @@ async def _write_providers(conn: psycopg.AsyncConnection, rows: dict[str, Row]) 
     if not rows:
         return
     pids = sorted(rows)
-    cols = list(zip(*(rows[p] for p in pids)))
+    cols = list(zip(*(rows[p] for p in pids), strict=True))
     types = (
         "text", "text", "text", "text", "int8", "bool", "text", "text", "timestamptz",  # profile
         "timestamptz", "int8", "int8", "int8",  # created_at, counters

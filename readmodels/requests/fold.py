@@ -33,9 +33,10 @@ No I/O here: the same code serves live projection, rebuild, tests and the bench.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -278,19 +279,19 @@ def _at(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
-def _reg_out(reg: Register | None) -> list | None:
+def _reg_out(reg: Register | None) -> list[Any] | None:
     return None if reg is None else [_us(reg[0]), reg[1], reg[2]]
 
 
-def _reg_in(raw: list | None) -> Register | None:
+def _reg_in(raw: list[Any] | None) -> Register | None:
     return None if raw is None else (_at(raw[0]), raw[1], raw[2])  # type: ignore[return-value]
 
 
-def _marker_out(m: Marker | None) -> list | None:
+def _marker_out(m: Marker | None) -> list[Any] | None:
     return None if m is None else [_us(m[0]), _us(m[1])]
 
 
-def _marker_in(raw: list | None) -> Marker | None:
+def _marker_in(raw: list[Any] | None) -> Marker | None:
     return None if raw is None else (_at(raw[0]), _at(raw[1]))  # type: ignore[return-value]
 
 

@@ -34,7 +34,7 @@ leave the state bytes unchanged and write nothing.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 

@@ -17,8 +17,8 @@ equal on random rows; tests/integration/test_requests_projection.py the counters
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Callable
 
 from readside.readmodels.requests.fold import SOLVED, RequestRow
 

@@ -21,17 +21,17 @@ path's deltas add up to (the versions start at 1; they only name ETags).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 
 from readside.readmodels.avatars.store import write_user_avatars
 from readside.readmodels.base import BulkLoad
-from readside.readmodels.threads.fold import fold_into, render
+from readside.readmodels.threads.fold import render
 from readside.readmodels.threads.rules import READS_FORWARD
-from readside.readmodels.threads.store import load_states, starts
+from readside.readmodels.threads.store import fold_batch, load_states, starts
 from readside.readmodels.threads.writes import message_item
-from readside.schemas import Event, MessageCreated, MessageDeleted, MessageRead, ThreadPinned
+from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
 __all__ = ["BULK", "apply", "finish"]
@@ -92,23 +92,9 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
     states = await load_states(conn, tids)
     unstarted = {tid for tid in tids if states[tid].started is None}
-    created: dict[tuple[str, str], MessageCreated] = {}
-    deleted: set[tuple[str, str]] = set()
-    registers: set[tuple[bool, str, str]] = set()
-    for event in events:
-        p = event.payload
-        state = states[p.thread_id]  # type: ignore[attr-defined]
-        if isinstance(p, MessageCreated):
-            known = state.messages.get(p.message_id)
-            if known is None or known.created_at is None:
-                created[(p.thread_id, p.message_id)] = p
-        elif isinstance(p, MessageDeleted):
-            deleted.add((p.thread_id, p.message_id))
-        elif isinstance(p, MessageRead):
-            registers.add((False, p.thread_id, p.reader_id))
-        elif isinstance(p, ThreadPinned):
-            registers.add((True, p.thread_id, p.user_id))
-        fold_into(state, event)
+    touched = fold_batch(states, events)
+    created, deleted = touched.created, touched.deleted
+    registers = {(False, t, u) for t, u in touched.reads} | {(True, t, u) for t, u in touched.pins}
 
     await conn.execute(_STAGING)
     # Empty even within one transaction: after a poison event is isolated (savepoints), an

@@ -15,9 +15,10 @@ No I/O here: the same code serves live projection, rebuild and tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from readside.readmodels.avatars.fold import shipped
 from readside.readmodels.threads.rules import further, is_paid, unread, visible

@@ -98,7 +98,7 @@ async def render_previews(
             plan.append((tid, role, user, marker[1] if marker else None, count, unread_count, s.client_id, s.provider_id))
     if not plan:
         return []
-    cur = await conn.execute(SIDES, tuple(list(col) for col in zip(*plan)))
+    cur = await conn.execute(SIDES, tuple(list(col) for col in zip(*plan, strict=True)))
     found: dict[tuple[str, str], tuple] = {(r[0], r[1]): r for r in await cur.fetchall()}
     rows: list[PreviewRow] = []
     for tid in sorted({p[0] for p in plan}):

@@ -33,7 +33,8 @@ the new marker). The rebuild's bulk path (``bulk``) loads whole threads and uses
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -182,7 +183,7 @@ async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
     tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
     touched = {
-        (e.payload.thread_id, e.payload.message_id)  # type: ignore[attr-defined]
+        (e.payload.thread_id, e.payload.message_id)
         for e in events
         if isinstance(e.payload, (MessageCreated, MessageDeleted))
     }
@@ -191,30 +192,46 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     old = await _old_previews(conn, [states[t] for t in tids])
     before = {key: states[key[0]].messages.get(key[1]) for key in touched}
     markers = {tid: dict(states[tid].reads) for tid in tids}
-    created: dict[tuple[str, str], MessageCreated] = {}
-    deleted: set[tuple[str, str]] = set()
-    reads: set[tuple[str, str]] = set()
-    pins: set[tuple[str, str]] = set()
+    touched = fold_batch(states, events)
+    await write_threads(conn, [states[t] for t in tids])
+    await write_messages(conn, states, touched.created, touched.deleted - set(touched.created))
+    await write_registers(conn, states, touched.reads, touched.pins)
+    await write_user_avatars(conn, starts(states, unstarted))
+    rows = await render_previews(conn, states, old, before, markers)
+    return await write_previews(conn, rows, old) | {scopes.thread(t) for t in tids}
+
+
+@dataclass
+class Touched:
+    """The rows a batch writes besides the threads and previews: messages created (the first
+    ``message.created`` of an id, or one that fills a stub), messages deleted, read markers
+    ``(thread, reader)`` and pins ``(thread, user)``."""
+
+    created: dict[tuple[str, str], MessageCreated] = field(default_factory=dict)
+    deleted: set[tuple[str, str]] = field(default_factory=set)
+    reads: set[tuple[str, str]] = field(default_factory=set)
+    pins: set[tuple[str, str]] = field(default_factory=set)
+
+
+def fold_batch(states: dict[str, ThreadState], events: Sequence[Event]) -> Touched:
+    """Fold ``events`` into ``states`` (loaded for every thread they name) and say which rows they
+    touch: what the live ``apply`` and the rebuild's bulk loader both write."""
+    touched = Touched()
     for event in events:
         p = event.payload
         state = states[p.thread_id]  # type: ignore[attr-defined]
         if isinstance(p, MessageCreated):
             known = state.messages.get(p.message_id)
             if known is None or known.created_at is None:
-                created[(p.thread_id, p.message_id)] = p
+                touched.created[(p.thread_id, p.message_id)] = p
         elif isinstance(p, MessageDeleted):
-            deleted.add((p.thread_id, p.message_id))
+            touched.deleted.add((p.thread_id, p.message_id))
         elif isinstance(p, MessageRead):
-            reads.add((p.thread_id, p.reader_id))
+            touched.reads.add((p.thread_id, p.reader_id))
         elif isinstance(p, ThreadPinned):
-            pins.add((p.thread_id, p.user_id))
+            touched.pins.add((p.thread_id, p.user_id))
         fold_into(state, event)
-    await write_threads(conn, [states[t] for t in tids])
-    await write_messages(conn, states, created, deleted - set(created))
-    await write_registers(conn, states, reads, pins)
-    await write_user_avatars(conn, starts(states, unstarted))
-    rows = await render_previews(conn, states, old, before, markers)
-    return await write_previews(conn, rows, old) | {scopes.thread(t) for t in tids}
+    return touched
 
 
 def starts(states: dict[str, ThreadState], unstarted: Collection[str]) -> list[Offer]:

@@ -17,9 +17,10 @@ Merges, so arrival order does not matter where the contract leaves room:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from readside.schemas import Event, WorkflowCreated, WorkflowDeleted, WorkflowVersionSaved
 

@@ -14,7 +14,8 @@ Nodes and edges are never stored: a saved version leaves only its counts.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -124,13 +125,13 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     bumped: set[str] = set()
     for wid, after in rows.items():
         before = old.get(wid)
-        for row in (before, after):
-            if row is None or not row[_LISTED_AT]:
+        for side in (before, after):
+            if side is None or not side[_LISTED_AT]:
                 continue
             if before is not None and _entry(before) == _entry(after):
                 continue  # stored facts moved, the listed entry did not
-            bumped.add(owner_key(row[0]))
-            if row[2]:
+            bumped.add(owner_key(side[0]))
+            if side[2]:
                 bumped.add(TEMPLATES_KEY)
     if bumped:
         await conn.execute(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
+from readside.shared.errors import ReadsideError
 from readside.shared.settings import Settings
 
 __all__ = ["CommandError", "operator_database", "settings_from_env"]
@@ -17,7 +18,7 @@ def settings_from_env() -> Settings:
     return Settings.from_env()
 
 
-class CommandError(Exception):
+class CommandError(ReadsideError):
     """Stops a command with a message that says what to do, and exit status 1."""
 
 

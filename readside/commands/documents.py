@@ -20,8 +20,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     import secrets
     from dataclasses import replace
 
-    from readside.api.app import create_app
     from readside.api.openapi import openapi_document
+    from readside.serve import create_app
 
     # The document depends on the routes (is /metrics on the public port?) and the topic prefix,
     # not on keys: an app made with throwaway ones (nothing connects until it serves).

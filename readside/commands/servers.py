@@ -49,20 +49,21 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     from readside.api.server import run
 
-    # The workers configure their logging from the environment (readside.api.app.app_from_env).
+    # The workers configure their logging from the environment (readside.serve.app_from_env).
     if args.access_log:
         os.environ["READSIDE_ACCESS_LOG"] = "1"
     if args.verbose:
         os.environ["READSIDE_LOG_LEVEL"] = "DEBUG"
     settings_from_env().require_keys()  # fail fast on bad configuration or missing keys, before the server starts
     _check_port_free(args.host, args.port)
-    run(args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
+    run("readside.serve:app_from_env", args.host, args.port, args.workers)  # uvicorn with the READSIDE_HTTP_* bounds
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     from readside.load import run_load
-    from readside.shared.kafka import contract_topics, create_topics
+    from readside.schemas.registry import contract_topics
+    from readside.shared.kafka import create_topics
 
     settings = settings_from_env()
 

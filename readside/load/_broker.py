@@ -76,7 +76,8 @@ async def ensure_topics(bootstrap: str, prefix: str = "", partitions: int = 3) -
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-    from readside.shared.kafka import TOPIC_CONFIG, contract_topics
+    from readside.schemas.registry import contract_topics
+    from readside.shared.kafka import TOPIC_CONFIG
 
     names = contract_topics(prefix)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psycopg
 import pytest
 
 from readside.embedded import EmbeddedValkey
-from readside.shared.kafka import contract_topics, create_topics
+from readside.schemas.registry import contract_topics
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector, _with_db
 from tests.support import api_server

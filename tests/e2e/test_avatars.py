@@ -42,7 +42,7 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     s = stack.settings
     send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + "threads.events"])
@@ -50,7 +50,7 @@ def loaded(stack):  # noqa: ANN001, ANN201
     return stack
 
 
-def _counterparty_avatars(stack, viewer: str) -> dict[str, str | None]:  # noqa: ANN001
+def _counterparty_avatars(stack, viewer: str) -> dict[str, str | None]:
     token = make_token(stack.settings.jwt_secret, viewer)
     with stack.client() as http:
         r = http.get("/v1/threads/preview", params={"limit": 100}, headers={"Authorization": f"Bearer {token}"})
@@ -58,13 +58,13 @@ def _counterparty_avatars(stack, viewer: str) -> dict[str, str | None]:  # noqa:
     return {i["thread_id"]: i["counterparty"]["avatar_url"] for i in r.json()["items"]}
 
 
-def _assert_problem_404(r) -> None:  # noqa: ANN001
+def _assert_problem_404(r) -> None:
     assert r.status_code == 404, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["status"] == 404 and r.json()["type"] == "/problems/not-found"
 
 
-def test_a_preview_ships_the_route_and_the_route_answers_the_exact_bytes(loaded):  # noqa: ANN001
+def test_a_preview_ships_the_route_and_the_route_answers_the_exact_bytes(loaded):
     assert _counterparty_avatars(loaded, "u-ann") == {"t1": "/v1/img/avatar/u-bob"}
     assert _counterparty_avatars(loaded, "u-bob")["t1"] == "/v1/img/avatar/u-ann"
     with loaded.client() as http:  # no token: an <img> sends none
@@ -80,7 +80,7 @@ def test_a_preview_ships_the_route_and_the_route_answers_the_exact_bytes(loaded)
     assert png.headers["etag"] != svg.headers["etag"]
 
 
-def test_if_none_match_answers_304_without_a_body(loaded):  # noqa: ANN001
+def test_if_none_match_answers_304_without_a_body(loaded):
     with loaded.client() as http:
         tag = http.get("/v1/img/avatar/u-ann").headers["etag"]
         same = http.get("/v1/img/avatar/u-ann", headers={"If-None-Match": tag})
@@ -107,12 +107,12 @@ def test_if_none_match_answers_304_without_a_body(loaded):  # noqa: ANN001
         pytest.param("/v1/img/avatar/", id="empty"),
     ],
 )
-def test_nothing_to_serve_is_a_problem_404(loaded, path: str):  # noqa: ANN001
+def test_nothing_to_serve_is_a_problem_404(loaded, path: str):
     with loaded.client() as http:
         _assert_problem_404(http.get(path))
 
 
-def test_unusable_avatars_are_applied_and_still_ship_the_route(loaded):  # noqa: ANN001
+def test_unusable_avatars_are_applied_and_still_ship_the_route(loaded):
     # not poison: t2 is in both inboxes; the contract's rule is on the URL's scheme
     assert _counterparty_avatars(loaded, "u-cat") == {"t2": "/v1/img/avatar/u-dan"}
     assert _counterparty_avatars(loaded, "u-dan") == {"t2": "/v1/img/avatar/u-cat"}
@@ -125,7 +125,7 @@ def test_unusable_avatars_are_applied_and_still_ship_the_route(loaded):  # noqa:
     assert fay.status_code == 200 and fay.content == GIF and fay.headers["content-type"] == "image/gif"
 
 
-def test_an_id_with_a_slash_is_one_encoded_segment(loaded):  # noqa: ANN001
+def test_an_id_with_a_slash_is_one_encoded_segment(loaded):
     url = _counterparty_avatars(loaded, "u-bob")["t7"]
     assert url == "/v1/img/avatar/u%2Fgus"
     with loaded.client() as http:
@@ -133,7 +133,7 @@ def test_an_id_with_a_slash_is_one_encoded_segment(loaded):  # noqa: ANN001
     assert r.status_code == 200 and r.content == PNG
 
 
-def test_a_provider_listing_avatar_is_served_from_its_latest_snapshot(loaded):  # noqa: ANN001
+def test_a_provider_listing_avatar_is_served_from_its_latest_snapshot(loaded):
     with loaded.client() as http:
         r = http.get("/v1/providers", params={"category": "DJ", "fields": "avatar_url", "limit": 50})
         cards = {i["id"]: i["avatar_url"] for i in r.json()["items"]}
@@ -147,21 +147,21 @@ def test_a_provider_listing_avatar_is_served_from_its_latest_snapshot(loaded):  
         assert same.status_code == 200 and same.content == PNG
 
 
-def test_parameters_are_refused_as_everywhere(loaded):  # noqa: ANN001
+def test_parameters_are_refused_as_everywhere(loaded):
     with loaded.client() as http:
         r = http.get("/v1/img/avatar/u-ann", params={"v": "2"})
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
 
 
 @pytest.fixture(scope="module")
-def cached(bootstrap: str, pg_admin_url: str, valkey, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def cached(bootstrap: str, pg_admin_url: str, valkey, tmp_path_factory: pytest.TempPathFactory):
     from tests.e2e.conftest import running_stack
 
     with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=valkey.url, cache_timeout=2.0) as s:
         yield s
 
 
-def test_with_a_cache_the_route_adds_no_redis_key_per_request(cached, valkey):  # noqa: ANN001
+def test_with_a_cache_the_route_adds_no_redis_key_per_request(cached, valkey):
     import uuid
 
     import redis

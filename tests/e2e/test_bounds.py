@@ -10,10 +10,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psycopg
@@ -228,7 +228,7 @@ def test_requests_naming_scopes_nothing_wrote_add_no_redis_keys(cached: Stack, v
                 category = f"{uuid.uuid4().hex}-{i}-" + "z" * 150
                 got = http.get("/v1/providers", params={"category": category, "limit": str(1 + i % 50)})
                 assert got.status_code == 200 and got.json()["items"] == []
-            for i in range(10):
+            for _ in range(10):
                 auth = {"Authorization": f"Bearer {make_token(cached.settings.jwt_secret, f'u-new-{uuid.uuid4().hex}')}"}
                 assert http.get("/v1/threads/preview", headers=auth).status_code == 200
                 got = http.get(f"/v1/threads/t-{uuid.uuid4().hex}/messages", headers={"Authorization": f"Bearer {token}"})
@@ -341,8 +341,8 @@ def test_a_waiting_request_is_released_when_the_projector_commits_its_position(c
     renamed = profile(f"p-{u}", 2, category=f"Ryw {u}", business_name="Renamed")
 
     async def produce() -> str:
-        from aiokafka import AIOKafkaProducer
         import orjson
+        from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
         await producer.start()

@@ -7,10 +7,11 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import httpx
+import orjson
 import psycopg
 import pytest
 import redis
@@ -18,7 +19,6 @@ import redis
 from readside.embedded import EmbeddedValkey
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import auth, message, send, started, wait_caught_up, wait_until
-import orjson
 
 TOPICS = ("threads.events", "payments.events")
 
@@ -66,7 +66,7 @@ def test_a_cached_inbox_is_never_served_after_the_commit_that_changes_it(cached:
                 before = r.get(version_key)
                 send(cached.settings, [message("fresh", f"m{i}", 10 + i, sender="u-pro", sender_type="provider", content=f"n{i}")])
                 # the projector's commit is complete once its version bump is visible
-                wait_until(lambda: r.get(version_key) != before, 30, "the version bump")
+                wait_until(lambda: r.get(version_key) != before, 30, "the version bump")  # noqa: B023 - called here
                 body = http.get("/v1/threads/preview", headers=auth(cached, "u-fresh")).json()
                 assert body["items"][0]["last_message_preview"] == f"n{i}"
                 assert body["items"][0]["unread_count"] == i
@@ -124,7 +124,7 @@ def test_redis_down_answers_from_postgres_and_the_cache_recovers(cached: Stack, 
         assert http.get("/v1/threads/preview", headers=auth(cached, "u-kill")).status_code == 200
         valkey.kill()
         try:
-            for i in range(5):
+            for _i in range(5):
                 t0 = time.perf_counter()
                 r = http.get("/v1/threads/preview", headers=auth(cached, "u-kill"))
                 assert r.status_code == 200 and r.headers["x-cache"] == "MISS"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
 import pytest
 
-from readside.shared.cache import Cache
 from readside.embedded import EmbeddedValkey
+from readside.shared.cache import Cache
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import auth, message, send, started, wait_until
 

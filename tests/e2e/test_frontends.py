@@ -4,7 +4,7 @@ exposed) and compressed bodies, with ETags and 304s unchanged."""
 from __future__ import annotations
 
 import gzip
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

@@ -11,9 +11,9 @@ import signal
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psycopg
@@ -21,9 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from readside.api.auth import make_token
+from readside.embedded import EmbeddedValkey, free_port
 from readside.projector.service import select
 from readside.shared.db import migrate
-from readside.embedded import EmbeddedValkey, free_port
 from readside.shared.settings import Settings
 from tests.conftest import _with_db
 from tests.e2e.conftest import Stack, running_stack

@@ -15,8 +15,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 import httpx
 import jwt
@@ -142,7 +142,7 @@ def rs256(plain: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         yield base, key
 
 
-def test_with_rs256_a_cursor_forged_with_the_old_public_derivation_is_a_400(rs256) -> None:  # noqa: ANN001
+def test_with_rs256_a_cursor_forged_with_the_old_public_derivation_is_a_400(rs256) -> None:
     base, key = rs256
     token = jwt.encode({"sub": "u-ann", "exp": int(time.time()) + 600}, key, algorithm="RS256")
     headers = {"Authorization": f"Bearer {token}"}
@@ -248,7 +248,7 @@ def _endpoints() -> list[tuple[str, dict[str, str], str, bytes, list[bytes]]]:
 
 
 @pytest.mark.parametrize("endpoint", _endpoints(), ids=lambda e: e[0] + "?" + e[1].get("sort", ""))
-def test_a_signed_cursor_with_an_odd_position_is_a_400_never_a_500(plain: Stack, endpoint) -> None:  # noqa: ANN001
+def test_a_signed_cursor_with_an_odd_position_is_a_400_never_a_500(plain: Stack, endpoint) -> None:
     path, params, scope, valid, odd = endpoint
     secret = plain.settings.cursor_secret
     with plain.client() as http:

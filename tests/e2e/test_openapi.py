@@ -11,8 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from readside.load import mixed_stream
 from readside.api.auth import make_token
+from readside.load import mixed_stream
 from tests.support import auth, send, wait_caught_up
 
 PROJECTIONS = {"threads": ["threads.events", "payments.events"], "requests": ["requests.events"],
@@ -81,7 +81,7 @@ CONDITIONAL = sorted({(t, p, w) for t, p, w, q, s in CASES if s == 200 and t not
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     s = stack.settings
     send(s, STREAM)
     for name, topics in PROJECTIONS.items():
@@ -90,7 +90,7 @@ def loaded(stack):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def document(loaded) -> dict[str, Any]:  # noqa: ANN001
+def document(loaded) -> dict[str, Any]:
     response = httpx.get(loaded.base_url + "/openapi.json", timeout=10)
     assert response.status_code == 200
     doc = response.json()
@@ -98,7 +98,7 @@ def document(loaded) -> dict[str, Any]:  # noqa: ANN001
     return doc
 
 
-def _headers(stack, who: str | None) -> dict[str, str]:  # noqa: ANN001
+def _headers(stack, who: str | None) -> dict[str, str]:
     if who is None:
         return {}
     sub, roles = {"user": (CLIENT, []), "technician": ("tech-1", ["technician"]), "admin": ("ops-1", ["admin"])}[who]
@@ -113,7 +113,7 @@ def test_every_served_route_has_cases(document: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("template", "path", "who", "params", "status"), CASES,
                          ids=[f"{c[4]}-{c[1]}-{c[2]}" for c in CASES])
-def test_status_is_documented_and_200_bodies_match(loaded, document: dict[str, Any], template: str, path: str,  # noqa: ANN001
+def test_status_is_documented_and_200_bodies_match(loaded, document: dict[str, Any], template: str, path: str,
                                                    who: str | None, params: dict[str, str], status: int) -> None:
     response = httpx.get(loaded.base_url + path, params=params, headers=_headers(loaded, who), timeout=10)
     assert response.status_code == status, response.text[:300]
@@ -136,7 +136,7 @@ def test_status_is_documented_and_200_bodies_match(loaded, document: dict[str, A
 
 
 @pytest.mark.parametrize(("template", "path", "who"), CONDITIONAL, ids=[c[1] for c in CONDITIONAL])
-def test_304_is_documented(loaded, document: dict[str, Any], template: str, path: str, who: str | None) -> None:  # noqa: ANN001
+def test_304_is_documented(loaded, document: dict[str, Any], template: str, path: str, who: str | None) -> None:
     headers = _headers(loaded, who)
     first = httpx.get(loaded.base_url + path, headers=headers, timeout=10)
     again = httpx.get(loaded.base_url + path, headers={**headers, "If-None-Match": first.headers["ETag"]}, timeout=10)
@@ -144,7 +144,7 @@ def test_304_is_documented(loaded, document: dict[str, Any], template: str, path
     assert "304" in document["paths"][template]["get"]["responses"]
 
 
-def test_read_your_writes_headers_are_documented(loaded, document: dict[str, Any]) -> None:  # noqa: ANN001
+def test_read_your_writes_headers_are_documented(loaded, document: dict[str, Any]) -> None:
     topic = loaded.settings.topic_prefix + "threads.events"
     response = httpx.get(loaded.base_url + "/v1/threads/summary", timeout=10,
                          headers={**_headers(loaded, "user"), "X-Readside-After": f"{topic}:0:0"})
@@ -164,7 +164,7 @@ def _probes(schema: dict[str, Any]) -> list[tuple[str, bool]]:
     return []
 
 
-def test_documented_parameter_ranges_and_enums_are_what_the_api_enforces(loaded, document: dict[str, Any]) -> None:  # noqa: ANN001
+def test_documented_parameter_ranges_and_enums_are_what_the_api_enforces(loaded, document: dict[str, Any]) -> None:
     token = make_token(loaded.settings.jwt_secret, CLIENT, ["technician", "admin"])
     checked = 0
     with httpx.Client(base_url=loaded.base_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:

@@ -25,7 +25,7 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     s = stack.settings
     send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", projection_topics(s, "threads"))
@@ -33,14 +33,14 @@ def loaded(stack):  # noqa: ANN001, ANN201
     return stack
 
 
-def _get(stack, path: str, sub: str | None, **headers: str):  # noqa: ANN001, ANN202
+def _get(stack, path: str, sub: str | None, **headers: str):
     if sub is not None:
         headers |= auth(stack, sub)
     with stack.client() as http:
         return http.get(path, headers=headers)
 
 
-def test_both_participants_see_the_totals_each_payment_once(loaded) -> None:  # noqa: ANN001
+def test_both_participants_see_the_totals_each_payment_once(loaded) -> None:
     for sub in ("u-ann", "u-bob"):
         r = _get(loaded, "/v1/threads/t-1/payments", sub)
         assert r.status_code == 200, r.text
@@ -52,13 +52,13 @@ def test_both_participants_see_the_totals_each_payment_once(loaded) -> None:  # 
         }
 
 
-def test_a_thread_without_payments_has_empty_totals(loaded) -> None:  # noqa: ANN001
+def test_a_thread_without_payments_has_empty_totals(loaded) -> None:
     r = _get(loaded, "/v1/threads/t-2/payments", "u-cat")
     assert r.status_code == 200
     assert r.json() == {"thread_id": "t-2", "payments": 0, "last_received_at": None, "totals": []}
 
 
-def test_strangers_and_unknown_threads_get_the_same_404(loaded) -> None:  # noqa: ANN001
+def test_strangers_and_unknown_threads_get_the_same_404(loaded) -> None:
     stranger = _get(loaded, "/v1/threads/t-1/payments", "u-cat")
     unknown = _get(loaded, "/v1/threads/t-nope/payments", "u-cat")
     orphan = _get(loaded, "/v1/threads/t-orphan/payments", "u-ann")  # paid, but never started
@@ -67,7 +67,7 @@ def test_strangers_and_unknown_threads_get_the_same_404(loaded) -> None:  # noqa
     assert _get(loaded, "/v1/threads/t-1/payments", None).status_code == 401
 
 
-def test_an_etag_gives_a_304_to_a_participant_and_a_404_to_a_stranger(loaded) -> None:  # noqa: ANN001
+def test_an_etag_gives_a_304_to_a_participant_and_a_404_to_a_stranger(loaded) -> None:
     tag = _get(loaded, "/v1/threads/t-1/payments", "u-ann").headers["etag"]
     assert _get(loaded, "/v1/threads/t-1/payments", "u-ann", **{"If-None-Match": tag}).status_code == 304
     assert _get(loaded, "/v1/threads/t-1/payments", "u-cat", **{"If-None-Match": tag}).status_code == 404

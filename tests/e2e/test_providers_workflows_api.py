@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from readside.load import Record
@@ -13,7 +12,7 @@ from tests.unit.test_workflows_fold import created, deleted, saved
 TOPICS = {"providers": "providers.events", "workflows": "workflows.events"}
 
 
-def _provider(pid: str, at: float, books: int, ratings: list[int], **kw) -> list[Record]:  # noqa: ANN003
+def _provider(pid: str, at: float, books: int, ratings: list[int], **kw) -> list[Record]:
     return (
         [profile(pid, at, **kw)]
         + [booking(pid, f"{pid}-b{i}", at + 1 + i) for i in range(books)]
@@ -58,7 +57,7 @@ WORKFLOWS = [
 ]
 
 
-def send_and_wait(stack, records: list[Record]) -> None:  # noqa: ANN001
+def send_and_wait(stack, records: list[Record]) -> None:
     s = stack.settings
     send(s, records)
     for name, topic in TOPICS.items():
@@ -66,13 +65,13 @@ def send_and_wait(stack, records: list[Record]) -> None:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     send_and_wait(stack, PROVIDERS + WORKFLOWS)
     return stack
 
 
 
-def ids(response) -> list[str]:  # noqa: ANN001
+def ids(response) -> list[str]:
     assert response.status_code == 200, response.text
     return [i["id"] for i in response.json()["items"]]
 
@@ -94,7 +93,7 @@ def time_of(rec: Record) -> str:
         pytest.param("newest", ["p-dj-3", "p-dj-2", "p-dj-1"], id="newest"),
     ],
 )
-def test_providers_of_a_category_in_each_order(loaded, sort, expected):  # noqa: ANN001
+def test_providers_of_a_category_in_each_order(loaded, sort, expected):
     params = {"category": "DJ"} | ({"sort": sort} if sort else {})
     with loaded.client() as http:
         r = http.get("/v1/providers", params=params)  # public: no token
@@ -106,7 +105,7 @@ def test_providers_of_a_category_in_each_order(loaded, sort, expected):  # noqa:
     assert "total;dur=" in r.headers["server-timing"]
 
 
-def test_provider_items_follow_the_contract(loaded):  # noqa: ANN001
+def test_provider_items_follow_the_contract(loaded):
     with loaded.client() as http:
         items = {i["id"]: i for i in http.get("/v1/providers", params={"category": "dj"}).json()["items"]}
     one, two, three = items["p-dj-1"], items["p-dj-2"], items["p-dj-3"]
@@ -126,13 +125,13 @@ def test_provider_items_follow_the_contract(loaded):  # noqa: ANN001
     [pytest.param("sound_service", id="normalized"), pytest.param("Sound - Service", id="mixed-run"),
      pytest.param("  SOUND-service ", id="trimmed-and-lowercased")],
 )
-def test_category_is_normalized_like_profiles(loaded, category):  # noqa: ANN001
+def test_category_is_normalized_like_profiles(loaded, category):
     with loaded.client() as http:
         r = http.get("/v1/providers", params={"category": category})
     assert ids(r) == ["p-ss-2", "p-ss-1", "p-ss-3"] and r.json()["total"] == 3
 
 
-def test_unknown_category_is_empty_and_absent_category_lists_all(loaded):  # noqa: ANN001
+def test_unknown_category_is_empty_and_absent_category_lists_all(loaded):
     with loaded.client() as http:
         none = http.get("/v1/providers", params={"category": "astronaut"})
         everything = http.get("/v1/providers", params={"limit": 50, "sort": "newest"})
@@ -151,7 +150,7 @@ def test_unknown_category_is_empty_and_absent_category_lists_all(loaded):  # noq
         pytest.param("", None, id="empty-means-all"),
     ],
 )
-def test_fields_select_the_item_keys(loaded, fields, keys):  # noqa: ANN001
+def test_fields_select_the_item_keys(loaded, fields, keys):
     with loaded.client() as http:
         r = http.get("/v1/providers", params={"category": "dj", "fields": fields})
     items = r.json()["items"]
@@ -165,7 +164,7 @@ def test_fields_select_the_item_keys(loaded, fields, keys):  # noqa: ANN001
 
 
 @pytest.mark.parametrize("sort", ["most_booked", "top_rated", "newest"])
-def test_paging_through_a_category_never_repeats_or_skips(loaded, sort):  # noqa: ANN001
+def test_paging_through_a_category_never_repeats_or_skips(loaded, sort):
     with loaded.client() as http:
         everything = ids(http.get("/v1/providers", params={"category": "Photographer", "sort": sort, "limit": 50}))
         seen, cursor, pages = [], None, 0
@@ -180,7 +179,7 @@ def test_paging_through_a_category_never_repeats_or_skips(loaded, sort):  # noqa
     assert pages == 3 and seen == everything and len(set(seen)) == 30
 
 
-def test_paging_most_booked_while_bookings_move_providers_never_repeats_or_skips(stack):  # noqa: ANN001
+def test_paging_most_booked_while_bookings_move_providers_never_repeats_or_skips(stack):
     # Its own category, so the module's other tests keep their figures.
     send_and_wait(stack, [r for i in range(20) for r in _provider(f"p-mv-{i:02d}", 500 + i, i, [], category="Mover")])
     params = {"category": "mover", "sort": "most_booked", "limit": 7, "fields": "id,book_count"}
@@ -214,7 +213,7 @@ def test_paging_most_booked_while_bookings_move_providers_never_repeats_or_skips
         pytest.param({"cursor": "garbage!!"}, id="garbled-cursor"),
     ],
 )
-def test_bad_provider_parameters_get_400(loaded, params):  # noqa: ANN001
+def test_bad_provider_parameters_get_400(loaded, params):
     with loaded.client() as http:
         r = http.get("/v1/providers", params=params)
     assert r.status_code == 400, r.text
@@ -222,7 +221,7 @@ def test_bad_provider_parameters_get_400(loaded, params):  # noqa: ANN001
     assert r.json()["type"] == "/problems/invalid-parameter" and r.headers["cache-control"] == "no-store"
 
 
-def test_provider_cursor_is_bound_to_the_parameters(loaded):  # noqa: ANN001
+def test_provider_cursor_is_bound_to_the_parameters(loaded):
     base = {"category": "photographer", "limit": 5}
     with loaded.client() as http:
         cursor = http.get("/v1/providers", params=base).json()["next_cursor"]
@@ -232,7 +231,7 @@ def test_provider_cursor_is_bound_to_the_parameters(loaded):  # noqa: ANN001
         assert http.get("/v1/providers", params=base | {"category": "Photographer", "cursor": cursor}).status_code == 200
 
 
-def test_provider_etag_is_per_category_and_changes_with_the_next_event(loaded):  # noqa: ANN001
+def test_provider_etag_is_per_category_and_changes_with_the_next_event(loaded):
     with loaded.client() as http:
         dj = http.get("/v1/providers", params={"category": "dj"})
         ph = http.get("/v1/providers", params={"category": "photographer"})
@@ -247,7 +246,7 @@ def test_provider_etag_is_per_category_and_changes_with_the_next_event(loaded): 
         assert other.status_code == 304  # another category's listing did not change
 
 
-def test_a_profile_change_moves_the_provider_between_listings(loaded):  # noqa: ANN001
+def test_a_profile_change_moves_the_provider_between_listings(loaded):
     send_and_wait(loaded, [profile("p-ss-3", 600, category="MC")])
     with loaded.client() as http:
         sound = http.get("/v1/providers", params={"category": "sound_service"})
@@ -259,7 +258,7 @@ def test_a_profile_change_moves_the_provider_between_listings(loaded):  # noqa: 
 
 # -- workflows ------------------------------------------------------------------------------------
 
-def test_my_workflows_lists_the_viewers_own_newest_first(loaded):  # noqa: ANN001
+def test_my_workflows_lists_the_viewers_own_newest_first(loaded):
     with loaded.client() as http:
         r = http.get("/v1/workflows", params={"limit": 100}, headers=auth(loaded, "u-ann"))
     got = ids(r)
@@ -276,7 +275,7 @@ def test_my_workflows_lists_the_viewers_own_newest_first(loaded):  # noqa: ANN00
     assert items["w-a3"]["is_template"] is True
 
 
-def test_templates_are_every_owners_templates(loaded):  # noqa: ANN001
+def test_templates_are_every_owners_templates(loaded):
     with loaded.client() as http:
         bob = http.get("/v1/templates", headers=auth(loaded, "u-bob"))
         bobs_own = http.get("/v1/workflows", headers=auth(loaded, "u-bob"))
@@ -286,7 +285,7 @@ def test_templates_are_every_owners_templates(loaded):  # noqa: ANN001
 
 
 @pytest.mark.parametrize("path", ["/v1/workflows", "/v1/templates"])
-def test_workflow_lists_need_a_token(loaded, path):  # noqa: ANN001
+def test_workflow_lists_need_a_token(loaded, path):
     with loaded.client() as http:
         r = http.get(path, params={"limit": 500})  # 401 before 400
     assert r.status_code == 401 and r.json()["type"] == "/problems/unauthorized"
@@ -298,13 +297,13 @@ def test_workflow_lists_need_a_token(loaded, path):  # noqa: ANN001
      pytest.param({"owner": "u-bob"}, id="unknown-param"), pytest.param({"cursor": "xx"}, id="garbled-cursor")],
 )
 @pytest.mark.parametrize("path", ["/v1/workflows", "/v1/templates"])
-def test_bad_workflow_parameters_get_400(loaded, path, params):  # noqa: ANN001
+def test_bad_workflow_parameters_get_400(loaded, path, params):
     with loaded.client() as http:
         r = http.get(path, params=params, headers=auth(loaded, "u-ann"))
     assert r.status_code == 400 and r.json()["type"] == "/problems/invalid-parameter"
 
 
-def test_workflow_cursor_is_bound_to_viewer_and_list(loaded):  # noqa: ANN001
+def test_workflow_cursor_is_bound_to_viewer_and_list(loaded):
     with loaded.client() as http:
         cursor = http.get("/v1/workflows", params={"limit": 5}, headers=auth(loaded, "u-ann")).json()["next_cursor"]
         assert http.get("/v1/workflows", params={"limit": 5, "cursor": cursor}, headers=auth(loaded, "u-bob")).status_code == 400
@@ -312,7 +311,7 @@ def test_workflow_cursor_is_bound_to_viewer_and_list(loaded):  # noqa: ANN001
         assert http.get("/v1/workflows", params={"limit": 5, "cursor": cursor}, headers=auth(loaded, "u-ann")).status_code == 200
 
 
-def test_workflow_etags_follow_the_owners_and_templates_lists(loaded):  # noqa: ANN001
+def test_workflow_etags_follow_the_owners_and_templates_lists(loaded):
     with loaded.client() as http:
         first = {
             (p, u): http.get(p, headers=auth(loaded, u)).headers["etag"]
@@ -327,7 +326,7 @@ def test_workflow_etags_follow_the_owners_and_templates_lists(loaded):  # noqa: 
         assert ids(http.get("/v1/workflows", headers=auth(loaded, "u-bob")))[0] == "w-b2"
 
 
-def test_paging_while_workflows_change_never_repeats_an_item(loaded):  # noqa: ANN001
+def test_paging_while_workflows_change_never_repeats_an_item(loaded):
     with loaded.client() as http:
         page = http.get("/v1/workflows", params={"limit": 10}, headers=auth(loaded, "u-ann")).json()
         seen = [i["id"] for i in page["items"]]

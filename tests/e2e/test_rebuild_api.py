@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 from readside.api.auth import make_token
-from readside.readmodels.registry import REGISTRY
-from readside.projector.rebuild import Options, Rebuilder
 from readside.load import publish, thread_stream
+from readside.projector.rebuild import Options, Rebuilder
+from readside.readmodels.registry import REGISTRY
 from tests.e2e.conftest import running_stack
 from tests.integration.test_rebuild import versions, with_extra_sql
 from tests.support import assert_tables_equal_fold, message, send, started, wait_caught_up

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
+from readside.load import Record, request_stream
 from readside.readmodels.requests.fold import RequestRow
 from readside.readmodels.requests.views import TICKET_TYPES, VIEWS, in_view
 from readside.shared.jsonbytes import dumps, loads
-from readside.load import Record, request_stream
-from tests.e2e.conftest import running_stack
 from tests import support
+from tests.e2e.conftest import running_stack
 from tests.support import dedupe, projection_topics, send, wait_caught_up, wait_until
 from tests.unit.test_requests_fold import assigned, created, rows_of, said, taken, updated
 
@@ -45,14 +45,14 @@ RECORDS = _records()
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     s = stack.settings
     send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "requests", projection_topics(s, "requests"))
     return stack
 
 
-def auth(stack, sub: str = "tech-1", roles: list[str] | None = None) -> dict[str, str]:  # noqa: ANN001
+def auth(stack, sub: str = "tech-1", roles: list[str] | None = None) -> dict[str, str]:
     """A technician's header by default (``tests.support.auth`` with other defaults)."""
     return support.auth(stack, sub, ["technician"] if roles is None else roles)
 
@@ -89,7 +89,7 @@ def expected(rows: list[RequestRow], tech: str, now: datetime, view: str = "unas
     }
 
 
-def get_checked(http, stack, tech: str, params: dict, path: str = PATH) -> dict:  # noqa: ANN001
+def get_checked(http, stack, tech: str, params: dict, path: str = PATH) -> dict:
     """GET and compare with the brute force at the request's time; the clock may move a request
     out of a window during the call, so retry when the answers before and after it differ."""
     rows = _rows()
@@ -109,7 +109,7 @@ def get_checked(http, stack, tech: str, params: dict, path: str = PATH) -> dict:
     raise AssertionError("the windows kept moving during the requests")
 
 
-def test_every_view_and_ticket_type_equals_the_brute_force(loaded):  # noqa: ANN001
+def test_every_view_and_ticket_type_equals_the_brute_force(loaded):
     units = sorted({r.business_unit_id for r in _rows()})
     assert 77 in units
     with loaded.client() as http:
@@ -120,7 +120,7 @@ def test_every_view_and_ticket_type_equals_the_brute_force(loaded):  # noqa: ANN
                         get_checked(http, loaded, tech, {"view": view, "bu": bu, "ticket_type": kind, "per_page": 100})
 
 
-def test_counts_endpoint_equals_the_brute_force(loaded):  # noqa: ANN001
+def test_counts_endpoint_equals_the_brute_force(loaded):
     with loaded.client() as http:
         for view in VIEWS:
             for bu in (None, 2):
@@ -129,7 +129,7 @@ def test_counts_endpoint_equals_the_brute_force(loaded):  # noqa: ANN001
         assert sum(get_checked(http, loaded, "tech-2", {}, path=PATH + "/counts")["counts"].values()) > 0
 
 
-def test_hand_made_requests(loaded):  # noqa: ANN001
+def test_hand_made_requests(loaded):
     with loaded.client() as http:
         mine = get_checked(http, loaded, "tech-1", {"view": "my_unsolved", "bu": 77})
         assert [i["id"] for i in mine["data"]] == ["h-1"]
@@ -148,7 +148,7 @@ def test_hand_made_requests(loaded):  # noqa: ANN001
         assert sub["filter_counts"] == {"all": 1, "parents": 0, "subtasks": 1} and sub["total"] == 1
 
 
-def test_pages_follow_each_other_and_a_page_past_the_end_is_empty(loaded):  # noqa: ANN001
+def test_pages_follow_each_other_and_a_page_past_the_end_is_empty(loaded):
     with loaded.client() as http:
         ids = []
         first = get_checked(http, loaded, "tech-1", {"view": "all_unsolved", "per_page": 7})
@@ -167,7 +167,7 @@ def test_pages_follow_each_other_and_a_page_past_the_end_is_empty(loaded):  # no
         assert r.status_code == 200 and r.json()["total"] == default["total"]  # empty means "not given"
 
 
-def test_headers_etag_and_304_until_an_event_changes_the_view(loaded):  # noqa: ANN001
+def test_headers_etag_and_304_until_an_event_changes_the_view(loaded):
     s = loaded.settings
     with loaded.client() as http:
         params = {"view": "unassigned", "business_unit_id": "78"}
@@ -200,12 +200,12 @@ def test_headers_etag_and_304_until_an_event_changes_the_view(loaded):  # noqa: 
 
 
 @pytest.fixture(scope="module")
-def cached(bootstrap, pg_admin_url, redis_url, tmp_path_factory):  # noqa: ANN001, ANN201
+def cached(bootstrap, pg_admin_url, redis_url, tmp_path_factory):
     with running_stack(bootstrap, pg_admin_url, tmp_path_factory.mktemp("api"), redis_url=redis_url) as s:
         yield s
 
 
-def test_cached_bodies_and_304s_follow_commits(cached):  # noqa: ANN001
+def test_cached_bodies_and_304s_follow_commits(cached):
     s = cached.settings
 
     def send_and_wait(*records: Record) -> None:
@@ -249,7 +249,7 @@ SECRET = "e2e-secret-0123456789-abcdefghijklmnop"
     ],
 )
 @pytest.mark.parametrize("path", [PATH, PATH + "/counts"])
-def test_unauthenticated_requests_get_401_before_anything_else(stack, headers, path):  # noqa: ANN001
+def test_unauthenticated_requests_get_401_before_anything_else(stack, headers, path):
     with stack.client() as http:
         r = http.get(path, headers=headers, params={"view": "nope"})
     assert r.status_code == 401 and r.json()["type"] == "/problems/unauthorized"
@@ -258,7 +258,7 @@ def test_unauthenticated_requests_get_401_before_anything_else(stack, headers, p
 
 @pytest.mark.parametrize("roles", [pytest.param([], id="no-roles"), pytest.param(["requester", "admin"], id="other-roles")])
 @pytest.mark.parametrize("path", [PATH, PATH + "/counts"])
-def test_non_technicians_get_403_before_parameter_errors(stack, roles, path):  # noqa: ANN001
+def test_non_technicians_get_403_before_parameter_errors(stack, roles, path):
     with stack.client() as http:
         r = http.get(path, headers=auth(stack, "u-7", roles), params={"view": "nope"})
     assert r.status_code == 403 and r.json()["type"] == "/problems/forbidden"
@@ -284,7 +284,7 @@ def test_non_technicians_get_403_before_parameter_errors(stack, roles, path):  #
         pytest.param(PATH + "/counts", {"business_unit_id": "x"}, id="counts-business-unit-text"),
     ],
 )
-def test_bad_parameters_get_400(stack, path, params):  # noqa: ANN001
+def test_bad_parameters_get_400(stack, path, params):
     with stack.client() as http:
         r = http.get(path, params=params, headers=auth(stack))
     assert r.status_code == 400, r.text

@@ -27,7 +27,7 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def loaded(stack):  # noqa: ANN001, ANN201
+def loaded(stack):
     s = stack.settings
     send(s, RECORDS)
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in THREAD_TOPICS])
@@ -35,7 +35,7 @@ def loaded(stack):  # noqa: ANN001, ANN201
 
 
 
-def test_inbox_pages_in_order_without_repeats(loaded):  # noqa: ANN001
+def test_inbox_pages_in_order_without_repeats(loaded):
     with loaded.client() as http:
         seen, cursor, pages = [], None, 0
         while True:
@@ -53,7 +53,7 @@ def test_inbox_pages_in_order_without_repeats(loaded):  # noqa: ANN001
     assert seen[0][1] == "t03"
 
 
-def test_inbox_item_follows_the_contract(loaded):  # noqa: ANN001
+def test_inbox_item_follows_the_contract(loaded):
     with loaded.client() as http:
         r = http.get("/v1/threads/preview", params={"limit": 100, "role": "client"}, headers=auth(loaded, "u-ann"))
     assert r.headers["content-type"] == "application/json"
@@ -69,7 +69,7 @@ def test_inbox_item_follows_the_contract(loaded):  # noqa: ANN001
     assert "v1" not in items
 
 
-def test_summary_counts_listed_threads(loaded):  # noqa: ANN001
+def test_summary_counts_listed_threads(loaded):
     with loaded.client() as http:
         r = http.get("/v1/threads/summary", headers=auth(loaded, "u-ann"))
         bob = http.get("/v1/threads/summary", params={"role": "provider"}, headers=auth(loaded, "u-bob"))
@@ -77,7 +77,7 @@ def test_summary_counts_listed_threads(loaded):  # noqa: ANN001
     assert bob.json()["thread_count"] == 26
 
 
-def test_messages_newest_first_and_other_users_get_404(loaded):  # noqa: ANN001
+def test_messages_newest_first_and_other_users_get_404(loaded):
     with loaded.client() as http:
         r = http.get("/v1/threads/t03/messages", params={"limit": 1}, headers=auth(loaded, "u-ann"))
         body = r.json()
@@ -94,7 +94,7 @@ def test_messages_newest_first_and_other_users_get_404(loaded):  # noqa: ANN001
             assert denied.json()["type"] == "/problems/not-found"
 
 
-def test_etag_gives_304_until_an_event_changes_the_inbox(loaded):  # noqa: ANN001
+def test_etag_gives_304_until_an_event_changes_the_inbox(loaded):
     s = loaded.settings
     with loaded.client() as http:
         first = http.get("/v1/threads/preview", headers=auth(loaded, "u-cat"))
@@ -109,7 +109,7 @@ def test_etag_gives_304_until_an_event_changes_the_inbox(loaded):  # noqa: ANN00
         assert changed.json()["items"][0]["unread_count"] == 1
 
 
-def test_payment_reveals_the_personalized_video_thread(loaded):  # noqa: ANN001
+def test_payment_reveals_the_personalized_video_thread(loaded):
     s = loaded.settings
     send(s, [payment("v1", "pay-1", 500)])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "threads", [s.topic_prefix + t for t in THREAD_TOPICS])
@@ -131,7 +131,7 @@ def test_payment_reveals_the_personalized_video_thread(loaded):  # noqa: ANN001
         pytest.param({"Authorization": "Bearer " + jwt.encode({"sub": "u-ann", "exp": int(time.time()) + 60}, None, algorithm="none")}, id="alg-none"),
     ],
 )
-def test_unauthenticated_requests_get_401(stack, headers):  # noqa: ANN001
+def test_unauthenticated_requests_get_401(stack, headers):
     with stack.client() as http:
         r = http.get("/v1/threads/preview", headers=headers, params={"limit": 500})  # 401 before 400
     assert r.status_code == 401
@@ -155,7 +155,7 @@ def test_unauthenticated_requests_get_401(stack, headers):  # noqa: ANN001
         pytest.param({"role": "client\x00"}, id="role-nul"),
     ],
 )
-def test_bad_parameters_get_400(loaded, params):  # noqa: ANN001
+def test_bad_parameters_get_400(loaded, params):
     with loaded.client() as http:
         r = http.get("/v1/threads/preview", params=params, headers=auth(loaded, "u-ann"))
     assert r.status_code == 400, r.text
@@ -172,7 +172,7 @@ def test_bad_parameters_get_400(loaded, params):  # noqa: ANN001
         pytest.param(",".join(["{topic}:0:1"] * 17), id="too-many-positions"),
     ],
 )
-def test_bad_read_your_writes_positions_get_400_at_once(loaded, after):  # noqa: ANN001
+def test_bad_read_your_writes_positions_get_400_at_once(loaded, after):
     topic = loaded.settings.topic_prefix + "threads.events"
     with loaded.client() as http:
         r = http.get("/v1/threads/preview", headers=auth(loaded, "u-ann") | {"X-Readside-After": after.format(topic=topic)})
@@ -181,13 +181,13 @@ def test_bad_read_your_writes_positions_get_400_at_once(loaded, after):  # noqa:
     assert public.status_code == 400, public.text  # a threads topic is not what the listings read
 
 
-def test_a_thread_id_with_a_nul_is_a_404_like_any_unknown_thread(loaded):  # noqa: ANN001
+def test_a_thread_id_with_a_nul_is_a_404_like_any_unknown_thread(loaded):
     with loaded.client() as http:
         r = http.get("/v1/threads/t%00x/messages", headers=auth(loaded, "u-ann"))
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
 
 
-def test_forged_or_reused_cursors_get_400(loaded):  # noqa: ANN001
+def test_forged_or_reused_cursors_get_400(loaded):
     with loaded.client() as http:
         r = http.get("/v1/threads/preview", params={"limit": 5}, headers=auth(loaded, "u-ann"))
         cursor = r.json()["next_cursor"]
@@ -203,7 +203,7 @@ def test_forged_or_reused_cursors_get_400(loaded):  # noqa: ANN001
         assert ok.status_code == 200
 
 
-def test_operations_endpoints(loaded):  # noqa: ANN001
+def test_operations_endpoints(loaded):
     with loaded.client() as http:
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").json() == {"status": "ready"}

@@ -12,13 +12,13 @@ import random
 import psycopg
 import pytest
 
+from readside.load import Record, provider_stream, thread_stream
 from readside.readmodels.avatars.fold import decode, user_avatars
 from readside.readmodels.providers.fold import fold_all as fold_providers
 from readside.readmodels.providers.store import PROJECTION as PROVIDERS
 from readside.readmodels.threads.fold import fold_all
 from readside.readmodels.threads.store import PROJECTION as THREADS
 from readside.shared.db import migrate
-from readside.load import Record, provider_stream, thread_stream
 from tests.integration.test_threads_store import _run, _split
 from tests.support import as_event, envelope, send
 from tests.unit.test_avatars import AVATARS, _with_avatars
@@ -47,7 +47,7 @@ def migrated(db_url: str) -> str:
     return db_url
 
 
-def test_user_avatars_equal_the_fold_in_the_live_and_the_bulk_path(migrated):  # noqa: ANN001
+def test_user_avatars_equal_the_fold_in_the_live_and_the_bulk_path(migrated):
     images = 0
     for seed in range(25):
         rng = random.Random(seed)
@@ -79,7 +79,7 @@ async def _run_providers(db_url: str, batches: list[list[Record]]) -> None:
                 await PROVIDERS.apply(conn, [as_event(r) for r in batch])
 
 
-def test_provider_avatars_follow_the_latest_snapshot_over_any_batching(migrated):  # noqa: ANN001
+def test_provider_avatars_follow_the_latest_snapshot_over_any_batching(migrated):
     images = 0
     for seed in range(25):
         rng = random.Random(seed)
@@ -107,7 +107,7 @@ def test_provider_avatars_follow_the_latest_snapshot_over_any_batching(migrated)
 
 
 def test_a_rollback_to_a_version_kept_from_before_the_avatar_tables_creates_them_empty(
-    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from readside.cli import main as cli
     from tests.support import started, wait_caught_up

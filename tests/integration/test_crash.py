@@ -70,7 +70,7 @@ def _assert_final(settings: Settings, records: list[Record]) -> None:
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", [settings.topic_prefix + t for t in TOPICS], timeout=180)
     assert_tables_equal_fold(settings.database_url, records)
     with psycopg.connect(settings.database_url) as conn:
-        (dedupe,) = conn.execute("SELECT count(*) FROM dedupe").fetchone()
+        (dedupe,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'threads'").fetchone()
     assert dedupe == len({r.value["event_id"] for r in records})
 
 

@@ -171,7 +171,7 @@ def test_ensure_topics_then_publish_a_thread_stream(broker: EmbeddedBroker) -> N
     assert Counter(topic for topic, _, _ in consumed) == expected
     assert calls[-1] == (len(records), len(records))
     by_id = {r.value["event_id"]: r for r in records}
-    for topic, key, value in consumed:
+    for _topic, key, value in consumed:
         envelope = orjson.loads(value)
         assert key.decode() == by_id[envelope["event_id"]].key
         assert envelope == by_id[envelope["event_id"]].value

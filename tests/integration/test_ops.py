@@ -17,10 +17,10 @@ import orjson
 import psycopg
 import redis
 
-from readside.readmodels.registry import REGISTRY
-from readside.shared.db import migrate
 from readside.embedded import free_port
 from readside.load import Record, thread_stream
+from readside.readmodels.registry import REGISTRY
+from readside.shared.db import migrate
 from readside.shared.settings import Settings
 from tests.conftest import InProcessProjector
 from tests.support import (
@@ -33,7 +33,6 @@ from tests.support import (
     wait_caught_up,
     wait_until,
 )
-
 
 
 def readside(settings: Settings, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 import readside.projector.service
-from readside.projector.engine import POINTER_HEADER
 from readside.cli import main as cli
 from readside.load import Record, provider_stream, request_stream, thread_stream, workflow_stream
+from readside.projector.engine import POINTER_HEADER
 from readside.readmodels.payments.fold import fold_all as fold_payments
 from readside.readmodels.payments.fold import render as render_payments
 from readside.readmodels.registry import REGISTRY
@@ -164,7 +164,7 @@ def test_a_poison_corpus_between_good_events_never_stops_the_projector(
         for i in range(0, len(items), len(items) // 4 + 1):  # in four rounds, the projector running
             asyncio.run(send_raw(settings.kafka_bootstrap, [(p + t, k, v) for t, k, v in items[i : i + len(items) // 4 + 1]]))
         _caught_up(settings)
-        assert runner._thread.is_alive() and runner.error is None  # noqa: SLF001 - it never exited
+        assert runner._thread.is_alive() and runner.error is None
     finally:
         runner.stop()
 
@@ -273,10 +273,10 @@ def _long_category_profile(seed: int) -> tuple[bytes, bytes]:
 def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebuild(settings: Settings) -> None:
     from aiokafka import TopicPartition as TP
 
-    from readside.readmodels.registry import REGISTRY
+    from readside.projector.pipeline import Batch, Record
     from readside.projector.rebuild_bulk import ShadowWriter
-    from readside.projector.replay import Chunk, Item
     from readside.projector.shadow import Shadow
+    from readside.readmodels.registry import REGISTRY
     from readside.schemas import decode
     from readside.shared.db import migrate
 
@@ -287,7 +287,7 @@ def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebu
     tp = TP(settings.topic_prefix + "providers.events", 0)
     raw = [(r.key.encode(), orjson.dumps(r.value)) for r in good[:4]] + [(key, value)] + [
         (r.key.encode(), orjson.dumps(r.value)) for r in good[4:]]  # fmt: skip
-    items = [Item(tp, offset, decode("providers.events", k, v), k, v) for offset, (k, v) in enumerate(raw)]
+    items = [Record(tp.topic, tp.partition, offset, k, v, decode("providers.events", k, v)) for offset, (k, v) in enumerate(raw)]
 
     async def go() -> tuple[list, int]:
         conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
@@ -297,7 +297,7 @@ def test_a_data_error_fails_one_event_of_the_rebuilds_shadow_writer_not_the_rebu
                 await shadow.create(conn, {(tp.topic, 0): 0})
             for bulk in (True, False):  # the bulk phase's loader, then the catch-up's apply
                 async with conn.transaction():
-                    await ShadowWriter(conn, providers, shadow).write(Chunk(items, {tp: len(items)}, len(items)), bulk=bulk)
+                    await ShadowWriter(conn, providers, shadow).write(Batch(items, {tp: len(items)}, len(items)), bulk=bulk)
                 await conn.execute("TRUNCATE rs_build_providers.rs_seen")
             cur = await conn.execute('SELECT "offset", reason FROM rs_build_providers.rs_failed')
             failed = await cur.fetchall()

@@ -21,15 +21,14 @@ from tests.support import (
 )
 
 
-
-def test_projected_tables_equal_the_fold_of_all_events(settings, projector):  # noqa: ANN001
+def test_projected_tables_equal_the_fold_of_all_events(settings, projector):
     records = thread_stream(threads=60, seed=3)
     send(settings, records)
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     assert_tables_equal_fold(settings.database_url, records)
 
 
-def test_redelivered_events_apply_once(settings, projector):  # noqa: ANN001
+def test_redelivered_events_apply_once(settings, projector):
     records = thread_stream(threads=20, seed=4)
     # a producer retrying: every event sent twice, the copies later in the stream
     send(settings, records + records)
@@ -44,7 +43,7 @@ def _dlq_records(bootstrap: str, topic: str, count: int) -> list:
     return read_topics(bootstrap, [topic], count, polls=100)
 
 
-def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projected(settings, projector):  # noqa: ANN001
+def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projected(settings, projector):
     t = settings.topic_prefix + "threads.events"
     good = [started("p1"), message("p1", "m1", 10), message("p1", "m2", 20, sender="u-p", sender_type="provider")]
     valid_env = good[1].value
@@ -80,7 +79,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_table_and_the_rest_is_projecte
     assert set(headers) == {"readside-error", "readside-origin-topic", "readside-origin-partition", "readside-origin-offset"}
 
 
-def test_graceful_stop_and_resume_from_the_stored_checkpoint(settings):  # noqa: ANN001
+def test_graceful_stop_and_resume_from_the_stored_checkpoint(settings):
     first, second = thread_stream(threads=15, seed=5), thread_stream(threads=15, seed=6)
     send(settings, first)
     runner = InProcessProjector(settings).start()

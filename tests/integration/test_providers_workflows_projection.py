@@ -13,16 +13,16 @@ import orjson
 import psycopg
 import pytest
 
+from readside.load import Record, provider_stream, workflow_stream
 from readside.readmodels.providers.fold import fold_all as fold_providers
 from readside.readmodels.providers.fold import render as render_provider
-from readside.readmodels.providers.store import PROJECTION as PROVIDERS
 from readside.readmodels.providers.scopes import listing_key
+from readside.readmodels.providers.store import PROJECTION as PROVIDERS
 from readside.readmodels.workflows.fold import fold_all as fold_workflows
 from readside.readmodels.workflows.fold import render as render_workflow
 from readside.readmodels.workflows.store import PROJECTION as WORKFLOWS
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
-from readside.load import Record, provider_stream, workflow_stream
 from tests.conftest import InProcessProjector
 from tests.support import as_event, dedupe, send, wait_caught_up
 from tests.unit.test_providers_fold import booking, profile, resent, review
@@ -90,7 +90,7 @@ def _diff(expected: dict, actual: dict) -> str:
     return "" if not (missing or extra or wrong) else f"missing={missing} extra={extra} wrong={wrong}"
 
 
-def test_tables_equal_the_fold_with_duplicates_and_stubs_across_batches(settings):  # noqa: ANN001
+def test_tables_equal_the_fold_with_duplicates_and_stubs_across_batches(settings):
     s = settings
     providers = provider_stream(providers=80, seed=21)
     workflows = workflow_stream(workflows=40, versions=(0, 6), seed=22)
@@ -141,7 +141,7 @@ def test_tables_equal_the_fold_with_duplicates_and_stubs_across_batches(settings
 
 # -- apply's changed keys, against PostgreSQL directly (no broker) ---------------------------------
 
-async def _apply(db_url: str, projection, records: list[Record]) -> set[str]:  # noqa: ANN001
+async def _apply(db_url: str, projection, records: list[Record]) -> set[str]:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, options="-c TimeZone=UTC") as conn:
         async with conn.transaction():
             return await projection.apply(conn, [as_event(r) for r in records])
@@ -153,7 +153,7 @@ def migrated(db_url: str) -> str:
     return db_url
 
 
-def test_provider_apply_bumps_the_listings_whose_cards_changed(migrated):  # noqa: ANN001
+def test_provider_apply_bumps_the_listings_whose_cards_changed(migrated):
     run = lambda *recs: asyncio.run(_apply(migrated, PROVIDERS, list(recs)))  # noqa: E731
     assert run(booking("p1", "b1"), review("p1", "r1", 5)) == set()  # a stub lists nowhere
     assert run(profile("p1", 10, category="Sound - Service")) == {"providers", "providers:sound_service"}
@@ -172,7 +172,7 @@ def test_provider_apply_bumps_the_listings_whose_cards_changed(migrated):  # noq
     assert row[2] == as_event(profile("p1", 5)).payload.updated_at
 
 
-def test_workflow_apply_bumps_the_owner_and_template_lists(migrated):  # noqa: ANN001
+def test_workflow_apply_bumps_the_owner_and_template_lists(migrated):
     run = lambda *recs: asyncio.run(_apply(migrated, WORKFLOWS, list(recs)))  # noqa: E731
     assert run(saved("w1", 1, 10)) == set()  # a stub lists nowhere
     assert run(created("w1", owner="u-1", at=1)) == {"workflows:u-1"}

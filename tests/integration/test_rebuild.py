@@ -18,10 +18,10 @@ import orjson
 import psycopg
 import pytest
 
-from readside.readmodels.base import BulkLoad, Projection
-from readside.readmodels.registry import REGISTRY
 from readside.cli import main as cli
 from readside.load import thread_stream
+from readside.readmodels.base import BulkLoad, Projection
+from readside.readmodels.registry import REGISTRY
 from tests.support import (
     assert_tables_equal_fold,
     message,
@@ -32,7 +32,6 @@ from tests.support import (
     wait_caught_up,
     wait_until,
 )
-
 
 
 def row(url: str, sql: str, *args: object) -> tuple | None:
@@ -50,12 +49,12 @@ def versions(url: str) -> tuple:
 def with_extra_sql(projection: Projection, statement: str) -> Projection:
     """A deliberately different fold: the projection's own writes, then ``statement`` (test only)."""
 
-    async def apply(conn, events):  # noqa: ANN001, ANN202
+    async def apply(conn, events):
         changed = await projection.apply(conn, events)
         await conn.execute(statement)
         return changed
 
-    async def bulk_apply(conn, events):  # noqa: ANN001, ANN202
+    async def bulk_apply(conn, events):
         assert projection.bulk is not None
         await projection.bulk.apply(conn, events)
         await conn.execute(statement)
@@ -65,7 +64,7 @@ def with_extra_sql(projection: Projection, statement: str) -> Projection:
 
 
 @pytest.mark.slow
-def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:
     records = thread_stream(threads=90, seed=21)
     send(settings, records)
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
@@ -109,7 +108,7 @@ def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projec
 
 
 def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
-    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = thread_stream(threads=10, seed=23)
     send(settings, records)
@@ -135,7 +134,7 @@ def test_a_cutover_blocked_by_a_session_gives_up_names_it_and_resumes_later(
 
 
 def test_records_the_rebuilds_decoder_rejects_become_dead_letters_of_the_new_version(
-    settings, projector, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = thread_stream(threads=8, seed=24)
     send(settings, records)
@@ -157,7 +156,7 @@ def test_records_the_rebuilds_decoder_rejects_become_dead_letters_of_the_new_ver
 
 
 def test_an_event_the_new_fold_fails_on_is_replayed_into_the_new_tables_after_a_fix(
-    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = thread_stream(threads=6, seed=25)
     records += [started("fx-1", client="u-f1", provider="u-f2", at=0), message("fx-1", "m-bad", 10, sender="u-f1")]
@@ -165,8 +164,8 @@ def test_an_event_the_new_fold_fails_on_is_replayed_into_the_new_tables_after_a_
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))  # live applied it all
     live = REGISTRY["threads"]
 
-    def failing(apply):  # noqa: ANN001, ANN202
-        async def wrapped(conn, events):  # noqa: ANN001, ANN202
+    def failing(apply):
+        async def wrapped(conn, events):
             if any(getattr(e.payload, "message_id", None) == "m-bad" for e in events):
                 raise ValueError("the new fold has a bug")
             return await apply(conn, events)
@@ -187,7 +186,7 @@ def test_an_event_the_new_fold_fails_on_is_replayed_into_the_new_tables_after_a_
 
 
 def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
-    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = [started("vt-1", client="u-v1", provider="u-v2", at=0), message("vt-1", "m1", 10, sender="u-v2", sender_type="provider")]
     records += thread_stream(threads=10, seed=22)
@@ -219,7 +218,7 @@ def test_verify_reports_the_table_and_key_a_changed_fold_gets_wrong_and_aborts(
 
 
 def test_every_projection_rebuilds_to_tables_verify_finds_equal(
-    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    settings, projector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from readside.load import mixed_stream
     from tests.support import checkpoints, high_watermarks

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from readside.readmodels.requests.queries import technician_views
+from readside.load import Record, request_stream
 from readside.readmodels.requests.fold import RequestRow
+from readside.readmodels.requests.queries import technician_views
+from readside.readmodels.requests.store import PROJECTION
 from readside.readmodels.requests.views import (
     COUNTED_VIEWS,
     TECHNICIAN_VIEWS,
@@ -22,17 +24,15 @@ from readside.readmodels.requests.views import (
     in_view,
     window_keys,
 )
-from readside.readmodels.requests.store import PROJECTION
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
-from readside.load import Record, request_stream
 from tests.support import as_event, dedupe, projection_topics, send, wait_caught_up, with_stale_reads
 from tests.unit.test_requests_fold import assigned, rows_of, said, taken, updated
 
 TECHS = [f"tech-{i}" for i in range(1, 6)] + ["tech-none"]
 
 
-def _caught_up(settings) -> None:  # noqa: ANN001
+def _caught_up(settings) -> None:
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "requests", projection_topics(settings, "requests"))
 
 
@@ -167,7 +167,7 @@ def _changes(records: list[Record], seed: int) -> list[Record]:
     return out
 
 
-def test_tables_counters_and_queries_equal_the_fold(settings, projector):  # noqa: ANN001
+def test_tables_counters_and_queries_equal_the_fold(settings, projector):
     records = _stream(seed=11, requests=80)
     send(settings, records)
     _caught_up(settings)
@@ -183,7 +183,7 @@ def test_tables_counters_and_queries_equal_the_fold(settings, projector):  # noq
         assert_queries_equal_fold(settings.database_url, records + later, now, per_page=25)
 
 
-def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projector):  # noqa: ANN001
+def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projector):
     records = _stream(seed=21, requests=40)
     send(settings, records)
     _caught_up(settings)
@@ -202,7 +202,7 @@ def test_redelivered_events_apply_once_and_leave_versions_alone(settings, projec
     assert n == len(records) + len(copies)
 
 
-def test_stale_reads_never_bring_unread_flags_back(db_url):  # noqa: ANN001
+def test_stale_reads_never_bring_unread_flags_back(db_url):
     # The live apply straight against PostgreSQL, over random batches of a shuffled stream in which
     # every read has a stale twin (an earlier read_up_to with a later read_at): the tables equal
     # the fold of the stream without the twins — requester_unread never comes back true.

@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from readside.embedded import EmbeddedBroker, free_port
-from readside.shared.kafka import contract_topics, create_topics
 from readside.load import publish
+from readside.schemas.registry import contract_topics
+from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 from tests.support import message, started, wait_caught_up, wait_until
 

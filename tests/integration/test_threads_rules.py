@@ -85,7 +85,7 @@ def test_message_rules_agree_in_python_and_in_sql(pg_admin_url: str) -> None:
 
         @SETTINGS
         @given(threads, st.sampled_from([("client", CLIENT), ("provider", PROVIDER)]), markers, st.booleans())
-        def check(ms: tuple[Message, ...], side: tuple[str, str], marker, paid_by_payment: bool) -> None:  # noqa: ANN001
+        def check(ms: tuple[Message, ...], side: tuple[str, str], marker, paid_by_payment: bool) -> None:
             role, user = side
             params = {"cid": CLIENT, "pid": PROVIDER, "role": role, "user": user,
                       "up_to": marker[1] if marker else None, **_stored(ms)}

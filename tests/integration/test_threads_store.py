@@ -14,13 +14,13 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from readside.readmodels.threads.queries import message_page
-from readside.readmodels.threads.fold import fold_all, render
+from readside.load import Record
 from readside.readmodels.threads.bulk import BULK
+from readside.readmodels.threads.fold import fold_all, render
+from readside.readmodels.threads.queries import message_page
 from readside.readmodels.threads.store import PROJECTION
 from readside.shared.db import migrate
 from readside.shared.jsonbytes import dumps
-from readside.load import Record
 from tests.support import (
     as_event,
     deleted,
@@ -131,7 +131,7 @@ def migrated(db_url: str) -> str:
     return db_url
 
 
-def test_any_batching_of_any_order_renders_the_fold_byte_for_byte(migrated):  # noqa: ANN001
+def test_any_batching_of_any_order_renders_the_fold_byte_for_byte(migrated):
     for seed in range(40):
         rng = random.Random(seed)
         records = [r for t in range(rng.randint(1, 4)) for r in _history(rng, f"t{t}")]
@@ -164,7 +164,7 @@ def test_any_batching_of_any_order_renders_the_fold_byte_for_byte(migrated):  # 
         assert sums == summaries, f"seed {seed}"
 
 
-def test_stale_reads_never_move_a_marker_back_in_the_live_or_the_bulk_path(migrated):  # noqa: ANN001
+def test_stale_reads_never_move_a_marker_back_in_the_live_or_the_bulk_path(migrated):
     # A stale client re-sends an old position with a later read_at, before or after the newer
     # read: both write paths, over any batching and order, give the tables of the stream without
     # those reads, and each marker is the greatest read_up_to its reader sent.
@@ -189,7 +189,7 @@ def test_stale_reads_never_move_a_marker_back_in_the_live_or_the_bulk_path(migra
         assert {k: v[1] for k, v in expected["reads"].items()} == greatest, f"seed {seed}"
 
 
-def test_messages_not_from_a_participant_are_hidden_in_every_path(migrated):  # noqa: ANN001
+def test_messages_not_from_a_participant_are_hidden_in_every_path(migrated):
     # A stranger's message, and messages whose sender_type names the other participant, count as
     # never sent — in the live path, the bulk path and the history endpoint's query — whether they
     # arrive before thread.started or after it.

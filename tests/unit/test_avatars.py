@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from readside.load import Record, thread_stream
 from readside.readmodels.avatars.fold import MAX_BYTES, Image, decode, latest, offers, route_url, shipped, user_avatars
 from readside.readmodels.providers.fold import fold_all as fold_providers
 from readside.readmodels.providers.fold import render as render_card
 from readside.readmodels.threads.fold import fold_all, render
-from readside.load import Record, thread_stream
 from tests.support import as_event, envelope, started
 from tests.unit.test_providers_fold import profile
 
@@ -190,7 +190,7 @@ streams = st.builds(
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_any_arrival_order_picks_the_same_avatars(stream, rnd):  # noqa: ANN001
+def test_any_arrival_order_picks_the_same_avatars(stream, rnd):
     stream = _with_avatars(stream, rnd)
     shuffled = list(stream)
     rnd.shuffle(shuffled)
@@ -199,7 +199,7 @@ def test_any_arrival_order_picks_the_same_avatars(stream, rnd):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_offers_merged_batch_by_batch_equal_one_pass(stream, rnd):  # noqa: ANN001
+def test_offers_merged_batch_by_batch_equal_one_pass(stream, rnd):
     # What the store does: per batch, the latest offer per user, merged into the stored register.
     stream = _with_avatars(stream, rnd)
     rnd.shuffle(stream)
@@ -217,7 +217,7 @@ def test_offers_merged_batch_by_batch_equal_one_pass(stream, rnd):  # noqa: ANN0
 
 @SETTINGS
 @given(st.randoms(use_true_random=False))
-def test_a_providers_avatar_follows_its_latest_snapshot_in_any_order(rnd):  # noqa: ANN001
+def test_a_providers_avatar_follows_its_latest_snapshot_in_any_order(rnd):
     snapshots = [profile("p-1", rnd.randint(0, 5), avatar_url=rnd.choice(AVATARS), location=str(i)) for i in range(6)]
     shuffled = list(snapshots)
     rnd.shuffle(shuffled)

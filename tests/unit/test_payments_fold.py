@@ -51,7 +51,7 @@ payments = st.lists(
 
 
 @given(payments, st.randoms(use_true_random=False))
-def test_arrival_order_and_re_sends_do_not_change_the_totals(facts: list, rng) -> None:  # noqa: ANN001
+def test_arrival_order_and_re_sends_do_not_change_the_totals(facts: list, rng) -> None:
     events = [paid(*fact) for fact in facts]
     shuffled = events + rng.sample(events, k=len(events) // 2)  # some sent twice
     rng.shuffle(shuffled)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from readside.load import Record, provider_stream
 from readside.readmodels.providers.fold import (
     ProviderState,
     exact_mean,
@@ -24,9 +25,7 @@ from readside.readmodels.providers.fold import (
     render,
 )
 from readside.schemas import BookingConfirmed, ReviewPosted
-from readside.load import Record, provider_stream
 from tests.support import as_event, dedupe, envelope, record, ts
-
 
 # -- record builders (also used by the integration and e2e modules) ------------------------------
 
@@ -65,7 +64,7 @@ def cards(records: list[Record]) -> dict[str, Any]:
     return {pid: render(s) for pid, s in fold_all(as_event(r) for r in records).items()}
 
 
-def card(*records: Record):  # noqa: ANN201
+def card(*records: Record):
     (only,) = cards(list(records)).values()
     return only
 
@@ -87,7 +86,7 @@ def card(*records: Record):  # noqa: ANN201
         pytest.param("Event Planner ", "event_planner", id="trailing-space"),
     ],
 )
-def test_normalize_category(raw, expected):  # noqa: ANN001
+def test_normalize_category(raw, expected):
     assert normalize_category(raw) == expected
 
 
@@ -103,7 +102,7 @@ def test_normalize_category(raw, expected):  # noqa: ANN001
         pytest.param([5] * 133 + [4] * 67, 4.67, id="4.665-half-away-not-float"),
     ],
 )
-def test_rating_avg_is_the_mean_rounded_half_away_from_zero(ratings, expected):  # noqa: ANN001
+def test_rating_avg_is_the_mean_rounded_half_away_from_zero(ratings, expected):
     assert rating_avg(sum(ratings), len(ratings)) == expected
     recs = [profile("p", 0)] + [review("p", f"r{i}", r, i) for i, r in enumerate(ratings)]
     assert card(*recs).item["rating_avg"] == expected
@@ -122,7 +121,7 @@ def test_rating_avg_is_the_mean_rounded_half_away_from_zero(ratings, expected): 
                      {"business_name": None, "location": None, "custom_subtitle": "10 years"}, id="nullable-fields"),
     ],
 )
-def test_card_item(kw, expected):  # noqa: ANN001
+def test_card_item(kw, expected):
     item = card(profile("p-1", 5, **kw)).item
     assert {k: item[k] for k in expected} == expected
     assert list(item) == ["id", "business_name", "avatar_url", "category", "location", "hourly_rate_cents", "price_visible",
@@ -134,7 +133,7 @@ def test_card_item(kw, expected):  # noqa: ANN001
     [pytest.param("active", True, id="active"), pytest.param("inactive", False, id="inactive"),
      pytest.param("suspended", False, id="suspended")],
 )
-def test_only_active_providers_are_listed(status, listed):  # noqa: ANN001
+def test_only_active_providers_are_listed(status, listed):
     assert card(profile("p", 0, status=status)).listed is listed
 
 
@@ -149,7 +148,7 @@ def test_a_stub_without_profile_is_not_rendered_but_keeps_its_counts():
     "order",
     [pytest.param([0, 1, 2], id="time-order"), pytest.param([2, 1, 0], id="reversed"), pytest.param([1, 2, 0], id="latest-first")],
 )
-def test_latest_snapshot_wins_and_created_at_is_the_earliest(order):  # noqa: ANN001
+def test_latest_snapshot_wins_and_created_at_is_the_earliest(order):
     snaps = [profile("p", 10, category="DJ"), profile("p", 20, category="MC"), profile("p", 30, category="Photographer", status="inactive")]
     c = card(*(snaps[i] for i in order))
     assert c.item["category"] == "Photographer" and c.category_key == "photographer" and not c.listed
@@ -172,7 +171,7 @@ def test_equal_updated_at_is_decided_by_value_not_arrival():
         pytest.param([review("p", "r1", 1, 9), review("p", "r1", 5, 1)], 0, 1, 5.0, id="same-review-id-earliest-even-if-later"),
     ],
 )
-def test_business_keys_count_once(records, books, reviews, avg):  # noqa: ANN001
+def test_business_keys_count_once(records, books, reviews, avg):
     c = card(profile("p", 0), *records)
     assert (c.item["book_count"], c.item["rating_count"], c.item["rating_avg"]) == (books, reviews, avg)
 
@@ -218,7 +217,7 @@ streams = st.builds(
 
 @SETTINGS
 @given(streams, st.data())
-def test_duplicates_apply_once(stream, data):  # noqa: ANN001
+def test_duplicates_apply_once(stream, data):
     noisy = list(stream)
     for i in data.draw(st.lists(st.sampled_from(range(len(stream))), max_size=len(stream))):
         rec = stream[i]
@@ -231,7 +230,7 @@ def test_duplicates_apply_once(stream, data):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_any_arrival_order_projects_like_time_order(stream, rnd):  # noqa: ANN001
+def test_any_arrival_order_projects_like_time_order(stream, rnd):
     # Bookings and reviews before the first snapshot, snapshots in any order.
     shuffled = list(stream)
     rnd.shuffle(shuffled)
@@ -240,7 +239,7 @@ def test_any_arrival_order_projects_like_time_order(stream, rnd):  # noqa: ANN00
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_counts_and_reviews_before_the_profile_count_once_it_arrives(stream, rnd):  # noqa: ANN001
+def test_counts_and_reviews_before_the_profile_count_once_it_arrives(stream, rnd):
     profiles = [r for r in stream if r.value["type"] == "provider.profile_updated"]
     rest = [r for r in stream if r.value["type"] != "provider.profile_updated"]
     rnd.shuffle(rest)
@@ -249,7 +248,7 @@ def test_counts_and_reviews_before_the_profile_count_once_it_arrives(stream, rnd
 
 @SETTINGS
 @given(streams, st.data())
-def test_batches_that_load_only_the_ids_they_name_fold_like_one_pass(stream, data):  # noqa: ANN001
+def test_batches_that_load_only_the_ids_they_name_fold_like_one_pass(stream, data):
     """What the store does: per batch, counters plus the booking/review ids the batch names."""
     events = [as_event(r) for r in stream + [resent(r) for r in stream if r.value["type"] != "provider.profile_updated"]]
     random.Random(data.draw(st.integers(0, 1000))).shuffle(events)

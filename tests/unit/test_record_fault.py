@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import psycopg
 import pytest
 from psycopg import errors
@@ -54,7 +52,7 @@ def test_the_records_fault(exc: BaseException) -> None:
         errors.IoError("x"),
         OSError("connection reset"),
         TimeoutError(),
-        asyncio.TimeoutError(),
+        TimeoutError(),
         FencedError("x"),
         RetryableError("x"),
         # a deployment fault, not the rows': retried (the projection stalls, visibly), never a

@@ -7,13 +7,14 @@ The record helpers here are shared by the integration and e2e tests of the reque
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from readside.load import Record, request_stream
 from readside.readmodels.requests.fold import (
     RequestRow,
     RequestState,
@@ -34,9 +35,7 @@ from readside.readmodels.requests.views import (
     window_keys,
     window_starts,
 )
-from readside.load import Record, request_stream
-from tests.support import as_event, dedupe, merge_keeping_order, record, T0, ts, with_stale_reads
-
+from tests.support import T0, as_event, dedupe, merge_keeping_order, record, ts, with_stale_reads
 
 # -- record helpers ------------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ def test_created_request_item_follows_the_contract():
         pytest.param([created("r", 0), updated("r", 30, status="solved"), updated("r", 20, status="solved"), updated("r", 10, status="open")], "solved", 20, id="late-solved-starts-the-run"),
     ],
 )
-def test_status_and_solved_at(records, status, solved_at):  # noqa: ANN001
+def test_status_and_solved_at(records, status, solved_at):
     r = row(*records)
     assert r.status == status
     assert r.solved_at == (None if solved_at is None else at(solved_at))
@@ -139,7 +138,7 @@ def test_status_and_solved_at(records, status, solved_at):  # noqa: ANN001
         pytest.param([created("r", 100), said("r", "m1", 12)], 100, id="earlier-event-never-lowers"),
     ],
 )
-def test_updated_at(records, updated_at):  # noqa: ANN001
+def test_updated_at(records, updated_at):
     assert row(*records).updated_at == at(updated_at)
 
 
@@ -158,7 +157,7 @@ def test_updated_at(records, updated_at):  # noqa: ANN001
         pytest.param([created("r"), assigned("r", ["t1", "t1", "t0"], 10)], ["t0", "t1"], id="assignment-is-a-set"),
     ],
 )
-def test_assignees(records, assignees):  # noqa: ANN001
+def test_assignees(records, assignees):
     r = row(*records)
     assert list(r.assignees) == r.item["assignee_ids"] == assignees
     assert r.unassigned is (not assignees)
@@ -197,7 +196,7 @@ def test_last_message_is_latest_by_time_then_id_normalized():
         pytest.param([created("r"), said("r", "m1", 10), said("r", "m2", 20, role="technician", sender="t1"), seen("r", "t1", "technician", 20, 21)], True, False, id="own-side-messages-do-not-count"),
     ],
 )
-def test_unread_flags(records, requester_unread, technician_unread):  # noqa: ANN001
+def test_unread_flags(records, requester_unread, technician_unread):
     r = row(*records)
     assert (r.item["requester_unread"], r.item["technician_unread"]) == (requester_unread, technician_unread)
 
@@ -212,7 +211,7 @@ def test_unread_flags(records, requester_unread, technician_unread):  # noqa: AN
         pytest.param([created("r", 0, title="first"), created("r", 5, title="second", bu=9)], "title", "first", id="second-create-ignored"),
     ],
 )
-def test_registers(records, field, value):  # noqa: ANN001
+def test_registers(records, field, value):
     assert row(*records).item[field] == value
 
 
@@ -224,7 +223,7 @@ def test_events_before_the_create_are_kept_and_the_request_is_listed_once_create
 
 # -- views ---------------------------------------------------------------------------------------
 
-NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 
 
 def _stamp(d: datetime) -> str:
@@ -265,7 +264,7 @@ def _views(*records: Record, tech: str = "t1", now: datetime = NOW) -> set[str]:
                      {"unassigned", "all_unsolved", "recently_updated"}, id="created-yesterday"),
     ],
 )
-def test_view_membership(records, views):  # noqa: ANN001
+def test_view_membership(records, views):
     assert _views(*records) == views
 
 
@@ -318,7 +317,7 @@ def _projected(records: list[Record]) -> dict[str, RequestRow]:
 
 @SETTINGS
 @given(streams, st.data())
-def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
+def test_duplicated_events_project_the_same(stream, data):
     picks = data.draw(st.lists(st.sampled_from(range(len(stream))), max_size=len(stream)))
     noisy = list(stream)
     for i in picks:  # a retrying producer re-sends event i somewhere after its first delivery
@@ -330,7 +329,7 @@ def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_any_merge_keeping_each_requests_order_projects_the_same(stream, rnd):  # noqa: ANN001
+def test_any_merge_keeping_each_requests_order_projects_the_same(stream, rnd):
     # What the contract guarantees: per-key order within the topic; partitions interleave freely.
     merged = merge_keeping_order(stream, lambda r: r.key, rnd)
     assert _projected(merged) == _projected(stream)
@@ -338,7 +337,7 @@ def test_any_merge_keeping_each_requests_order_projects_the_same(stream, rnd):  
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):  # noqa: ANN001
+def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):
     # Stronger than the contract needs: every part of the state merges commutatively.
     shuffled = list(stream)
     rnd.shuffle(shuffled)
@@ -347,7 +346,7 @@ def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):  # noqa: ANN
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_stale_reads_anywhere_change_nothing(stream, rnd):  # noqa: ANN001
+def test_stale_reads_anywhere_change_nothing(stream, rnd):
     # An earlier read_up_to sent with a later read_at (an old tab): read markers only move forward.
     noisy = with_stale_reads(stream, rnd)
     assert _projected(noisy) == _projected(stream)
@@ -357,7 +356,7 @@ def test_stale_reads_anywhere_change_nothing(stream, rnd):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.lists(st.integers(1, 40), max_size=6), st.randoms(use_true_random=False))
-def test_folding_in_batches_through_storage_equals_one_fold(stream, cuts, rnd):  # noqa: ANN001
+def test_folding_in_batches_through_storage_equals_one_fold(stream, cuts, rnd):
     # What the store does: load the stored bytes, fold a batch, store the bytes again; stale reads
     # included, in any order.
     stored: dict[str, bytes] = {}
@@ -377,7 +376,7 @@ def test_folding_in_batches_through_storage_equals_one_fold(stream, cuts, rnd): 
 
 @SETTINGS
 @given(streams, st.sampled_from(["tech-1", "tech-2", "tech-9"]))
-def test_counter_keys_agree_with_the_view_rules(stream, tech):  # noqa: ANN001
+def test_counter_keys_agree_with_the_view_rules(stream, tech):
     rows = _projected(stream).values()
     for r in rows:
         keys = counter_keys(r)
@@ -392,10 +391,10 @@ def test_counter_keys_agree_with_the_view_rules(stream, tech):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.integers(-3 * 24 * 60, 20 * 24 * 60))
-def test_window_counters_plus_the_partial_hour_count_each_window(stream, minutes):  # noqa: ANN001
+def test_window_counters_plus_the_partial_hour_count_each_window(stream, minutes):
     # What the counts query does: whole hours from the counters, the partial first hour from rows.
     rows = [r for r in _projected(stream).values() if r.listed]
-    now = datetime(2026, 11, 1, 8, tzinfo=timezone.utc) + timedelta(minutes=minutes, seconds=minutes % 53)
+    now = datetime(2026, 11, 1, 8, tzinfo=UTC) + timedelta(minutes=minutes, seconds=minutes % 53)
     keys = Counter(k for r in rows for k in window_keys(r))
     for view, start in window_starts(now).items():
         first = start.replace(minute=0, second=0, microsecond=0)

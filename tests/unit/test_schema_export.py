@@ -19,10 +19,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from readside.load import Record, mixed_stream
 from readside.schemas import TOPICS, InvalidEvent, UnknownEvent, decode, envelope_json_schema
 from readside.schemas._base import RFC3339_PATTERN, parse_rfc3339
 from readside.schemas.envelope import NOT_IN_JSON_SCHEMA
-from readside.load import Record, mixed_stream
 from tests.integration.test_poison import poison_corpus
 from tests.poison import POISON
 from tests.unit.test_schemas import EXAMPLES, INVALID, _json, rec

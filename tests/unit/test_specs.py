@@ -20,11 +20,11 @@ from jsonschema import Draft202012Validator, validators
 from openapi_spec_validator import validate
 
 from readside.api import providers, requests, threads
-from readside.api.app import create_app
 from readside.api.openapi import openapi_document, openapi_path
+from readside.cli import main as cli
 from readside.schemas import PAYLOAD_TYPES, TOPICS
 from readside.schemas.asyncapi import DLQ_HEADERS, asyncapi_document
-from readside.cli import main as cli
+from readside.serve import create_app
 from readside.shared.settings import Settings
 
 SETTINGS = replace(Settings(), jwt_secret="s" * 40, cursor_secret="c" * 40)
@@ -59,7 +59,7 @@ def test_every_route_is_a_path_with_its_statuses() -> None:
 def test_a_route_without_an_operation_is_an_error_not_a_gap() -> None:
     from starlette.routing import Route
 
-    async def undocumented(request):  # noqa: ANN001, ANN202
+    async def undocumented(request):
         return None
 
     with pytest.raises(ValueError, match="/v1/new has no Operation"):
@@ -98,7 +98,7 @@ def test_parameters_come_from_the_handlers_declarations() -> None:
 
 def test_response_schemas_are_valid_json_schema() -> None:
     doc = openapi_document(app_routes())
-    for path, item in doc["paths"].items():
+    for _path, item in doc["paths"].items():
         for response in item["get"]["responses"].values():
             for media in response.get("content", {}).values():
                 if "$ref" not in media["schema"]:
@@ -116,7 +116,7 @@ def test_readside_openapi_and_asyncapi_write_files(tmp_path: Path, monkeypatch: 
 
 # -- AsyncAPI --------------------------------------------------------------------------------
 
-def _asyncapi_validator():  # noqa: ANN202
+def _asyncapi_validator():
     schema = json.loads(gzip.decompress((Path(__file__).parents[1] / "data" / "asyncapi-3.0.0.schema.json.gz").read_bytes()))
     return validators.validator_for(schema)(schema)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,7 +10,7 @@ from readside.projector.status import _Rows, summarize
 from readside.shared.kafka import Head
 
 NOW = 1_800_000_000.0
-AT = datetime(2027, 1, 15, 8, 0, tzinfo=timezone.utc)
+AT = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 TP = ("threads.events", 0)
 
 
@@ -24,7 +24,7 @@ def rows(*, offset: int | None = 10, age: float = 5.0, recorded: int | None = No
     )
 
 
-def one(status):  # noqa: ANN001, ANN201
+def one(status):
     (p,) = status.projections
     (part,) = [q for q in p.partitions if (q.topic, q.partition) == TP]
     return p, part
@@ -42,7 +42,7 @@ def one(status):  # noqa: ANN001, ANN201
         pytest.param(rows(offset=None), Head(3, NOW - 600), ("stalled", True, 3, 600.0), id="never-assigned"),
     ],
 )
-def test_lag_and_stall(db: _Rows, head: Head | None, want: tuple) -> None:  # noqa: ANN001
+def test_lag_and_stall(db: _Rows, head: Head | None, want: tuple) -> None:
     status = summarize(db, {TP: head} if head else {}, prefix="", stall_after=60, now=NOW)
     p, part = one(status)
     assert (p.shown_state, p.stalled, p.lag, p.lag_seconds) == want

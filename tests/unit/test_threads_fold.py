@@ -19,7 +19,7 @@ from tests.support import (
 )
 
 
-def previews(*records):  # noqa: ANN001, ANN202
+def previews(*records):
     states = fold_all(as_event(r) for r in records)
     assert len(states) == 1
     return {row.role: row for row in render(next(iter(states.values())))}
@@ -49,7 +49,7 @@ def previews(*records):  # noqa: ANN001, ANN202
         pytest.param("see pic", None, None, {"kind": "image", "url": "u"}, ("see pic", None, None), id="content-beats-attachment"),
     ],
 )
-def test_message_preview(content, key, args, attachment, expected):  # noqa: ANN001
+def test_message_preview(content, key, args, attachment, expected):
     assert message_preview(content, key, args, attachment) == expected
 
 
@@ -118,7 +118,7 @@ def test_unread_counts_follow_read_markers_strictly_after_and_skip_own_messages(
         pytest.param([read("t1", "u-p", up_to=30, at=31), read("t1", "u-c", up_to=10, at=11)], 2, id="markers-are-per-reader"),
     ],
 )
-def test_read_marker_is_the_greatest_read_up_to_whatever_read_at_or_arrival(reads, unread_count):  # noqa: ANN001
+def test_read_marker_is_the_greatest_read_up_to_whatever_read_at_or_arrival(reads, unread_count):
     messages = [message("t1", f"m{i}", i * 10, sender="u-p", sender_type="provider") for i in (1, 2, 3)]
     rows = previews(started("t1"), *messages, *reads)
     assert rows["client"].unread_count == unread_count
@@ -179,7 +179,7 @@ def test_state_takes_latest_change_and_second_start_is_ignored():
         ),
     ],
 )
-def test_personalized_video_hidden_until_paid(extra, paid):  # noqa: ANN001
+def test_personalized_video_hidden_until_paid(extra, paid):
     rows = previews(started("t1", service_type="personalized_video"), message("t1", "m1", 10), *extra)
     for row in rows.values():
         assert row.item["meta"]["paid"] is paid
@@ -200,7 +200,7 @@ def test_personalized_video_hidden_until_paid(extra, paid):  # noqa: ANN001
     ],
 )
 @pytest.mark.parametrize("start_first", [True, False], ids=["after-start", "before-start"])
-def test_a_message_not_from_a_participant_counts_as_never_sent(odd, start_first):  # noqa: ANN001
+def test_a_message_not_from_a_participant_counts_as_never_sent(odd, start_first):
     # Participants are known only from thread.started, which may arrive after the message: the
     # message is kept and judged at render time, so the result is the same in both orders.
     start = started("t1", service_type="personalized_video")

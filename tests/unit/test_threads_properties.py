@@ -13,8 +13,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.readmodels.threads.fold import fold_all, render
 from readside.load import Record, thread_stream
+from readside.readmodels.threads.fold import fold_all, render
 from tests.support import as_event, dedupe, merge_keeping_order, with_stale_reads
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -34,7 +34,7 @@ streams = st.builds(
 
 @SETTINGS
 @given(streams, st.data())
-def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
+def test_duplicated_events_project_the_same(stream, data):
     picks = data.draw(st.lists(st.sampled_from(range(len(stream))), max_size=len(stream)))
     noisy = list(stream)
     for i in picks:  # re-send event i somewhere after its first delivery
@@ -47,7 +47,7 @@ def test_duplicated_events_project_the_same(stream, data):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_any_cross_topic_interleaving_projects_like_time_order(stream, rnd):  # noqa: ANN001
+def test_any_cross_topic_interleaving_projects_like_time_order(stream, rnd):
     # Per-key order holds within a topic; across topics anything goes. Shuffle which topic's
     # next event comes first, keeping each topic's own order.
     mixed = merge_keeping_order(stream, lambda r: r.topic, rnd)
@@ -56,7 +56,7 @@ def test_any_cross_topic_interleaving_projects_like_time_order(stream, rnd):  # 
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_threads_are_independent_so_any_per_thread_order_preserving_merge_is_equal(stream, rnd):  # noqa: ANN001
+def test_threads_are_independent_so_any_per_thread_order_preserving_merge_is_equal(stream, rnd):
     # Partitions interleave arbitrarily: any merge that keeps each key's order is equivalent.
     merged = merge_keeping_order(stream, lambda r: (r.topic, r.key), rnd)
     assert _rows(merged) == _rows(stream)
@@ -64,7 +64,7 @@ def test_threads_are_independent_so_any_per_thread_order_preserving_merge_is_equ
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):  # noqa: ANN001
+def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):
     # Stronger than the contract needs: every merge in the fold is commutative (registers keep the
     # latest time, messages are a set, deletion is sticky), so even per-key order may break —
     # a read marker before its messages, a delete before its create.
@@ -75,7 +75,7 @@ def test_even_a_full_shuffle_projects_like_time_order(stream, rnd):  # noqa: ANN
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_stale_reads_anywhere_change_nothing(stream, rnd):  # noqa: ANN001
+def test_stale_reads_anywhere_change_nothing(stream, rnd):
     noisy = with_stale_reads(stream, rnd)
     assert _rows(noisy) == _rows(stream)
     shuffled = list(noisy)

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readside.readmodels.workflows.fold import WorkflowState, fold, fold_all, render
 from readside.load import Record, workflow_stream
+from readside.readmodels.workflows.fold import WorkflowState, fold, fold_all, render
 from tests.support import as_event, record, ts
-
 
 # -- record builders (also used by the integration and e2e modules) ------------------------------
 
@@ -72,7 +71,7 @@ def test_created_without_versions():
         pytest.param([saved("w", 1, 10, 0, 0)], 1, 0, 0, 10, id="empty-graph"),
     ],
 )
-def test_versions(records, version, nodes, edges, updated):  # noqa: ANN001
+def test_versions(records, version, nodes, edges, updated):
     got = item(created("w", at=1), *records)
     assert (got["latest_version"], got["node_count"], got["edge_count"]) == (version, nodes, edges)
     assert got["updated_at"] == as_event(saved("w", 1, updated)).payload.saved_at
@@ -92,7 +91,7 @@ def test_a_version_before_created_is_kept_until_created_arrives():
         pytest.param([deleted("w", 9), created("w"), saved("w", 1, 5)], id="delete-first-is-sticky"),
     ],
 )
-def test_deleted_workflows_are_never_listed(records):  # noqa: ANN001
+def test_deleted_workflows_are_never_listed(records):
     assert listed(records) == {}
 
 
@@ -108,7 +107,7 @@ def test_events_after_deleted_leave_the_state_alone():
         pytest.param([created("w", at=2, name="second"), created("w", at=1, name="first")], "first", id="earliest-wins-any-arrival"),
     ],
 )
-def test_a_second_created_is_ignored(records, name):  # noqa: ANN001
+def test_a_second_created_is_ignored(records, name):
     assert item(*records)["name"] == name
 
 
@@ -137,7 +136,7 @@ streams = st.builds(
 
 @SETTINGS
 @given(streams, st.data())
-def test_duplicates_apply_once(stream, data):  # noqa: ANN001
+def test_duplicates_apply_once(stream, data):
     noisy = list(stream)
     for i in data.draw(st.lists(st.sampled_from(range(len(stream))), max_size=len(stream))):
         noisy.insert(data.draw(st.integers(i + 1, len(noisy))), stream[i])
@@ -146,7 +145,7 @@ def test_duplicates_apply_once(stream, data):  # noqa: ANN001
 
 @SETTINGS
 @given(streams, st.randoms(use_true_random=False))
-def test_any_arrival_order_lists_like_time_order(stream, rnd):  # noqa: ANN001
+def test_any_arrival_order_lists_like_time_order(stream, rnd):
     shuffled = list(stream)
     rnd.shuffle(shuffled)
     assert listed(shuffled) == listed(stream)

@@ -1,0 +1,215 @@
+"""The write pipeline: one batch of records into a projection's tables, in the caller's transaction.
+
+Every writer of projected rows goes through it — the live engine (``ProjectionRunner``), the
+rebuild's bulk and catch-up phases and its cutover (``ShadowWriter``), and ``readside dlq
+replay`` — so they share one meaning of dedupe, poison and position:
+
+1. **decode** (:func:`decode_record`): a record becomes a :class:`Record` holding the event, or
+   the reason the decoder rejected it (tombstones included); a type the projection does not
+   handle is skipped and counted;
+2. **positions** (``Store.record_positions``): where each partition got to, written first — the
+   live store advances its checkpoints conditionally on where the batch started (fencing: a
+   mismatch raises ``FencedError`` and the batch rolls back);
+3. **dedupe** (``Store.first_seen``): the first record of each ``event_id`` in the batch, if its
+   id was never recorded (first wins); the others are duplicates and are not applied;
+4. **apply with poison isolation**: the fresh events in one savepoint; when that fails for the
+   records' sake (:func:`readside.shared.errors.record_fault`) the batch is bisected, one
+   savepoint per half, down to the events that fail alone — their reason is ``"<fold error>:
+   <repr>"``; any other failure (the world's) propagates and the caller's transaction rolls back;
+5. **forget** (``Store.forget_seen``): a poison event was not applied, so its id must not count as
+   seen — a re-send, or a replay after a fix, must still apply it;
+6. **failures** (``Store.record_failures``): rejected records then poison — dead letters (table
+   and ``<topic>.dlq``) for the live store, ``rs_failed`` for a shadow, the dead letters' new
+   reasons for a replay;
+7. ``Store.finish``: what else the store keeps per batch (the live store: skipped count, last
+   batch time, partition heads).
+
+The transaction is the caller's: :meth:`Pipeline.commit` gives a batch one of its own (the live
+engine, under its partition lock); a rebuild commits chunk by chunk, its cutover writes the last
+chunks inside its own transaction, and a dead-letter replay writes each projection's share of a
+chunk in the transaction that claimed the dead letters and deletes those done. Once committed the
+caller notifies with :attr:`Written.changed` — the engine after Kafka's offsets
+(``on_commit``: cache versions), a replay after each chunk; a rebuild publishes a new
+generation at its cutover instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+from aiokafka import TopicPartition
+
+from readside.readmodels.base import Projection
+from readside.schemas import Event, InvalidEvent, UnknownEvent, decode
+from readside.schemas.envelope import clean_reason
+from readside.shared.errors import record_fault
+
+__all__ = ["Apply", "Batch", "Key", "Pipeline", "Record", "Store", "Written", "decode_record"]
+
+Key = tuple[str, int]  # (topic, partition); a TopicPartition is one
+Apply = Callable[[psycopg.AsyncConnection, list[Event]], Awaitable["set[str] | None"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a topic, decoded: ``event`` when it decoded to an event the projection
+    handles, else ``reason`` (why the decoder rejected it: it is dead-lettered as it is)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None  # None: a tombstone
+    event: Event | None = None
+    reason: str | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    @property
+    def origin(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+
+@dataclass
+class Batch:
+    """Records in partition order and where each partition got to.
+
+    ``ends[key]`` is the next offset of each partition read (exclusive), ``starts[key]`` where it
+    began (the live store fences on it), ``read`` the records read (skipped ones included),
+    ``heads`` the high watermarks seen while reading."""
+
+    records: list[Record] = field(default_factory=list)
+    ends: dict[Key, int] = field(default_factory=dict)
+    read: int = 0
+    skipped: int = 0
+    starts: dict[Key, int] = field(default_factory=dict)
+    heads: dict[Key, int] = field(default_factory=dict)
+
+    @property
+    def events(self) -> list[Record]:
+        return [r for r in self.records if r.event is not None]
+
+    @property
+    def rejected(self) -> list[Record]:
+        return [r for r in self.records if r.reason is not None]
+
+
+def decode_record(
+    projection: Projection, prefix: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> Record | None:
+    """The record as ``projection`` sees it; None when it is to be skipped (an unknown type, or a
+    type the projection does not handle)."""
+    base = topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+    try:
+        decoded = decode(base, key, value)
+    except InvalidEvent as exc:
+        return Record(topic, partition, offset, key, value, reason=exc.reason)
+    except ValueError:  # only a dead letter's topic can be outside the contract
+        reason = f"topic {topic!r} is not a contract topic under READSIDE_TOPIC_PREFIX={prefix!r}"
+        return Record(topic, partition, offset, key, value, reason=reason)
+    if isinstance(decoded, UnknownEvent) or not projection.handles(decoded.type):
+        return None
+    return Record(topic, partition, offset, key, value, event=decoded)
+
+
+class Store(Protocol):
+    """Where a pipeline keeps positions, seen event ids and failures (the live tables, a
+    rebuild's shadow schema, the dead letters being replayed)."""
+
+    async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None: ...
+
+    async def first_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> set[str]: ...
+
+    async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None: ...
+
+    async def record_failures(self, conn: psycopg.AsyncConnection, failures: list[tuple[Record, str]]) -> None: ...
+
+    async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None: ...
+
+
+@dataclass
+class Written:
+    """What one batch did: ``fresh`` events were applied (each the first of its ``event_id``, never
+    seen before), ``poison`` failed in the fold (and were recorded as failures with the rejected
+    records), ``changed`` names the cache scopes to bump."""
+
+    fresh: list[Record]
+    poison: list[tuple[Record, str]]
+    changed: set[str]
+
+    @property
+    def fresh_ids(self) -> set[str]:
+        return {r.event.event_id for r in self.fresh if r.event is not None}
+
+    @property
+    def poison_ids(self) -> set[str]:
+        return {r.event.event_id for r, _ in self.poison if r.event is not None}
+
+
+class Pipeline:
+    """Dedupe, apply with poison isolation, and record through ``store``; ``apply`` is the
+    projection's ``apply`` (or its bulk loader's); ``fold_error`` starts a poison's reason."""
+
+    def __init__(
+        self,
+        store: Store,
+        apply: Apply,
+        *,
+        fold_error: str = "fold error",
+        on_poison: Callable[[Record, BaseException], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.apply = apply
+        self.fold_error = fold_error
+        self.on_poison = on_poison
+
+    async def write(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
+        """Steps 2-7 of the module docstring, in the caller's transaction."""
+        await self.store.record_positions(conn, batch)
+        first: dict[str, Record] = {}
+        for record in batch.records:
+            if record.event is not None:
+                first.setdefault(record.event.event_id, record)
+        new = await self.store.first_seen(conn, list(first)) if first else set()
+        fresh = [record for event_id, record in first.items() if event_id in new]
+        changed: set[str] = set()
+        poison = await self._apply_isolating(conn, fresh, changed)
+        if poison:
+            await self.store.forget_seen(conn, [r.event.event_id for r, _ in poison if r.event is not None])
+        failures = [(r, r.reason) for r in batch.records if r.reason is not None] + poison
+        if failures:
+            await self.store.record_failures(conn, failures)
+        await self.store.finish(conn, batch)
+        failed = {id(r) for r, _ in poison}
+        return Written([r for r in fresh if id(r) not in failed], poison, changed)
+
+    async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
+        """:meth:`write` in a transaction of its own (committed on return)."""
+        async with conn.transaction():
+            return await self.write(conn, batch)
+
+    async def _apply_isolating(
+        self, conn: psycopg.AsyncConnection, records: list[Record], changed: set[str]
+    ) -> list[tuple[Record, str]]:
+        if not records:
+            return []
+        try:
+            async with conn.transaction():  # a savepoint inside the caller's transaction
+                changed |= await self.apply(conn, [r.event for r in records]) or set()  # type: ignore[misc]
+            return []
+        except Exception as exc:
+            if not record_fault(exc):
+                raise  # the world is down: the caller's transaction rolls back, the batch is retried
+            if len(records) == 1:
+                if self.on_poison is not None:
+                    self.on_poison(records[0], exc)
+                return [(records[0], clean_reason(f"{self.fold_error}: {exc!r}"))]
+            mid = len(records) // 2
+            return await self._apply_isolating(conn, records[:mid], changed) + await self._apply_isolating(
+                conn, records[mid:], changed
+            )
