@@ -24,15 +24,16 @@ only ever answers for valid events, with the values the reference gives:
 - a record with a field no model names (allowed, ignored) takes the reference path: msgspec would
   skip such a field unchecked, where orjson refuses invalid UTF-8 or a number beyond a double in it;
 - ``type`` is always a union's tag, so it is required (one type on a topic: a sentinel tag);
-- ``Any`` values (``list[Any]``, ``dict[str, Any]``) are taken raw and read by orjson itself,
-  inside as many brackets as they are deep in the record, so numbers and the depth limit are
-  orjson's;
+- ``dict[str, Any]`` values are taken raw and read by orjson itself, inside as many brackets as
+  they are deep in the record, so numbers and the depth limit are orjson's. A model with a
+  ``list[Any]`` (``workflow.version_saved``: a graph, most of the record) gets no fast path: it
+  measured no faster that way, as orjson reads the graph in both (``python -m bench.decode``);
 - a model's ``before`` field validators run on each value sent and its ``after`` model
   validators on the built instance; an error or a changed value is a doubt.
 
 A model using anything else (another validator mode, an alias, a config this module does not
 know) gets no fast path: its type always takes the reference path (tests/unit/test_decode_fast.py
-checks that every registered type has one).
+lists the types without one).
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def _field_type(hint: Any, depth: int, clean: bool) -> tuple[Any, Convert]:
     if origin is Literal and all(type(a) is str for a in args):
         return hint, None
     kinds = _is_any_container(hint)
+    if kinds == (list,):  # a graph's nodes: most of the record, read by orjson either way
+        raise _Unsupported("list[Any]: measured no faster than the models")
     if kinds is not None:
         return msgspec.Raw, _raw_json(kinds, depth)
     if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
@@ -156,8 +159,8 @@ def _field_type(hint: Any, depth: int, clean: bool) -> tuple[Any, Convert]:
         return spec | None, None if convert is None else _optional(convert)
     if origin is list and len(args) == 1:
         spec, convert = _field_type(args[0], depth + 1, clean)
-        if convert is None:
-            return list[spec], list  # type: ignore[valid-type]
+        if convert is None:  # msgspec's list is a new one, as the model's
+            return list[spec], None  # type: ignore[valid-type]
         return list[spec], lambda items: [convert(i) for i in items]  # type: ignore[valid-type]
     if isinstance(hint, type) and issubclass(hint, Payload):
         struct, build = derive(hint, depth, clean)
