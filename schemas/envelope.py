@@ -36,6 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from readside.schemas import _fast
 from readside.schemas._base import ID_MAX, ID_PATTERN, RFC3339_PATTERN, id_problem, parse_rfc3339, rfc3339_problem
 from readside.schemas.registry import (
     PAYLOAD_TYPES,
@@ -150,6 +151,18 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> Event | Unknow
     docstring for the checks), and ``ValueError`` for a topic that is not in :data:`TOPICS`
     (a wiring mistake, not a bad record). A ``None`` value (a tombstone) is invalid.
     """
+    if topic not in TOPICS:
+        raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
+    fast = _fast.decode(topic, key, value)
+    if fast is not None:
+        return Event(*fast)
+    return reference_decode(topic, key, value)
+
+
+def reference_decode(topic: str, key: bytes | None, value: bytes | None) -> Event | UnknownEvent:
+    """:func:`decode` by the pydantic models alone: the reference the fast path
+    (``readside.schemas._fast``) must agree with, and the path of every record it does not
+    vouch for (so every reason comes from here)."""
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; expected one of {sorted(TOPICS)}")
     try:
