@@ -63,13 +63,9 @@ async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
     async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
-        version, rows = await queries.inbox_page(conn, viewer.sub, role, after, limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            _, ts, tid = rows[-1]
-            next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), tid])
-        return version, b'{"items":[' + b",".join(r[0] for r in rows) + b'],"next_cursor":' + dumps(next_cursor) + b"}"
+        version, (items, (ts, tid), more) = await queries.inbox_page(conn, viewer.sub, role, after, limit)
+        next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), tid]) if more else None
+        return version, b'{"items":[' + items + b'],"next_cursor":' + dumps(next_cursor) + b"}"
 
     return await serve(
         request, ctx, timing,
@@ -118,18 +114,13 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
         return found
 
     async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
-        found = await queries.message_page(conn, thread_id, viewer.sub, before, limit + 1)
+        found = await queries.message_page(conn, thread_id, viewer.sub, before, limit)
         if found is None:
             raise not_found(f"no thread {thread_id!r} for this viewer")
-        version, rows = found
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            _, ts, mid = rows[-1]
-            next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), mid])
+        version, (items, (ts, mid), more) = found
+        next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), mid]) if more else None
         body = (
-            b'{"messages":[' + b",".join(r[0] for r in rows)
-            + b'],"has_more":' + (b"true" if next_cursor else b"false")
+            b'{"messages":[' + items + b'],"has_more":' + (b"true" if more else b"false")
             + b',"next_cursor":' + dumps(next_cursor) + b"}"
         )
         return version, body

@@ -8,6 +8,8 @@ idempotent, so ``migrate`` can run at every start.
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Iterable
 
 import psycopg
@@ -97,15 +99,33 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, options="-c TimeZone=UTC", **kwargs)  # type: ignore[arg-type]
 
 
+# A connection given back less than this many seconds ago is handed out again unchecked: it
+# answered then, and under load the check (an empty query: one round trip per checkout) would
+# cost as much as the request's own statement. One idle longer is checked on checkout, so a
+# restarted database heals; a connection that dies within the window fails that one request,
+# as one that dies mid-request does, and the pool replaces it when it comes back broken.
+RECHECK_AFTER = 1.0
+
+
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> AsyncConnectionPool:
-    """An open async pool; connections are checked on checkout so a restarted database heals."""
+    """An open async pool; connections idle more than ``RECHECK_AFTER`` s are checked on checkout."""
+    returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+    async def stamp(conn: psycopg.AsyncConnection) -> None:
+        returned[conn] = time.monotonic()
+
+    async def check(conn: psycopg.AsyncConnection) -> None:
+        if time.monotonic() - returned.get(conn, float("-inf")) > RECHECK_AFTER:
+            await AsyncConnectionPool.check_connection(conn)
+
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=check,
+        reset=stamp,
         kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
     )
     await pool.open(wait=False)

@@ -1,6 +1,7 @@
 """Read queries for the thread endpoints: plain SQL, ``(conn, params) -> rows``.
 
-Each is one indexed lookup on precomputed rows; list items come back as ready JSON bytes.
+Each is one indexed lookup on precomputed rows; a list page comes back as one row, its ready JSON
+items already joined by PostgreSQL (``readside.readmodels.pages``).
 Everything one response shows comes from ONE statement — the version, the access check and the
 rows — so a response never mixes two snapshots, nor two versions of a table swapped by a
 rebuild's cutover between two statements.
@@ -12,6 +13,7 @@ from datetime import datetime
 
 import psycopg
 
+from readside.readmodels.pages import Page, fetch_page, page_sql
 from readside.readmodels.threads.rules import VISIBLE, sql
 
 __all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
@@ -38,23 +40,25 @@ async def inbox_page(
     role: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> tuple[int, list[tuple[bytes, datetime, str]]]:
-    """``(viewer version, rows)``: up to ``limit`` listed previews after the keyset position."""
+) -> tuple[int, Page]:
+    """``(viewer version, page)``: up to ``limit`` listed previews after the keyset position; the
+    page's keys are ``(last_ts, thread_id)``."""
     where = ["user_id = %(u)s", "listed"]
     if role is not None:
         where.append("role = %(r)s")
     if after is not None:
         where.append("(last_ts, thread_id) < (%(ts)s, %(tid)s)")
-    cur = await conn.execute(
-        "SELECT v.version, p.item, p.last_ts, p.thread_id FROM (SELECT 1) AS one "
-        "LEFT JOIN viewer_versions v ON v.user_id = %(u)s "
-        f"LEFT JOIN LATERAL (SELECT item, last_ts, thread_id FROM thread_previews WHERE {' AND '.join(where)} "
-        "ORDER BY last_ts DESC, thread_id DESC LIMIT %(n)s) p ON true "
-        "ORDER BY p.last_ts DESC, p.thread_id DESC",
+    page = page_sql(f"FROM thread_previews WHERE {' AND '.join(where)}", ("last_ts", "thread_id"),
+                    "last_ts DESC, thread_id DESC")
+    found = await fetch_page(
+        conn,
+        f"SELECT (SELECT version FROM viewer_versions WHERE user_id = %(u)s), p.* FROM ({page}) AS p",
         {"u": user_id, "r": role, "ts": after[0] if after else None, "tid": after[1] if after else None, "n": limit},
+        1,
     )
-    rows = await cur.fetchall()
-    return rows[0][0] or 0, [(bytes(item), ts, tid) for _, item, ts, tid in rows if item is not None]
+    assert found is not None  # an aggregate: always one row
+    (version,), rows = found
+    return version or 0, rows
 
 
 async def summary(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, dict[str, tuple[int, int]]]:
@@ -92,20 +96,21 @@ async def message_page(
     user_id: str,
     before: tuple[datetime, str] | None,
     limit: int,
-) -> tuple[int, list[tuple[bytes, datetime, str]]] | None:
-    """``(thread version, messages visible to the viewer)``, or None if the viewer is not a
-    participant (or there is no such thread): the access check and the page in one statement.
-    Only the messages ``rules.visible`` to the viewer's side."""
-    keyset = "AND (created_at, message_id) < (%(ts)s, %(mid)s) " if before else ""
-    cur = await conn.execute(
-        f"SELECT a.version, m.item, m.created_at, m.message_id FROM ({_ACCESS}) AS a "
-        "LEFT JOIN LATERAL (SELECT item, created_at, message_id FROM thread_messages tm "
-        f"WHERE thread_id = %(t)s AND {_VISIBLE} "
-        f"{keyset}ORDER BY created_at DESC, message_id DESC LIMIT %(n)s) m ON true "
-        "ORDER BY m.created_at DESC, m.message_id DESC",
+) -> tuple[int, Page] | None:
+    """``(thread version, page of the messages visible to the viewer)``, or None if the viewer is
+    not a participant (or there is no such thread): the access check and the page in one
+    statement. Only the messages ``rules.visible`` to the viewer's side; the page's keys are
+    ``(created_at, message_id)``."""
+    keyset = " AND (created_at, message_id) < (%(ts)s, %(mid)s)" if before else ""
+    page = page_sql(f"FROM thread_messages tm WHERE thread_id = %(t)s AND {_VISIBLE}{keyset}",
+                    ("created_at", "message_id"), "created_at DESC, message_id DESC")
+    found = await fetch_page(
+        conn,
+        f"SELECT a.version, m.* FROM ({_ACCESS}) AS a CROSS JOIN LATERAL ({page}) AS m",
         {"t": thread_id, "u": user_id, "ts": before[0] if before else None, "mid": before[1] if before else None, "n": limit},
+        1,
     )
-    rows = await cur.fetchall()
-    if not rows:
+    if found is None:
         return None
-    return rows[0][0], [(bytes(item), ts, mid) for _, item, ts, mid in rows if item is not None]
+    (version,), rows = found
+    return version, rows
