@@ -37,19 +37,19 @@ async def thread_payments(request: Request, ctx: Context, timing: Timing) -> Res
         raise not_found(f"no thread {thread_id!r} for this viewer")
     Query(request, frozenset())  # no parameters: an unknown one is a 400
 
-    async def found(conn: psycopg.AsyncConnection) -> tuple[int, bytes | None]:
+    async def found(conn: psycopg.AsyncConnection) -> tuple[int, int, bytes | None]:
         row = await queries.thread_payments(conn, thread_id, viewer.sub)
         if row is None:
             raise not_found(f"no thread {thread_id!r} for this viewer")
         return row
 
-    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
-        version, item = await found(conn)
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, int, bytes]:
+        gen, version, item = await found(conn)
         empty = {"thread_id": thread_id, "payments": 0, "last_received_at": None, "totals": []}
-        return version, item if item is not None else dumps(empty)
+        return gen, version, item if item is not None else dumps(empty)
 
-    async def pg_version(conn: psycopg.AsyncConnection) -> int:
-        return (await found(conn))[0]
+    async def pg_version(conn: psycopg.AsyncConnection) -> tuple[int, int]:
+        return (await found(conn))[:2]
 
     return await serve(
         request, ctx, timing,

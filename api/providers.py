@@ -93,22 +93,18 @@ async def list_providers(request: Request, ctx: Context, timing: Timing) -> Resp
     )
     after = _position(ctx.cursors.decode(bound, cursor), sort) if cursor else None
 
-    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
-        version, total, rows = await queries.provider_page(conn, key, category, sort, after, limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            _, keys, pid = rows[-1]
-            next_cursor = ctx.cursors.encode(bound, [*_encode_keys(keys), pid])
-        if fields is None:
-            items = [item for item, _, _ in rows]
-        else:
-            items = [dumps({f: full[f] for f in fields}) for full in (loads(item) for item, _, _ in rows)]
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, int, bytes]:
+        gen, version, total, (items, (*keys, pid), more) = await queries.provider_page(
+            conn, key, category, sort, after, limit, joined=fields is None
+        )
+        next_cursor = ctx.cursors.encode(bound, [*_encode_keys(tuple(keys)), pid]) if more else None
+        if fields is not None:  # the chosen fields of each item
+            items = b",".join(dumps({f: full[f] for f in fields}) for full in map(loads, items or ()))  # type: ignore[arg-type]
         body = (
-            b'{"items":[' + b",".join(items) + b'],"next_cursor":' + dumps(next_cursor)
+            b'{"items":[' + items + b'],"next_cursor":' + dumps(next_cursor)
             + b',"total":' + str(total).encode() + b"}"
         )
-        return version, body
+        return gen, version, body
 
     return await serve(
         request, ctx, timing,

@@ -86,14 +86,14 @@ async def technician_views(request: Request, ctx: Context, timing: Timing) -> Re
         ("technician-views", viewer.sub, view, str(business_unit), str(ticket_type), str(page), str(per_page), _clock(now))
     )
 
-    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
+    async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
         result = await queries.technician_views(
             conn, viewer.sub, business_unit, now, (view, ticket_type, (page - 1) * per_page, per_page)  # type: ignore[arg-type]
         )
         tail = dumps(
             {**_counts(result.counts, view), "total": result.counts.total(view, ticket_type), "page": page, "per_page": per_page}
         )
-        return result.version, b'{"data":[' + b",".join(result.items) + b"]," + tail[1:]
+        return result.generation, result.version, b'{"data":[' + result.items + b"]," + tail[1:]
 
     return await serve(
         request, ctx, timing,
@@ -113,9 +113,9 @@ async def technician_counts(request: Request, ctx: Context, timing: Timing) -> R
     now = datetime.now(UTC)
     scope = "\x1f".join(("technician-counts", viewer.sub, view, str(business_unit), _clock(now)))
 
-    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
+    async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
         result = await queries.technician_views(conn, viewer.sub, business_unit, now)
-        return result.version, dumps(_counts(result.counts, view))
+        return result.generation, result.version, dumps(_counts(result.counts, view))
 
     return await serve(
         request, ctx, timing,

@@ -12,7 +12,8 @@ ETag that did not match or a generation copied from PostgreSQL), or it is render
 evicted) is answered from
 PostgreSQL, and its version is created only if PostgreSQL shows the projector wrote the scope:
 requests alone never add Redis keys. Without a cache, or while Redis is down or slow, the generation and the version come from
-PostgreSQL (two primary-key lookups pipelined in one round trip) and the body from one query.
+PostgreSQL (one statement: two primary-key lookups) and the body from one statement that reads the
+generation too.
 ETags are weak and keyed with a server secret, so nobody can forge one for a scope they were
 never served.
 
@@ -20,7 +21,10 @@ Generations (``readside rebuild``): a cutover swaps a projection's tables and bu
 generation, so ETags and cached bodies of the previous tables never match again. The generation
 is always read *before* the rows: if it is the new one, the cutover had committed and the rows
 come from the new tables; if it is the old one, the response is labelled with a generation that
-no later request matches. Every response body comes from ONE statement (never a mix of tables).
+no later request matches. Without Redis the generation is a column of the statement that reads
+the version and the rows (``readside.readmodels.pages.generation``): one statement takes its
+locks before its snapshot, so it reads the generation of the very tables it reads. Every response
+body comes from ONE statement (never a mix of tables).
 
 Read-your-writes: a request carrying ``X-Readside-After: <topic>:<partition>:<offset>[,...]``
 (the position the core app got back when it published) waits — up to ``RYW_TIMEOUT`` — until the
@@ -62,8 +66,9 @@ class Spec:
     projection: str
     version_key: str  # cache scope, bumped by the projector (e.g. ``viewer:u-1``)
     scope: str  # everything the body depends on besides the version
-    render: Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, bytes]]]  # -> (pg version, body)
-    pg_version: Callable[[psycopg.AsyncConnection], Awaitable[int]]
+    # Both read the projection's generation in the same statement (``pages.generation``).
+    render: Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, int, bytes]]]  # -> (generation, version, body)
+    pg_version: Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, int]]]  # -> (generation, version)
     cache_control: str
     vary: bool = True
     cacheable: bool = True
@@ -159,22 +164,19 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
             async def render() -> bytes:
                 async with timing.connection(ctx.pool) as conn:
                     _count(ctx, spec)
-                    return (await spec.render(conn))[1]
+                    return (await spec.render(conn))[2]
 
             body = await cache.single_flight(key, render)
             return _ok(body, _headers(spec, tag) | extra)
-    async with timing.connection(ctx.pool) as conn, conn.pipeline():
-        # The generation first, then the rows (see the module docstring); one round trip.
-        gen_cur = await conn.execute(GENERATION_SQL, (spec.projection,))
+    async with timing.connection(ctx.pool) as conn:
+        # The generation with the version (and the rows): one statement each (module docstring).
         if request.headers.get("if-none-match"):
-            version = await spec.pg_version(conn)
-            tag = etag(ctx, "p", await _generation(gen_cur), version, spec.scope)
+            generation, version = await spec.pg_version(conn)
+            tag = etag(ctx, "p", generation, version, spec.scope)
             if _matches(request, tag):
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
-            gen_cur = await conn.execute(GENERATION_SQL, (spec.projection,))
         _count(ctx, spec)
-        version, body = await spec.render(conn)
-        generation = await _generation(gen_cur)
+        generation, version, body = await spec.render(conn)
     return _ok(body, _headers(spec, etag(ctx, "p", generation, version, spec.scope)) | extra)
 
 
@@ -204,15 +206,15 @@ def _seeding(spec: Spec, cache) -> Spec:  # noqa: ANN001
         if version > 0:
             cache.seed_soon(spec.version_key)
 
-    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
-        version, body = await spec.render(conn)
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, int, bytes]:
+        generation, version, body = await spec.render(conn)
         seed(version)
-        return version, body
+        return generation, version, body
 
-    async def pg_version(conn: psycopg.AsyncConnection) -> int:
-        version = await spec.pg_version(conn)
+    async def pg_version(conn: psycopg.AsyncConnection) -> tuple[int, int]:
+        generation, version = await spec.pg_version(conn)
         seed(version)
-        return version
+        return generation, version
 
     return replace(spec, render=render, pg_version=pg_version)
 

@@ -62,10 +62,10 @@ async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
     bound = f"preview\x1f{viewer.sub}\x1f{role}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
-    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
-        version, (items, (ts, tid), more) = await queries.inbox_page(conn, viewer.sub, role, after, limit)
+    async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
+        gen, version, (items, (ts, tid), more) = await queries.inbox_page(conn, viewer.sub, role, after, limit)
         next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), tid]) if more else None
-        return version, b'{"items":[' + items + b'],"next_cursor":' + dumps(next_cursor) + b"}"
+        return gen, version, b'{"items":[' + items + b'],"next_cursor":' + dumps(next_cursor) + b"}"
 
     return await serve(
         request, ctx, timing,
@@ -81,10 +81,10 @@ async def summary(request: Request, ctx: Context, timing: Timing) -> Response:
     q = Query(request, names((ROLE,)))
     role = ROLE.read(q)
 
-    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
-        version, per_role = await queries.summary(conn, viewer.sub)
+    async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
+        gen, version, per_role = await queries.summary(conn, viewer.sub)
         picked = [per_role.get(r, (0, 0)) for r in ((role,) if role else ROLES)]
-        return version, dumps({"unread_total": sum(u for u, _ in picked), "thread_count": sum(c for _, c in picked)})
+        return gen, version, dumps({"unread_total": sum(u for u, _ in picked), "thread_count": sum(c for _, c in picked)})
 
     return await serve(
         request, ctx, timing,
@@ -107,26 +107,26 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
     bound = f"messages\x1f{viewer.sub}\x1f{thread_id}\x1f{limit}"
     before = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
-    async def access(conn) -> tuple[str, int]:  # noqa: ANN001
+    async def access(conn) -> tuple[str, int, int]:  # noqa: ANN001
         found = await queries.thread_access(conn, thread_id, viewer.sub)
         if found is None:
             raise not_found(f"no thread {thread_id!r} for this viewer")
         return found
 
-    async def render(conn) -> tuple[int, bytes]:  # noqa: ANN001
+    async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
         found = await queries.message_page(conn, thread_id, viewer.sub, before, limit)
         if found is None:
             raise not_found(f"no thread {thread_id!r} for this viewer")
-        version, (items, (ts, mid), more) = found
+        gen, version, (items, (ts, mid), more) = found
         next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), mid]) if more else None
         body = (
             b'{"messages":[' + items + b'],"has_more":' + (b"true" if more else b"false")
             + b',"next_cursor":' + dumps(next_cursor) + b"}"
         )
-        return version, body
+        return gen, version, body
 
-    async def pg_version(conn) -> int:  # noqa: ANN001
-        return (await access(conn))[1]
+    async def pg_version(conn) -> tuple[int, int]:  # noqa: ANN001
+        return (await access(conn))[1:]
 
     return await serve(
         request, ctx, timing,

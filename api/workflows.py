@@ -53,14 +53,10 @@ async def _page(
     bound = f"{name}\x1f{viewer}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
-    async def render(conn: psycopg.AsyncConnection) -> tuple[int, bytes]:
-        version, rows = await queries.workflow_page(conn, key, owner_id, after, limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            _, ts, wid = rows[-1]
-            next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), wid])
-        return version, b'{"items":[' + b",".join(r[0] for r in rows) + b'],"next_cursor":' + dumps(next_cursor) + b"}"
+    async def render(conn: psycopg.AsyncConnection) -> tuple[int, int, bytes]:
+        gen, version, (items, (ts, wid), more) = await queries.workflow_page(conn, key, owner_id, after, limit)
+        next_cursor = ctx.cursors.encode(bound, [rfc3339(ts), wid]) if more else None
+        return gen, version, b'{"items":[' + items + b'],"next_cursor":' + dumps(next_cursor) + b"}"
 
     return await serve(
         request, ctx, timing,

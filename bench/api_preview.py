@@ -202,7 +202,7 @@ def sql_timing(url: str, heavy: list[str], runs: int) -> tuple[list[float], list
             for i in range(runs):
                 u = heavy[i % len(heavy)]
                 t0 = time.perf_counter()
-                await inbox_page(proj, u, None, None, 101)
+                await inbox_page(proj, u, None, None, 100)  # 100 items and whether there is more
                 t1 = time.perf_counter()
                 await (await base.execute(base_sql, {"u": u, "n": 101})).fetchall()
                 out[0].append((t1 - t0) * 1000)

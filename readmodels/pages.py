@@ -9,34 +9,50 @@
 - the keys of the ``%(n)s``-th row (the next page's keyset position), each NULL if there are fewer;
 - ``more``: whether a ``%(n)s + 1``-th row exists (a next page).
 
-Bytes in, bytes out: a cursor with ``binary=True`` gets ``body`` as the bytes PostgreSQL joined.
+With ``joined=False``, ``body`` is the array of those items instead (for a caller that must
+reshape each). Bytes in, bytes out: a cursor with ``binary=True`` gets ``body`` as the bytes PostgreSQL joined.
+
+``generation(name)`` is the column every read of the API's PostgreSQL path carries: the
+projection's generation (bumped by a rebuild's cutover), read by the same statement as the version
+and the rows, so an ETag names the generation of the tables its body came from.
 """
 
 from __future__ import annotations
 
 import psycopg
 
-__all__ = ["Page", "fetch_page", "page_sql"]
+__all__ = ["ItemsPage", "Page", "fetch_page", "generation", "page_sql"]
 
 Page = tuple[bytes, tuple, bool]  # (joined items, keys of the last item, whether there is more)
+ItemsPage = tuple[list[bytes], tuple, bool]  # the same with ``joined=False``
 
 
-def page_sql(source: str, keys: tuple[str, ...], order: str) -> str:
+def generation(name: str) -> str:
+    """The projection ``name``'s generation as a scalar subquery (0 if it has no row)."""
+    assert name.isidentifier(), name
+    return f"coalesce((SELECT generation FROM projections WHERE name = '{name}'), 0)"
+
+
+def page_sql(source: str, keys: tuple[str, ...], order: str, joined: bool = True) -> str:
     last = ", ".join(f"(array_agg({k}) FILTER (WHERE i = %(n)s))[1]" for k in keys)
+    items = "string_agg(item, ',' ORDER BY i)" if joined else "array_agg(item ORDER BY i)"
     return (
-        f"SELECT string_agg(item, ',' ORDER BY i) FILTER (WHERE i <= %(n)s), {last}, count(*) > %(n)s "
+        f"SELECT {items} FILTER (WHERE i <= %(n)s), {last}, count(*) > %(n)s "
         f"FROM (SELECT item, {', '.join(keys)}, row_number() OVER (ORDER BY {order}) AS i {source} "
         f"ORDER BY {order} LIMIT %(n)s + 1) page"
     )
 
 
 async def fetch_page(conn: psycopg.AsyncConnection, query: str, params: dict, lead: int) -> tuple[tuple, Page] | None:
-    """Run ``query`` (``lead`` columns, then ``page_sql``'s) in binary; ``(lead columns, page)``,
-    or None if it returns no row (an access check that failed)."""
+    """Run ``query`` (``lead`` columns, then ``page_sql``'s) in binary; ``(lead columns, page)``
+    (an ``ItemsPage`` for ``joined=False``), or None if it returns no row (an access check that
+    failed)."""
     cur = conn.cursor(binary=True)
     await cur.execute(query, params)
     row = await cur.fetchone()
     if row is None:
         return None
     body, *keys, more = row[lead:]
+    if isinstance(body, list):
+        return tuple(row[:lead]), (body, tuple(keys), bool(more))  # type: ignore[return-value]
     return tuple(row[:lead]), (body or b"", tuple(keys), bool(more))

@@ -1,8 +1,9 @@
 """Read queries for ``/v1/providers``: plain SQL, ``(conn, params) -> rows``.
 
-A page is one statement: the listing's version and total (two primary-key lookups) with one
-range scan of the partial index of the chosen order, so version, total and rows come from one
-snapshot. Sort keys are ascending-only (see ``readside.readmodels.providers.fold.Card``), so the
+A page is one statement: the projection's generation, the listing's version and total
+(primary-key lookups) with one range scan of the partial index of the chosen order, so they and
+the rows come from one snapshot; the page's items come back joined by PostgreSQL
+(``readside.readmodels.pages``). Sort keys are ascending-only (see ``readside.readmodels.providers.fold.Card``), so the
 keyset is a plain row comparison that bounds the index scan.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+
+from readside.readmodels.pages import Page, fetch_page, generation, page_sql
 
 __all__ = ["ORDERS", "listing_version", "provider_page"]
 
@@ -22,10 +25,14 @@ ORDERS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-async def listing_version(conn: psycopg.AsyncConnection, key: str) -> int:
-    cur = await conn.execute("SELECT version FROM listing_versions WHERE key = %s", (key,))
-    row = await cur.fetchone()
-    return row[0] if row else 0
+GENERATION = generation("providers")
+
+
+async def listing_version(conn: psycopg.AsyncConnection, key: str) -> tuple[int, int]:
+    """``(generation, listing version)``."""
+    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM listing_versions WHERE key = %s)", (key,))
+    gen, version = await cur.fetchone()  # type: ignore[misc]
+    return gen, version or 0
 
 
 async def provider_page(
@@ -35,8 +42,10 @@ async def provider_page(
     sort: str,
     after: tuple[Any, ...] | None,
     limit: int,
-) -> tuple[int, int, list[tuple[bytes, tuple[Any, ...], str]]]:
-    """``(listing version, listed total, rows)``; each row is ``(item, sort keys, provider_id)``."""
+    joined: bool = True,
+) -> tuple[int, int, int, Page]:
+    """``(generation, listing version, listed total, page)``; the page's keys are the sort keys
+    then ``provider_id``; with ``joined=False`` its items are a list (``pages.ItemsPage``)."""
     cols = ORDERS[sort]
     names = ", ".join(c for c, _ in cols)
     where = ["listed"]
@@ -48,17 +57,15 @@ async def provider_page(
         marks = ", ".join(f"%(k{i})s::{t}" for i, (_, t) in enumerate(cols))
         where.append(f"({names}, provider_id) > ({marks}, %(id)s)")
         params.update({f"k{i}": v for i, v in enumerate(values)}, id=last_id)
-    cur = await conn.execute(
-        f"SELECT v.version, c.listed, p.item, {', '.join(f'p.{c}' for c, _ in cols)}, p.provider_id "
-        "FROM (SELECT 1) AS one "
-        "LEFT JOIN listing_versions v ON v.key = %(key)s "
-        "LEFT JOIN provider_counts c ON c.key = %(key)s "
-        f"LEFT JOIN LATERAL (SELECT item, {names}, provider_id FROM providers WHERE {' AND '.join(where)} "
-        f"ORDER BY {names}, provider_id LIMIT %(n)s) p ON true "
-        f"ORDER BY {', '.join(f'p.{c}' for c, _ in cols)}, p.provider_id",
+    page = page_sql(f"FROM providers WHERE {' AND '.join(where)}", (*(c for c, _ in cols), "provider_id"),
+                    f"{names}, provider_id", joined)
+    found = await fetch_page(
+        conn,
+        f"SELECT {GENERATION}, (SELECT version FROM listing_versions WHERE key = %(key)s), "
+        f"(SELECT listed FROM provider_counts WHERE key = %(key)s), p.* FROM ({page}) AS p",
         params,
+        3,
     )
-    rows = await cur.fetchall()
-    version, total = rows[0][0] or 0, rows[0][1] or 0
-    n = len(cols)
-    return version, total, [(bytes(r[2]), tuple(r[3 : 3 + n]), r[3 + n]) for r in rows if r[2] is not None]
+    assert found is not None  # an aggregate: always one row
+    (gen, version, total), rows = found
+    return gen, version or 0, total or 0, rows

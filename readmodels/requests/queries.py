@@ -2,6 +2,7 @@
 
 A page is ONE statement, so the list, its total and every count come from one snapshot:
 
+- the projection's generation (``readside.readmodels.pages.generation``);
 - the version of the scope (a primary-key lookup);
 - the maintained counters of the scope, the shared ones and the viewer's (one primary-key range);
 - the three time windows, each the sum of its hourly counters from the first whole hour inside
@@ -9,7 +10,7 @@ A page is ONE statement, so the list, its total and every count come from one sn
   the window's start;
 - the page: the ids from one range of the view's partial index (index-only, ``OFFSET``/``LIMIT``;
   ``LIMIT 0`` when the offset is past the view's counter, so a page past the end scans nothing),
-  then the ready items of those ids by primary key.
+  then the ready items of those ids by primary key, joined by PostgreSQL with ``,`` in page order.
 
 Never a scan of the requests table, and never an aggregation over it: the counts endpoint runs
 the same statement without the page.
@@ -22,6 +23,7 @@ from datetime import datetime
 
 import psycopg
 
+from readside.readmodels.pages import generation
 from readside.readmodels.requests.views import (
     ALL_SCOPE,
     PARTIAL_HOUR_SQL,
@@ -37,6 +39,7 @@ from readside.readmodels.requests.views import (
 
 __all__ = ["Counts", "Page", "scope_version", "technician_views"]
 
+GENERATION = generation("requests")
 _KIND = {"all": "", "parents": " AND NOT is_subtask", "subtasks": " AND is_subtask"}
 
 
@@ -53,9 +56,10 @@ class Counts:
 
 @dataclass(frozen=True)
 class Page:
+    generation: int
     version: int
     counts: Counts
-    items: list[bytes]
+    items: bytes  # the page's items joined with ``,``
 
 
 def _bu(business_unit_id: int | None) -> str:
@@ -80,11 +84,10 @@ def _page_sql(view: str, business_unit_id: int | None, ticket_type: str) -> str:
             f"AND technician_id = {tech} AND view = '{view}'{subtask}) THEN %(limit)s ELSE 0 END"
         )
     return (
-        "ARRAY(SELECT r.item FROM ("
+        "(SELECT string_agg(r.item, ',' ORDER BY p.updated_at DESC, p.request_id DESC) FROM ("
         f"SELECT request_id, updated_at FROM {table} WHERE {member}{where} "
         f"ORDER BY updated_at DESC, request_id DESC OFFSET %(offset)s LIMIT {limit}"
-        ") p JOIN requests_rows r ON r.request_id = p.request_id "
-        "ORDER BY p.updated_at DESC, p.request_id DESC)"
+        ") p JOIN requests_rows r ON r.request_id = p.request_id)"
     )
 
 
@@ -97,9 +100,9 @@ def _sql(business_unit_id: int | None, page: tuple[str, str] | None) -> str:
         f"FROM requests_rows WHERE {PARTIAL_HOUR_SQL[v]}{bu})"
         for v in WINDOW_VIEWS
     )
-    items = _page_sql(page[0], business_unit_id, page[1]) if page else "NULL::bytea[]"
+    items = _page_sql(page[0], business_unit_id, page[1]) if page else "NULL::bytea"
     return (
-        "SELECT (SELECT version FROM request_versions WHERE scope = %(scope)s), c.views, c.subtasks, c.ns, "
+        f"SELECT {GENERATION}, (SELECT version FROM request_versions WHERE scope = %(scope)s), c.views, c.subtasks, c.ns, "
         f"{windows}, {items} "
         "FROM (SELECT array_agg(view) AS views, array_agg(subtask) AS subtasks, array_agg(n) AS ns "
         "FROM request_counts WHERE scope = %(scope)s AND technician_id IN ('', %(tech)s)) c"
@@ -111,11 +114,12 @@ def _first_whole_hour(start: datetime) -> datetime:
     return hour if hour == start else hour + WINDOW_BUCKET
 
 
-async def scope_version(conn: psycopg.AsyncConnection, business_unit_id: int | None) -> int:
+async def scope_version(conn: psycopg.AsyncConnection, business_unit_id: int | None) -> tuple[int, int]:
+    """``(generation, scope version)``."""
     scope = ALL_SCOPE if business_unit_id is None else str(business_unit_id)
-    cur = await conn.execute("SELECT version FROM request_versions WHERE scope = %s", (scope,))
-    row = await cur.fetchone()
-    return row[0] if row else 0
+    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM request_versions WHERE scope = %s)", (scope,))
+    gen, version = await cur.fetchone()  # type: ignore[misc]
+    return gen, version or 0
 
 
 async def technician_views(
@@ -137,8 +141,9 @@ async def technician_views(
     }
     if page is not None:
         params["offset"], params["limit"] = page[2], page[3]
-    cur = await conn.execute(_sql(business_unit_id, page[:2] if page else None), params)  # type: ignore[arg-type]
-    version, views, subtasks, ns, *windows, items = await cur.fetchone()  # type: ignore[misc]
+    cur = conn.cursor(binary=True)  # the joined items as PostgreSQL's bytes
+    await cur.execute(_sql(business_unit_id, page[:2] if page else None), params)  # type: ignore[arg-type]
+    gen, version, views, subtasks, ns, *windows, items = await cur.fetchone()  # type: ignore[misc]
     by_view: dict[str, list[int]] = {}
     for view, subtask, n in zip(views or (), subtasks or (), ns or ()):
         by_view.setdefault(view, [0, 0])[1 if subtask else 0] += n
@@ -146,4 +151,4 @@ async def technician_views(
         hours, partial = windows[2 * i], windows[2 * i + 1]
         by_view[view] = [int(hours[0]) + partial[0], int(hours[1]) + partial[1]]
     counts = Counts({v: (p, s) for v, (p, s) in by_view.items()})
-    return Page(version or 0, counts, [bytes(i) for i in items or ()])
+    return Page(gen, version or 0, counts, items or b"")

@@ -1,7 +1,8 @@
 """Read queries for ``/v1/workflows`` and ``/v1/templates``: plain SQL, ``(conn, params) -> rows``.
 
-A page is one statement: the list's version (a primary-key lookup) with one range scan of the
-list's partial index, so the version and the rows come from one snapshot.
+A page is one statement: the projection's generation and the list's version (primary-key lookups)
+with one range scan of the list's partial index, so they and the rows come from one snapshot; the
+page's items come back joined by PostgreSQL (``readside.readmodels.pages``).
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from datetime import datetime
 
 import psycopg
 
+from readside.readmodels.pages import Page, fetch_page, generation, page_sql
+
 __all__ = ["list_version", "workflow_page"]
 
+GENERATION = generation("workflows")
 
-async def list_version(conn: psycopg.AsyncConnection, key: str) -> int:
-    cur = await conn.execute("SELECT version FROM workflow_list_versions WHERE key = %s", (key,))
-    row = await cur.fetchone()
-    return row[0] if row else 0
+
+async def list_version(conn: psycopg.AsyncConnection, key: str) -> tuple[int, int]:
+    """``(generation, list version)``."""
+    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM workflow_list_versions WHERE key = %s)", (key,))
+    gen, version = await cur.fetchone()  # type: ignore[misc]
+    return gen, version or 0
 
 
 async def workflow_page(
@@ -25,20 +31,21 @@ async def workflow_page(
     owner_id: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> tuple[int, list[tuple[bytes, datetime, str]]]:
-    """``(list version, rows)``: the owner's listed workflows, or every listed template with
-    ``owner_id`` None, newest ``updated_at`` first, after the keyset position."""
+) -> tuple[int, int, Page]:
+    """``(generation, list version, page)``: the owner's listed workflows, or every listed template
+    with ``owner_id`` None, newest ``updated_at`` first, after the keyset position; the page's keys
+    are ``(updated_at, workflow_id)``."""
     where = ["listed", "owner_id = %(o)s" if owner_id is not None else "is_template"]
     if after is not None:
         where.append("(updated_at, workflow_id) < (%(ts)s, %(id)s)")
-    cur = await conn.execute(
-        "SELECT v.version, w.item, w.updated_at, w.workflow_id "
-        "FROM (SELECT 1) AS one "
-        "LEFT JOIN workflow_list_versions v ON v.key = %(key)s "
-        f"LEFT JOIN LATERAL (SELECT item, updated_at, workflow_id FROM workflows WHERE {' AND '.join(where)} "
-        "ORDER BY updated_at DESC, workflow_id DESC LIMIT %(n)s) w ON true "
-        "ORDER BY w.updated_at DESC, w.workflow_id DESC",
+    page = page_sql(f"FROM workflows WHERE {' AND '.join(where)}", ("updated_at", "workflow_id"),
+                    "updated_at DESC, workflow_id DESC")
+    found = await fetch_page(
+        conn,
+        f"SELECT {GENERATION}, (SELECT version FROM workflow_list_versions WHERE key = %(key)s), p.* FROM ({page}) AS p",
         {"key": key, "o": owner_id, "ts": after[0] if after else None, "id": after[1] if after else None, "n": limit},
+        2,
     )
-    rows = await cur.fetchall()
-    return rows[0][0] or 0, [(bytes(item), ts, wid) for _, item, ts, wid in rows if item is not None]
+    assert found is not None  # an aggregate: always one row
+    (gen, version), rows = found
+    return gen, version or 0, rows
