@@ -34,7 +34,7 @@ def generation(name: str) -> str:
 
 
 def page_sql(source: str, keys: tuple[str, ...], order: str, joined: bool = True) -> str:
-    last = ", ".join(f"(array_agg({k}) FILTER (WHERE i = %(n)s))[1]" for k in keys)
+    last = ", ".join(f"max({k}) FILTER (WHERE i = %(n)s)" for k in keys)  # one row: its value
     items = "string_agg(item, ',' ORDER BY i)" if joined else "array_agg(item ORDER BY i)"
     return (
         f"SELECT {items} FILTER (WHERE i <= %(n)s), {last}, count(*) > %(n)s "
