@@ -142,7 +142,7 @@ async def technician_views(
     if page is not None:
         params["offset"], params["limit"] = page[2], page[3]
     cur = conn.cursor(binary=True)  # the joined items as PostgreSQL's bytes
-    await cur.execute(_sql(business_unit_id, page[:2] if page else None), params)  # type: ignore[arg-type]
+    await cur.execute(_sql(business_unit_id, page[:2] if page else None), params)
     gen, version, views, subtasks, ns, *windows, items = await cur.fetchone()  # type: ignore[misc]
     by_view: dict[str, list[int]] = {}
     for view, subtask, n in zip(views or (), subtasks or (), ns or ()):
