@@ -10,7 +10,8 @@
 - ``more``: whether a ``%(n)s + 1``-th row exists (a next page).
 
 With ``joined=False``, ``body`` is the array of those items instead (for a caller that must
-reshape each). Bytes in, bytes out: a cursor with ``binary=True`` gets ``body`` as the bytes PostgreSQL joined.
+reshape each). Bytes in, bytes out: a cursor with ``binary=True`` gets ``body`` as the bytes
+PostgreSQL joined (in text, bytea would come hex-encoded and be decoded again).
 
 ``generation(name)`` is the column every read of the API's PostgreSQL path carries: the
 projection's generation (bumped by a rebuild's cutover), read by the same statement as the version

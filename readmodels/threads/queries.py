@@ -44,8 +44,8 @@ async def inbox_page(
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> tuple[int, int, Page]:
-    """``(generation, viewer version, page)``: up to ``limit`` listed previews after the keyset position; the
-    page's keys are ``(last_ts, thread_id)``."""
+    """``(generation, viewer version, page)``: up to ``limit`` listed previews after the keyset
+    position; the page's keys are ``(last_ts, thread_id)``."""
     where = ["user_id = %(u)s", "listed"]
     if role is not None:
         where.append("role = %(r)s")
