@@ -8,6 +8,7 @@ idempotent, so ``migrate`` can run at every start.
 from __future__ import annotations
 
 import logging
+import select
 import time
 import weakref
 from collections.abc import Iterable
@@ -99,23 +100,31 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, options="-c TimeZone=UTC", **kwargs)  # type: ignore[arg-type]
 
 
-# A connection given back less than this many seconds ago is handed out again unchecked: it
-# answered then, and under load the check (an empty query: one round trip per checkout) would
-# cost as much as the request's own statement. One idle longer is checked on checkout, so a
-# restarted database heals; a connection that dies within the window fails that one request,
-# as one that dies mid-request does, and the pool replaces it when it comes back broken.
+# A connection given back less than this many seconds ago, with nothing to read, is handed out
+# again unchecked: it answered then, and under load the check (an empty query: one round trip per
+# checkout) would cost as much as the request's own statement. One idle longer, or one the server
+# wrote to while it sat in the pool (a terminated backend, a restart: the server's goodbye), is
+# checked on checkout, so a restarted database heals; the pool replaces one that fails its check.
 RECHECK_AFTER = 1.0
 
 
+def _readable(conn: psycopg.AsyncConnection) -> bool:
+    """Whether an idle connection has something to read (a pooled one should have nothing)."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> AsyncConnectionPool:
-    """An open async pool; connections idle more than ``RECHECK_AFTER`` s are checked on checkout."""
+    """An open async pool; connections are checked on checkout unless just given back (``RECHECK_AFTER``)."""
     returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
     async def stamp(conn: psycopg.AsyncConnection) -> None:
         returned[conn] = time.monotonic()
 
     async def check(conn: psycopg.AsyncConnection) -> None:
-        if time.monotonic() - returned.get(conn, float("-inf")) > RECHECK_AFTER:
+        if time.monotonic() - returned.get(conn, float("-inf")) > RECHECK_AFTER or _readable(conn):
             await AsyncConnectionPool.check_connection(conn)
 
     pool = AsyncConnectionPool(
