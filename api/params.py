@@ -91,6 +91,11 @@ class Integer(Param):
             return None
         return q.integer(self.name, self.default or 0, self.low, self.high)
 
+    def value(self, q: Query) -> int:
+        """The value, or the default: for a parameter that has one (never None)."""
+        assert self.default is not None, f"{self.name} has no default: use read()"
+        return q.integer(self.name, self.default, self.low, self.high)
+
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "integer", "minimum": self.low, "maximum": self.high}
         if self.default is not None:
@@ -105,6 +110,13 @@ class Choice(Param):
 
     def read(self, q: Query) -> str | None:
         return q.choice(self.name, self.choices, self.default)
+
+    def value(self, q: Query) -> str:
+        """The choice, or the default: for a parameter that has one (never None)."""
+        assert self.default is not None, f"{self.name} has no default: use read()"
+        chosen = q.choice(self.name, self.choices, self.default)
+        assert chosen is not None
+        return chosen
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "enum": list(self.choices)}

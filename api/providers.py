@@ -31,15 +31,14 @@ from readside.shared.jsonbytes import dumps, loads
 __all__ = ["list_providers", "parse_fields"]
 
 SORTS = ("most_booked", "top_rated", "newest")
-PARAMS = (
-    Text("category", "normalized as profiles are (trimmed, lower case, runs of spaces or hyphens become one `_`); "
-                     "absent: all categories"),
-    Choice("sort", "`most_booked` (book_count desc), `top_rated` (mean rating desc), `newest` (created_at desc); "
-                   "ties by id", SORTS, "most_booked"),
-    Integer("limit", "items per page", 12, 1, 50),
-    Text("cursor", "the `next_cursor` of the previous page (same other parameters)"),
-    Text("fields", f"comma list of: {', '.join(FIELDS)} (`id` always; empty: all)"),
-)
+CATEGORY = Text("category", "normalized as profiles are (trimmed, lower case, runs of spaces or hyphens become one "
+                            "`_`); absent: all categories")
+SORT = Choice("sort", "`most_booked` (book_count desc), `top_rated` (mean rating desc), `newest` (created_at desc); "
+                      "ties by id", SORTS, "most_booked")
+LIMIT = Integer("limit", "items per page", 12, 1, 50)
+CURSOR_PARAM = Text("cursor", "the `next_cursor` of the previous page (same other parameters)")
+FIELDS_PARAM = Text("fields", f"comma list of: {', '.join(FIELDS)} (`id` always; empty: all)")
+PARAMS = (CATEGORY, SORT, LIMIT, CURSOR_PARAM, FIELDS_PARAM)
 _FIELD_SCHEMAS = {
     "id": STRING, "business_name": nullable(STRING), "avatar_url": nullable(STRING), "category": STRING,
     "location": nullable(STRING), "hourly_rate_cents": nullable(INTEGER), "price_visible": BOOLEAN,
@@ -67,12 +66,12 @@ def parse_fields(raw: str | None) -> tuple[str, ...] | None:
     return tuple(f for f in FIELDS if f == "id" or f in names)
 
 
-def _position(raw: list, sort: str) -> tuple[Any, ...]:
+def _position(raw: list[Any], sort: str) -> tuple[Any, ...]:
     """A decoded cursor back into ``(sort keys..., provider_id)``; anything else is a 400."""
     kinds = [t for _, t in queries.ORDERS[sort]]
     if len(raw) != len(kinds) + 1:
         raise bad_param("cursor is not valid")
-    values = [position_decimal(v) if kind == "numeric" else position_int(v) for v, kind in zip(raw, kinds)]
+    values = [position_decimal(v) if kind == "numeric" else position_int(v) for v, kind in zip(raw, kinds, strict=False)]
     return (*values, position_id(raw[-1]))
 
 
@@ -84,7 +83,8 @@ def _encode_keys(keys: tuple[Any, ...]) -> list[Any]:
                        listing=True, cache_control="public, max-age=30"))
 async def list_providers(request: Request, ctx: Context, timing: Timing) -> Response:
     q = Query(request, names(PARAMS))
-    raw_category, sort, limit, cursor, raw_fields = (p.read(q) for p in PARAMS)  # type: ignore[attr-defined]
+    raw_category, sort, limit = CATEGORY.read(q), SORT.value(q), LIMIT.value(q)
+    cursor, raw_fields = CURSOR_PARAM.read(q), FIELDS_PARAM.read(q)
     category = normalize_category(raw_category) if raw_category is not None else None
     fields = parse_fields(raw_fields)
     key = listing_key(category)

@@ -38,9 +38,10 @@ INT8 = (-(2**63), 2**63 - 1)
 
 VIEW = Choice("view", "which view", VIEWS, "unassigned")
 UNIT = Integer("business_unit_id", "only this business unit (absent: all)", None, *INT8)
-VIEWS_PARAMS = (VIEW, UNIT, Choice("ticket_type", "parents, subtasks or both", TICKET_TYPES, "all"),
-                Integer("page", "page number (past the end: empty, with the right total)", 1, 1, MAX_PAGE),
-                Integer("per_page", "items per page", 20, 1, 100))
+TICKET_TYPE = Choice("ticket_type", "parents, subtasks or both", TICKET_TYPES, "all")
+PAGE = Integer("page", "page number (past the end: empty, with the right total)", 1, 1, MAX_PAGE)
+PER_PAGE = Integer("per_page", "items per page", 20, 1, 100)
+VIEWS_PARAMS = (VIEW, UNIT, TICKET_TYPE, PAGE, PER_PAGE)
 COUNTS_PARAMS = (VIEW, UNIT)
 _COUNTS = {"counts": counts(VIEWS), "filter_counts": counts(TICKET_TYPES)}
 VIEWS_BODY = obj({
@@ -78,9 +79,9 @@ async def technician_views(request: Request, ctx: Context, timing: Timing) -> Re
     viewer = ctx.auth(request)
     viewer.require("technician")
     q = Query(request, names(VIEWS_PARAMS))
-    view = VIEW.read(q)
+    view = VIEW.value(q)
     business_unit = _business_unit(q)
-    ticket_type, page, per_page = (p.read(q) for p in VIEWS_PARAMS[2:])
+    ticket_type, page, per_page = TICKET_TYPE.value(q), PAGE.value(q), PER_PAGE.value(q)
     now = datetime.now(UTC)
     scope = "\x1f".join(
         ("technician-views", viewer.sub, view, str(business_unit), str(ticket_type), str(page), str(per_page), _clock(now))
@@ -88,7 +89,7 @@ async def technician_views(request: Request, ctx: Context, timing: Timing) -> Re
 
     async def render(conn) -> tuple[int, int, bytes]:  # noqa: ANN001
         result = await queries.technician_views(
-            conn, viewer.sub, business_unit, now, (view, ticket_type, (page - 1) * per_page, per_page)  # type: ignore[arg-type]
+            conn, viewer.sub, business_unit, now, (view, ticket_type, (page - 1) * per_page, per_page)
         )
         tail = dumps(
             {**_counts(result.counts, view), "total": result.counts.total(view, ticket_type), "page": page, "per_page": per_page}
@@ -108,7 +109,7 @@ async def technician_counts(request: Request, ctx: Context, timing: Timing) -> R
     viewer = ctx.auth(request)
     viewer.require("technician")
     q = Query(request, names(COUNTS_PARAMS))
-    view = VIEW.read(q)
+    view = VIEW.value(q)
     business_unit = _business_unit(q)
     now = datetime.now(UTC)
     scope = "\x1f".join(("technician-counts", viewer.sub, view, str(business_unit), _clock(now)))

@@ -19,8 +19,10 @@ __all__ = ["messages", "preview", "summary"]
 ROLES = ("client", "provider")
 ROLE = Choice("role", "only threads where the viewer has this side (absent: both)", ROLES)
 CURSOR_PARAM = Text("cursor", "the `next_cursor` of the previous page (same other parameters and token)")
-PREVIEW_PARAMS = (ROLE, Integer("limit", "items per page", 20, 1, 100), CURSOR_PARAM)
-MESSAGES_PARAMS = (Integer("limit", "messages per page", 50, 1, 200), CURSOR_PARAM)
+PREVIEW_LIMIT = Integer("limit", "items per page", 20, 1, 100)
+PREVIEW_PARAMS = (ROLE, PREVIEW_LIMIT, CURSOR_PARAM)
+MESSAGES_LIMIT = Integer("limit", "messages per page", 50, 1, 200)
+MESSAGES_PARAMS = (MESSAGES_LIMIT, CURSOR_PARAM)
 
 SENDER = enum(SenderType)
 PREVIEW_BODY = obj({
@@ -58,7 +60,7 @@ MESSAGES_BODY = obj({
 async def preview(request: Request, ctx: Context, timing: Timing) -> Response:
     viewer = ctx.auth(request)
     q = Query(request, names(PREVIEW_PARAMS))
-    role, limit, cursor = (p.read(q) for p in PREVIEW_PARAMS)
+    role, limit, cursor = ROLE.read(q), PREVIEW_LIMIT.value(q), CURSOR_PARAM.read(q)
     bound = f"preview\x1f{viewer.sub}\x1f{role}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 
@@ -103,7 +105,7 @@ async def messages(request: Request, ctx: Context, timing: Timing) -> Response:
     if "\x00" in thread_id or len(thread_id) > MAX_LENGTH:
         raise not_found(f"no thread {thread_id!r} for this viewer")
     q = Query(request, names(MESSAGES_PARAMS))
-    limit, cursor = (p.read(q) for p in MESSAGES_PARAMS)
+    limit, cursor = MESSAGES_LIMIT.value(q), CURSOR_PARAM.read(q)
     bound = f"messages\x1f{viewer.sub}\x1f{thread_id}\x1f{limit}"
     before = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 

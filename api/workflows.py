@@ -22,8 +22,9 @@ from readside.shared.jsonbytes import dumps, rfc3339
 __all__ = ["my_workflows", "templates"]
 
 
-PARAMS = (Integer("limit", "items per page", 20, 1, 100),
-          Text("cursor", "the `next_cursor` of the previous page (same other parameters and token)"))
+LIMIT = Integer("limit", "items per page", 20, 1, 100)
+CURSOR_PARAM = Text("cursor", "the `next_cursor` of the previous page (same other parameters and token)")
+PARAMS = (LIMIT, CURSOR_PARAM)
 BODY = obj({
     "items": array(obj({
         "id": STRING, "name": STRING, "latest_version": nullable(INTEGER), "node_count": INTEGER,
@@ -49,7 +50,7 @@ async def _page(
     request: Request, ctx: Context, timing: Timing, name: str, viewer: str, key: str, owner_id: str | None
 ) -> Response:
     q = Query(request, names(PARAMS))
-    limit, cursor = (p.read(q) for p in PARAMS)
+    limit, cursor = LIMIT.value(q), CURSOR_PARAM.read(q)
     bound = f"{name}\x1f{viewer}\x1f{limit}"
     after = parse_position(ctx.cursors.decode(bound, cursor), ()) if cursor else None
 

@@ -145,7 +145,7 @@ async def technician_views(
     await cur.execute(_sql(business_unit_id, page[:2] if page else None), params)
     gen, version, views, subtasks, ns, *windows, items = await cur.fetchone()  # type: ignore[misc]
     by_view: dict[str, list[int]] = {}
-    for view, subtask, n in zip(views or (), subtasks or (), ns or ()):
+    for view, subtask, n in zip(views or (), subtasks or (), ns or (), strict=True):
         by_view.setdefault(view, [0, 0])[1 if subtask else 0] += n
     for i, view in enumerate(WINDOW_VIEWS):
         hours, partial = windows[2 * i], windows[2 * i + 1]

@@ -192,10 +192,10 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     old = await _old_previews(conn, [states[t] for t in tids])
     before = {key: states[key[0]].messages.get(key[1]) for key in touched}
     markers = {tid: dict(states[tid].reads) for tid in tids}
-    touched = fold_batch(states, events)
+    changes = fold_batch(states, events)
     await write_threads(conn, [states[t] for t in tids])
-    await write_messages(conn, states, touched.created, touched.deleted - set(touched.created))
-    await write_registers(conn, states, touched.reads, touched.pins)
+    await write_messages(conn, states, changes.created, changes.deleted - set(changes.created))
+    await write_registers(conn, states, changes.reads, changes.pins)
     await write_user_avatars(conn, starts(states, unstarted))
     rows = await render_previews(conn, states, old, before, markers)
     return await write_previews(conn, rows, old) | {scopes.thread(t) for t in tids}
