@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import psycopg
 
-__all__ = ["ItemsPage", "Page", "fetch_page", "generation", "page_sql"]
+__all__ = ["ItemsPage", "Page", "fetch_page", "generation", "page_sql", "version_of"]
 
 Page = tuple[bytes, tuple, bool]  # (joined items, keys of the last item, whether there is more)
 ItemsPage = tuple[list[bytes], tuple, bool]  # the same with ``joined=False``
@@ -32,6 +32,20 @@ def generation(name: str) -> str:
     """The projection ``name``'s generation as a scalar subquery (0 if it has no row)."""
     assert name.isidentifier(), name
     return f"coalesce((SELECT generation FROM projections WHERE name = '{name}'), 0)"
+
+
+async def version_of(conn: psycopg.AsyncConnection, projection: str, table: str, column: str, key: str) -> tuple[int, int]:
+    """``(generation, version)``: ``projection``'s generation and the ``version`` of the row of
+    ``table`` whose ``column`` is ``key`` (0 without one), in one statement — what a 304 costs.
+    Every read model keeps its lists' versions in such a table (``viewer_versions``,
+    ``listing_versions``, ``request_versions``, ``workflow_list_versions``, a thread's row)."""
+    assert table.isidentifier() and column.isidentifier(), (table, column)
+    cur = await conn.execute(
+        f"SELECT {generation(projection)}, (SELECT version FROM {table} WHERE {column} = %s)", (key,)
+    )
+    row = await cur.fetchone()
+    assert row is not None  # a SELECT without FROM always gives one row
+    return row[0], row[1] or 0
 
 
 def page_sql(source: str, keys: tuple[str, ...], order: str, joined: bool = True) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from readside.readmodels.pages import Page, fetch_page, generation, page_sql
+from readside.readmodels.pages import Page, fetch_page, generation, page_sql, version_of
 
 __all__ = ["ORDERS", "listing_version", "provider_page"]
 
@@ -30,9 +30,7 @@ GENERATION = generation("providers")
 
 async def listing_version(conn: psycopg.AsyncConnection, key: str) -> tuple[int, int]:
     """``(generation, listing version)``."""
-    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM listing_versions WHERE key = %s)", (key,))
-    gen, version = await cur.fetchone()  # type: ignore[misc]
-    return gen, version or 0
+    return await version_of(conn, "providers", "listing_versions", "key", key)
 
 
 async def provider_page(

@@ -23,7 +23,7 @@ from datetime import datetime
 
 import psycopg
 
-from readside.readmodels.pages import generation
+from readside.readmodels.pages import generation, version_of
 from readside.readmodels.requests.views import (
     ALL_SCOPE,
     PARTIAL_HOUR_SQL,
@@ -117,9 +117,7 @@ def _first_whole_hour(start: datetime) -> datetime:
 async def scope_version(conn: psycopg.AsyncConnection, business_unit_id: int | None) -> tuple[int, int]:
     """``(generation, scope version)``."""
     scope = ALL_SCOPE if business_unit_id is None else str(business_unit_id)
-    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM request_versions WHERE scope = %s)", (scope,))
-    gen, version = await cur.fetchone()  # type: ignore[misc]
-    return gen, version or 0
+    return await version_of(conn, "requests", "request_versions", "scope", scope)
 
 
 async def technician_views(

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 
-from readside.readmodels.pages import Page, fetch_page, generation, page_sql
+from readside.readmodels.pages import Page, fetch_page, generation, page_sql, version_of
 from readside.readmodels.threads.rules import VISIBLE, sql
 
 __all__ = ["inbox_page", "message_page", "summary", "thread_access", "thread_participants", "viewer_version"]
@@ -32,9 +32,7 @@ _VISIBLE = sql(VISIBLE, m="tm", role="a.role", cid="a.client_id", pid="a.provide
 
 async def viewer_version(conn: psycopg.AsyncConnection, user_id: str) -> tuple[int, int]:
     """``(generation, viewer version)``."""
-    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM viewer_versions WHERE user_id = %s)", (user_id,))
-    gen, version = await cur.fetchone()  # type: ignore[misc]
-    return gen, version or 0
+    return await version_of(conn, "threads", "viewer_versions", "user_id", user_id)
 
 
 async def inbox_page(

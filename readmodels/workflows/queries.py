@@ -11,7 +11,7 @@ from datetime import datetime
 
 import psycopg
 
-from readside.readmodels.pages import Page, fetch_page, generation, page_sql
+from readside.readmodels.pages import Page, fetch_page, generation, page_sql, version_of
 
 __all__ = ["list_version", "workflow_page"]
 
@@ -20,9 +20,7 @@ GENERATION = generation("workflows")
 
 async def list_version(conn: psycopg.AsyncConnection, key: str) -> tuple[int, int]:
     """``(generation, list version)``."""
-    cur = await conn.execute(f"SELECT {GENERATION}, (SELECT version FROM workflow_list_versions WHERE key = %s)", (key,))
-    gen, version = await cur.fetchone()  # type: ignore[misc]
-    return gen, version or 0
+    return await version_of(conn, "workflows", "workflow_list_versions", "key", key)
 
 
 async def workflow_page(
