@@ -83,6 +83,17 @@ def kafka() -> Iterator[str]:
         broker.stop()
 
 
+def publish_fresh(records: Sequence[Any], bootstrap: str, prefix: str, topics: Sequence[str], partitions: int) -> int:
+    """Create ``topics`` under ``prefix`` (``partitions`` each) and publish ``records`` to them,
+    with progress; returns how many were sent."""
+    from readside.load import publish
+    from readside.shared.kafka import create_topics
+
+    asyncio.run(create_topics(bootstrap, [prefix + t for t in topics], partitions=partitions))
+    return asyncio.run(publish(list(records), bootstrap=bootstrap, prefix=prefix,
+                               progress=lambda d, t: say(f"  published {d:,}/{t:,}")))
+
+
 def bench_settings(database_url: str, bootstrap: str = "127.0.0.1:9", **overrides: object) -> Settings:
     unique = uuid.uuid4().hex[:8]
     return replace(

@@ -30,12 +30,11 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import readside.projector.service as service
-from bench._common import bench_database, bench_settings, kafka, pct, say, table
-from readside.load import publish, thread_stream
+from bench._common import bench_database, bench_settings, kafka, pct, publish_fresh, say, table
+from readside.load import thread_stream
 from readside.projector.engine import ProjectionRunner
 from readside.readmodels.threads.fold import fold_all, render
 from readside.schemas import Event, decode
-from readside.shared.kafka import create_topics
 
 TOPICS = ("threads.events", "payments.events")
 EVENTS_PER_THREAD = 25.7  # what thread_stream's default simulation produces on average
@@ -172,10 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"batch_max": args.batch_max} if args.batch_max else {}
         settings = bench_settings(url, bootstrap, **extra)
         prefix = settings.topic_prefix
-        asyncio.run(create_topics(bootstrap, [prefix + t for t in TOPICS], partitions=args.partitions))
         began = time.perf_counter()
-        sent = asyncio.run(publish(records, bootstrap=bootstrap, prefix=prefix,
-                                   progress=lambda d, t: say(f"  published {d:,}/{t:,}")))
+        sent = publish_fresh(records, bootstrap, prefix, TOPICS, args.partitions)
         publish_s = time.perf_counter() - began
         del records
 

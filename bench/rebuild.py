@@ -33,13 +33,12 @@ from dataclasses import replace
 
 import psycopg
 
-from bench._common import bench_database, bench_settings, kafka, say, table
+from bench._common import bench_database, bench_settings, kafka, publish_fresh, say, table
 from bench.projector_throughput import TOPICS, Observed, consume, run_projector_until
-from readside.load import publish, thread_stream
+from readside.load import thread_stream
 from readside.projector.rebuild import Options, Rebuilder
 from readside.projector.verify import compare
 from readside.readmodels.registry import REGISTRY
-from readside.shared.kafka import create_topics
 
 EVENTS_PER_THREAD = 25.7
 
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     with kafka() as bootstrap, bench_database(args.keep) as url:
         settings = bench_settings(url, bootstrap)
         prefix = settings.topic_prefix
-        asyncio.run(create_topics(bootstrap, [prefix + t for t in TOPICS], partitions=args.partitions))
-        sent = asyncio.run(publish(records, bootstrap=bootstrap, prefix=prefix,
-                                   progress=lambda d, t: say(f"  published {d:,}/{t:,}")))
+        sent = publish_fresh(records, bootstrap, prefix, TOPICS, args.partitions)
         del records
 
         say("(a) consume + orjson.loads")

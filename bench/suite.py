@@ -26,10 +26,10 @@ from dataclasses import replace
 import orjson
 
 from bench import _ceiling_app, _wrk, api_preview, cache_freshness
-from bench._common import Connection, bench_database, bench_settings, say, server
+from bench._common import Connection, bench_database, bench_settings, publish_fresh, say, server
 from bench.projector_throughput import TOPICS, Observed, consume, run_projector_until
 from bench.rebuild import _same, rebuild
-from readside.load import publish, thread_stream
+from readside.load import thread_stream
 from readside.projector.rebuild import Options, Rebuilder
 from readside.readmodels.registry import REGISTRY
 from readside.shared.kafka import create_topics
@@ -181,9 +181,7 @@ def stream(args: argparse.Namespace, bootstrap: str) -> dict:
     with bench_database(args.keep) as url:
         settings = bench_settings(url, bootstrap)
         prefix = settings.topic_prefix
-        asyncio.run(create_topics(bootstrap, [prefix + t for t in TOPICS], partitions=args.partitions))
-        sent = asyncio.run(publish(records, bootstrap=bootstrap, prefix=prefix,
-                                   progress=lambda d, t: say(f"  published {d:,}/{t:,}")))
+        sent = publish_fresh(records, bootstrap, prefix, TOPICS, args.partitions)
         del records
         say("[projector] (a) consume + orjson.loads: the ceiling")
         raw_s, heads, _ = asyncio.run(consume(bootstrap, prefix, args.partitions, sent, "json"))

@@ -246,7 +246,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "swap the tables atomically. Resumable: run it again after Ctrl-C or a crash. Topics need full "
         "history (retention.ms=-1).",
     )
-    p.add_argument("projection", nargs="?", help="the projection (threads, providers, workflows, requests)")
+    p.add_argument("projection", nargs="?", help="the projection's name (`readside status` lists them)")
     p.add_argument("--all", action="store_true", help="every projection, one after the other")
     p.add_argument("--verify", action="store_true",
                    help="before the swap, compare every table with the live one; on differences ask (abort unless --yes)")
@@ -261,7 +261,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_rebuild)
 
     p = sub.add_parser("rollback", help="swap the previous version of a projection back in (brought up to date first)")
-    p.add_argument("projection", help="the projection (threads, providers, workflows, requests)")
+    p.add_argument("projection", help="the projection's name (`readside status` lists them)")
     p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("token", help="issue a signed demo token (HS256, READSIDE_JWT_SECRET)")
