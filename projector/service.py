@@ -17,7 +17,7 @@ from readside.readmodels.base import Projection
 from readside.readmodels.registry import REGISTRY
 from readside.shared.cache import Cache, CacheDown
 from readside.shared.db import migrate, open_pool
-from readside.shared.errors import ConfigError
+from readside.shared.errors import ConfigError, RetryableError
 from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 
@@ -108,7 +108,7 @@ async def _until_up(stop: asyncio.Event, what: str, attempt: Callable[[], Awaita
         try:
             await attempt()
             return True
-        except (psycopg.OperationalError, KafkaError, OSError) as exc:
+        except (psycopg.OperationalError, KafkaError, OSError, RetryableError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("waiting for %s: %s; retrying in %.1f s (start it, or fix the setting)", what, first, delay)
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, RecordTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, RecordTooLargeError, TopicAlreadyExistsError, for_code
 
 from readside.shared.errors import BrokerUnavailable
 from readside.shared.limits import MAX_RECORD_BYTES
@@ -24,9 +24,15 @@ TOPIC_CONFIG = {"max.message.bytes": str(MAX_RECORD_BYTES), "retention.ms": "-1"
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+    """Create the topics that do not exist yet (full retention, ``TOPIC_CONFIG``); returns the ones
+    created. A topic another process created meanwhile is not an error; any other refusal by the
+    broker raises, naming the topic; an unreachable broker raises ``BrokerUnavailable``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="readside-admin")
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(f"cannot reach the Kafka broker at {bootstrap}: start it, or set "
+                                f"READSIDE_KAFKA_BOOTSTRAP ({exc})") from exc
     try:
         existing = set(await admin.list_topics())
         wanted = [n for n in dict.fromkeys(names) if n not in existing]
@@ -34,9 +40,13 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
             return []
         new = [NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=TOPIC_CONFIG) for n in wanted]
         try:
-            await admin.create_topics(new)
+            response = await admin.create_topics(new)
         except TopicAlreadyExistsError:
-            pass  # another process won the race
+            return []  # another process won the race
+        # The admin client reports per-topic refusals in the response, it does not raise them.
+        for topic, code, *message in response.topic_errors:
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise for_code(code)(f"creating topic {topic}: {message[0] if message else ''}")
         log.info("created topics %s", wanted)
         return wanted
     finally:

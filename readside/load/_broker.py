@@ -73,25 +73,7 @@ async def publish(records: Iterable[Record], *, bootstrap: str, prefix: str = ""
 
 async def ensure_topics(bootstrap: str, prefix: str = "", partitions: int = 3) -> None:
     """Create the contract topics and their ``.dlq`` topics where missing (full retention)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError, for_code
-
     from readside.schemas.registry import contract_topics
-    from readside.shared.kafka import TOPIC_CONFIG
+    from readside.shared.kafka import create_topics
 
-    names = contract_topics(prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await start_client(admin, bootstrap)
-        missing = [n for n in names if n not in set(await admin.list_topics())]
-        if not missing:
-            return
-        response = await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=TOPIC_CONFIG)
-             for n in missing])
-        for topic, code, *message in response.topic_errors:
-            if code and for_code(code) is not TopicAlreadyExistsError:
-                raise for_code(code)(f"creating topic {topic}: {message[0] if message else ''}")
-    finally:
-        await admin.close()
-
+    await create_topics(bootstrap, contract_topics(prefix), partitions)

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from readside.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedServerError, EmbeddedValkey, free_port
 from readside.load import TOPICS, ensure_topics, publish, run_load, thread_stream
+from readside.shared.errors import BrokerUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +218,11 @@ def test_run_load_stops_after_its_duration(broker: EmbeddedBroker) -> None:
         return await run_load(bootstrap=broker.bootstrap, prefix=prefix, rate=50, duration=0.5)
 
     assert 20 <= asyncio.run(scenario()) <= 40
+
+
+def test_ensure_topics_without_a_broker_says_what_to_do() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(BrokerUnavailable) as caught:
+        asyncio.run(ensure_topics(f"127.0.0.1:{port}", unique("none")))
+    assert f"cannot reach the Kafka broker at 127.0.0.1:{port}" in str(caught.value)
+    assert "READSIDE_KAFKA_BOOTSTRAP" in str(caught.value)
