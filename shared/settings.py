@@ -101,12 +101,12 @@ def _replica_urls(raw: str) -> tuple[str, ...]:
     (a multi-host URL, ``postgresql://a:5432,b:5432/db``) does not split it: only a comma before
     ``postgresql://`` or ``postgres://`` does."""
     urls = tuple(u.strip() for u in _URL_START.split(raw.strip()) if u.strip())
-    for url in urls:
+    for number, url in enumerate(urls, 1):
         if not url.startswith(("postgresql://", "postgres://")):
-            shown = url.split("@")[-1][:100]  # never a password
+            # not quoted: a key=value connection string may hold a password
             raise ConfigError(
-                "READSIDE_DATABASE_REPLICA_URLS must be libpq URLs (postgresql://...), comma-separated, "
-                f"got {shown!r}"
+                "READSIDE_DATABASE_REPLICA_URLS must be libpq URLs (postgresql://...), comma-separated; "
+                f"item {number} is not"
             )
     if len(set(urls)) != len(urls):
         raise ConfigError("READSIDE_DATABASE_REPLICA_URLS names one replica twice")

@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 import orjson
@@ -60,8 +61,8 @@ def cluster() -> Iterator[Cluster]:
         made.close()
 
 
-@pytest.fixture(scope="module")
-def replicated(bootstrap: str, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedStack]:
+@contextlib.contextmanager
+def _replicated_stack(bootstrap: str, cluster: Cluster, logs: Path, redis_url: str | None = None) -> Iterator[ReplicatedStack]:
     assert cluster.primary is not None
     name = f"rs_repl_{uuid.uuid4().hex[:12]}"
     cluster.primary.execute(f'CREATE DATABASE "{name}"')
@@ -72,6 +73,8 @@ def replicated(bootstrap: str, cluster: Cluster, tmp_path_factory: pytest.TempPa
         database_url=cluster.primary.url(name),
         database_replica_urls=tuple(r.url(name) for r in cluster.replicas),
         replica_max_lag=600.0,  # a paused replica keeps answering plain reads (what the tests look at)
+        redis_url=redis_url,
+        cache_timeout=2.0,
         topic_prefix=f"r{unique}.",
         group_prefix=f"g{unique}",
         jwt_secret="e2e-secret-0123456789-abcdefghijklmnop",
@@ -80,13 +83,18 @@ def replicated(bootstrap: str, cluster: Cluster, tmp_path_factory: pytest.TempPa
     asyncio.run(create_topics(bootstrap, contract_topics(settings.topic_prefix)))
     projector = InProcessProjector(settings).start()
     try:
-        logs = tmp_path_factory.mktemp("api")
         with api_server(settings.to_env(), logs, ready="/readyz", timeout=30) as (base_url, _):
             stack = ReplicatedStack(settings, base_url, cluster, name)
             wait_until(lambda: _tables_on_replicas(cluster, name), 60, "the read tables on the replicas")
             yield stack
     finally:
         projector.stop()
+
+
+@pytest.fixture(scope="module")
+def replicated(bootstrap: str, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedStack]:
+    with _replicated_stack(bootstrap, cluster, tmp_path_factory.mktemp("api")) as stack:
+        yield stack
 
 
 def _tables_on_replicas(cluster: Cluster, name: str) -> bool:
@@ -236,3 +244,29 @@ def test_a_stopped_replica_costs_no_error(replicated: ReplicatedStack) -> None:
             return replica_reads(http) > before
 
         wait_until(from_a_replica, 30, "the restarted replicas to answer")
+
+
+def test_with_redis_a_paused_replica_never_puts_an_old_body_under_a_new_version(
+    bootstrap: str, cluster: Cluster, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The cache's versions are bumped after the primary's commit: a body stored under one must hold
+    that commit, so the cache's renders are the primary's, whatever the replicas hold."""
+    with _replicated_stack(bootstrap, cluster, tmp_path_factory.mktemp("api"), redis_url=redis_url) as cached:
+        s, tags = cached.settings, Tags()
+        user = auth(cached, "u-cached")
+        send(s, [started("cached", client="u-cached", provider="u-pro", at=0)])
+        cached.caught_up()
+        with cached.client() as http:
+            assert preview(tags.check(http.get("/v1/threads/preview", headers=user))) is None
+            with paused(*cluster.replicas):
+                for i in range(1, 4):
+                    token = produce(s, message("cached", f"m{i}", i, sender="u-pro", sender_type="provider", content=f"cached {i}"))
+                    r = tags.check(http.get("/v1/threads/preview", headers=user | {"X-Readside-After": token}))
+                    assert preview(r) == f"cached {i}"
+                    # Once the projector has bumped the version, a plain read is the new body (a HIT
+                    # or a render), never the paused replicas' rows under the new version.
+                    wait_until(lambda i=i: preview(tags.check(http.get("/v1/threads/preview", headers=user))) == f"cached {i}",
+                               20, "a plain read to show the new message (an old body stored under the new version would stay)")
+                    again = tags.check(http.get("/v1/threads/preview", headers=user | {"If-None-Match": r.headers["etag"]}))
+                    assert again.status_code == 304 or preview(again) == f"cached {i}"
+            cached.caught_up()
