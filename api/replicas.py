@@ -61,6 +61,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from readside.shared.db import open_pool
+from readside.shared.errors import DatabaseUnavailable
 
 __all__ = ["CHECKOUT", "DOWN_FOR", "PROBE", "Replica", "ReplicaFailed", "Replicas"]
 
@@ -77,8 +78,8 @@ _PROBE_SQL = "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_
 T = TypeVar("T")
 
 
-class ReplicaFailed(Exception):
-    """A replica could not answer; the primary does."""
+class ReplicaFailed(DatabaseUnavailable):
+    """A replica could not answer; the primary does (it never reaches a client)."""
 
 
 @dataclass(eq=False)
