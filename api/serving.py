@@ -287,7 +287,7 @@ async def _dead_lettered(ctx: Context, timing: Timing, projection: str, position
         return [f"{t}:{p}:{o}" for t, p, o in await cur.fetchall()]
 
     if ctx.replicas is not None:
-        return await ctx.replicas.read(replica, timing, query)  # type: ignore[arg-type]
+        return await ctx.replicas.read(replica, timing, query)
     async with timing.connection(ctx.pool) as conn:
         return await query(conn)
 

@@ -194,6 +194,12 @@ def test_read_your_writes_is_answered_by_a_replica_that_has_replayed_the_commit(
     # A later batch on the same partition: the checkpoint now records a WAL position covering m1.
     send(s, [message("replayed", "m2", 2, sender="u-pro", sender_type="provider", content="replayed 2")])
     replicated.caught_up()
+    assert replicated.cluster.primary is not None
+    topic, part, offset = token.rsplit(":", 2)
+    covers, lsn = replicated.cluster.primary.execute(
+        f"SELECT wal_covers, wal_lsn::text FROM checkpoints WHERE projection = 'threads' AND topic = '{topic}' "
+        f"AND partition = {int(part)}", replicated.dbname)[0]
+    assert covers > int(offset) and lsn is not None  # the later batch's statement vouches for m1's commit
     with replicated.client() as http:
 
         def from_a_replica() -> bool:
