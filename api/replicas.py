@@ -152,16 +152,18 @@ class Replicas:
         """A connection of ``replica``; raises :class:`ReplicaFailed` if the replica fails the work
         done with it (any database error: the primary may still answer)."""
         assert replica.pool is not None
+        got: psycopg.AsyncConnection | None = None
         try:
             async with replica.pool.connection() as conn:
+                got = conn
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            if time.monotonic() >= replica.down_until:
-                log.warning("%s failed a read (%s); skipped for %.1fs, the primary answers", replica.name, exc, DOWN_FOR)
-            replica.down_until = time.monotonic() + DOWN_FOR
-            raise ReplicaFailed(replica.name) from exc
-        except psycopg.Error as exc:  # e.g. a statement cancelled by a recovery conflict
-            log.info("%s: %s; the primary answers", replica.name, exc)
+        except (psycopg.Error, PoolTimeout) as exc:
+            if got is None or got.broken or got.closed:  # no connection, or it died: the replica is down
+                if time.monotonic() >= replica.down_until:
+                    log.warning("%s failed a read (%s); skipped for %.1fs, the primary answers", replica.name, exc, DOWN_FOR)
+                replica.down_until = time.monotonic() + DOWN_FOR
+            else:  # the statement only, e.g. cancelled by a recovery conflict
+                log.info("%s: %s; the primary answers", replica.name, exc)
             raise ReplicaFailed(replica.name) from exc
 
     async def read(self, replica: Replica | None, timing: Any, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
