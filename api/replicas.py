@@ -24,8 +24,8 @@ more), and it is at most ``READSIDE_DATABASE_REPLICA_MAX_LAG`` seconds behind th
 replica whose replay is paused, or whose replication stopped, drops out; a plain read on a replica
 is at most that much staler than on the primary). A request that fails on a replica (refused,
 killed, a statement cancelled by a recovery conflict, no connection within ``CHECKOUT`` seconds)
-is answered by the primary, and that replica is skipped for ``DOWN_FOR`` seconds: a replica never
-causes an error answer.
+is answered by the primary, from the start (both statements), and a replica whose connection
+failed is skipped for ``DOWN_FOR`` seconds: a replica never causes an error answer.
 
 **Read-your-writes.** The request waits on the primary's checkpoints as before (``api/ryw.py``);
 the same poll reads a WAL position that covers the commit it waited for:
