@@ -10,7 +10,10 @@ read these settings: they write to and read the primary.
 request whose wait ended, once a replica has replayed what it waited for (below). Both statements
 of one answer (the version for ``If-None-Match``, then the body) run on one server, so an ETag
 always names the version of the rows its body came from: a lagging replica answers an older
-version under that older version's ETag, never a newer one. What stays on the primary: the
+version under that older version's ETag, never a newer one. A request whose ``If-None-Match``
+holds an ETag this API issued for a newer version than the replica holds (the client has seen
+newer rows, e.g. from a read-your-writes answer) is answered by the primary instead: a client
+that sends its ETag never goes back in time. What stays on the primary: the
 read-your-writes poll, the lag header, the Redis cache's renders (a body stored under a Redis
 version must hold at least that version's rows, and a replica cannot show it does: the version is
 bumped after the primary's commit, with no WAL position), and the other endpoints.
@@ -63,7 +66,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from readside.shared.db import open_pool
 from readside.shared.errors import DatabaseUnavailable
 
-__all__ = ["CHECKOUT", "DOWN_FOR", "PROBE", "Replica", "ReplicaFailed", "Replicas"]
+__all__ = ["CHECKOUT", "DOWN_FOR", "PROBE", "Replica", "ReplicaBehind", "ReplicaFailed", "Replicas"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,10 @@ T = TypeVar("T")
 
 class ReplicaFailed(DatabaseUnavailable):
     """A replica could not answer; the primary does (it never reaches a client)."""
+
+
+class ReplicaBehind(ReplicaFailed):
+    """The replica holds an older version than the client has seen (its ETag): the primary answers."""
 
 
 @dataclass(eq=False)
@@ -166,13 +173,15 @@ class Replicas:
                 log.info("%s: %s; the primary answers", replica.name, exc)
             raise ReplicaFailed(replica.name) from exc
 
-    async def read(self, replica: Replica | None, timing: Any, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        """``work`` on a connection of ``replica``, or of the primary when it is None or failed."""
+    async def read(self, replica: Replica | None, timing: Any,
+                   work: Callable[[psycopg.AsyncConnection, bool], Awaitable[T]]) -> T:
+        """``work(connection, on_a_replica)`` on ``replica``, or on the primary when it is None or
+        failed (or ``work`` raised :class:`ReplicaBehind`)."""
         if replica is not None:
             t0 = time.perf_counter()
             try:
                 async with self.connection(replica) as conn:
-                    result = await work(conn)
+                    result = await work(conn, True)
                 if self.metrics is not None:
                     self.metrics.replica_reads.labels(replica.name).inc()
                 return result
@@ -182,7 +191,7 @@ class Replicas:
             finally:
                 timing.db += time.perf_counter() - t0
         async with timing.connection(self.primary) as conn:
-            return await work(conn)
+            return await work(conn, False)
 
     # -- the probe -----------------------------------------------------------------------------
     async def _run(self) -> None:

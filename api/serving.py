@@ -38,7 +38,9 @@ at most ``READSIDE_RYW_MAX_WAITERS`` waiting (one more is answered at once, ``ti
 Read replicas (``READSIDE_DATABASE_REPLICA_URLS``, ``api/replicas.py``): the PostgreSQL path —
 the version, the ETag and the body, and a read-your-writes request's dead-letter check — may run
 on a replica: any usable one for a plain request, for a read-your-writes one only a replica that
-has replayed past the commits it waited for. Everything else stays on the primary.
+has replayed past the commits it waited for. A replica behind the version of the client's
+``If-None-Match`` (an ETag we issued) leaves the request to the primary. Everything else stays on
+the primary.
 
 Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; seconds=<s>``.
 """
@@ -58,6 +60,7 @@ from starlette.responses import Response
 
 from readside.api.http import Context, Timing
 from readside.api.problems import bad_param
+from readside.api.replicas import ReplicaBehind
 
 __all__ = ["RYW_TIMEOUT", "Spec", "etag", "serve"]
 
@@ -95,6 +98,20 @@ def _matches(request: Request, tag: str) -> bool:
     header = request.headers.get("if-none-match")
     # "*" is not honoured: it would answer 304 without the access check of the scope.
     return header is not None and tag in {t.strip() for t in header.split(",")}
+
+
+_P_TAG = re.compile(r'W/"p([0-9]{1,19})\.([0-9]{1,19})\.[0-9a-f]{20}"')
+
+
+def _seen_newer(request: Request, ctx: Context, scope: str, generation: int, version: int) -> bool:
+    """Whether ``If-None-Match`` holds an ETag this API issued for ``scope`` at a newer generation
+    or version than ``(generation, version)`` (a replica's, behind what the client has seen)."""
+    for tag in request.headers.get("if-none-match", "").split(","):
+        found = _P_TAG.fullmatch(tag.strip())
+        if found and (int(found[1]), int(found[2])) > (generation, version) \
+                and etag(ctx, "p", int(found[1]), int(found[2]), scope) == tag.strip():
+            return True
+    return False
 
 
 def _headers(spec: Spec, tag: str) -> dict[str, str]:
@@ -178,7 +195,7 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
             body = await cache.single_flight(key, render)
             return _ok(body, _headers(spec, tag) | extra)
 
-    async def from_postgres(conn: psycopg.AsyncConnection) -> Response:
+    async def from_postgres(conn: psycopg.AsyncConnection, replica: bool = False) -> Response:
         # The generation with the version (and the rows): one statement each (module docstring),
         # both on one server, so the ETag names the version of the rows of the body.
         if request.headers.get("if-none-match"):
@@ -186,6 +203,8 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
             tag = etag(ctx, "p", generation, version, spec.scope)
             if _matches(request, tag):
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
+            if replica and _seen_newer(request, ctx, spec.scope, generation, version):
+                raise ReplicaBehind(spec.scope)  # the primary answers (api/replicas.py)
         _count(ctx, spec)
         generation, version, body = await spec.render(conn)
         return _ok(body, _headers(spec, etag(ctx, "p", generation, version, spec.scope)) | extra)
@@ -276,7 +295,7 @@ async def _dead_lettered(ctx: Context, timing: Timing, projection: str, position
     ``replica`` when one answers the request (a dead letter replayed since on the primary may not
     be there yet: the label then matches the rows that replica serves)."""
 
-    async def query(conn: psycopg.AsyncConnection) -> list[str]:
+    async def query(conn: psycopg.AsyncConnection, replica: bool = False) -> list[str]:
         cur = await conn.execute(
             'SELECT d.topic, d.partition, d."offset" FROM dead_letters d '
             "JOIN unnest(%b::text[], %b::int4[], %b::int8[]) AS u(topic, part, off) "

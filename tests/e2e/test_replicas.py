@@ -173,11 +173,19 @@ def test_plain_reads_come_from_replicas_and_read_your_writes_never_from_a_paused
                 r = tags.check(http.get("/v1/threads/preview", headers=user | {"X-Readside-After": token}))
                 assert r.headers["x-readside-consistency"] == "caught-up"
                 assert preview(r) == f"paused {i}"
-                # The fresh ETag, sent to a paused replica: not confirmed (no 304), the replica's own
-                # version and body instead, under that version's ETag.
-                plain = tags.check(http.get("/v1/threads/preview", headers=user | {"If-None-Match": r.headers["etag"]}))
-                assert plain.status_code == 200 and preview(plain) is None
-                assert plain.headers["etag"] == first.headers["etag"]
+                # Without an ETag: a paused replica's older rows, under their own version's ETag.
+                plain = tags.check(http.get("/v1/threads/preview", headers=user))
+                assert preview(plain) is None and plain.headers["etag"] == first.headers["etag"]
+                # With the ETag of that older version: confirmed (it names exactly those rows).
+                old = http.get("/v1/threads/preview", headers=user | {"If-None-Match": first.headers["etag"]})
+                assert old.status_code == 304 and old.headers["etag"] == first.headers["etag"]
+                # With the fresh ETag: the client has seen newer rows than the replicas hold, so the
+                # primary answers — never back in time (here: a 304 of the fresh version).
+                fresh = http.get("/v1/threads/preview", headers=user | {"If-None-Match": r.headers["etag"]})
+                assert fresh.status_code == 304 and fresh.headers["etag"] == r.headers["etag"]
+                # A forged "newer" ETag does not send reads to the primary: the replica answers.
+                forged = r.headers["etag"].replace(".", ".9", 1)
+                assert preview(tags.check(http.get("/v1/threads/preview", headers=user | {"If-None-Match": forged}))) is None
         replicated.caught_up()
         # Replay resumed: the replicas catch up and answer the latest rows.
         wait_until(lambda: preview(tags.check(http.get("/v1/threads/preview", headers=user))) == "paused 5", 30,

@@ -33,7 +33,7 @@ async def _until(condition, what: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _in_recovery(conn) -> bool:
+async def _in_recovery(conn, replica: bool = False) -> bool:
     return (await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone())[0]
 
 
