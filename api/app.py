@@ -32,6 +32,7 @@ from readside.api.cursors import CursorCodec
 from readside.api.http import Context, StatusCollector, Timing, endpoint
 from readside.api.metrics import POOL_REFRESH, ApiMetrics
 from readside.api.problems import Problem
+from readside.api.replicas import Replicas
 from readside.api.ryw import Watcher
 from readside.readmodels.threads import queries as thread_queries
 from readside.shared.cache import Cache
@@ -116,12 +117,20 @@ def create_app(settings: Settings, *, registry: Mapping[str, Any], status: Statu
             renders=metrics.renders, metrics=metrics, heads=BrokerHeads(settings.kafka_bootstrap, timeout=2.0), changes=hub,
             topics=topics, status=status,
         )
+        replicas = None
+        if settings.database_replica_urls:  # read replicas (api/replicas.py)
+            replicas = Replicas(settings.database_replica_urls, pool, pool_size=settings.api_pool_size,
+                                max_lag=settings.replica_max_lag, metrics=metrics)
+            await replicas.open()
+        app.state.ctx.replicas = replicas
         app.state.ctx.ryw = Watcher(pool, BrokerHeads(settings.kafka_bootstrap, timeout=2.0), settings.ryw_max_waiters,
-                                    metrics=metrics)
+                                    metrics=metrics, wal=replicas is not None)
         try:
             yield
         finally:
             await app.state.ctx.ryw.close()
+            if replicas is not None:
+                await replicas.close()
             metrics_stop.set()
             await asyncio.gather(pool_reader, *([metrics_server] if metrics_server else []), return_exceptions=True)
             if hub is not None:

@@ -48,6 +48,7 @@ class Context:
     heads: BrokerHeads | None = None  # the broker's high watermarks, for /v1/admin/projections
     changes: Any = None  # readside.api.changes.Hub when Redis is configured (GET /v1/events)
     ryw: Any = None  # readside.api.ryw.Watcher: the process's shared X-Readside-After waits
+    replicas: Any = None  # readside.api.replicas.Replicas when READSIDE_DATABASE_REPLICA_URLS is set
     # What the API reads of the engine, handed in by the composition root (readside.serve): the
     # API never imports the projector. ``topics``: each read model's topics, prefixed;
     # ``status``: the projection status collector (``readside.projector.status.collect``).

@@ -17,6 +17,9 @@ Metrics (names as scraped):
   ``X-Cache`` said (a 304 from the cache is a hit; a read-your-writes request is a miss)
 - ``readside_sse_clients``: open ``GET /v1/events`` streams
 - ``readside_ryw_waiting``, ``readside_ryw_checks_total``: read-your-writes waits (api/ryw.py)
+- ``readside_replica_reads_total{replica}``: PostgreSQL reads a read replica answered;
+  ``readside_replica_fallbacks_total{replica}``: reads that failed on it, answered by the primary
+  (api/replicas.py)
 - the database pool, from psycopg_pool's statistics (every :data:`POOL_REFRESH` seconds per worker,
   and at once in the worker that answers a scrape): ``readside_db_pool_connections``,
   ``readside_db_pool_idle``, ``readside_db_pool_max``, ``readside_db_pool_waiting`` (requests
@@ -112,6 +115,10 @@ class ApiMetrics:
         self.ryw_waiting = self._gauge("readside_ryw_waiting", "Requests waiting on X-Readside-After")
         self.ryw_checks = Counter("readside_ryw_checks", "Checkpoint reads of the shared read-your-writes poll",
                                   registry=registry)
+        self.replica_reads = Counter("readside_replica_reads", "PostgreSQL reads a read replica answered",
+                                     ["replica"], registry=registry)
+        self.replica_fallbacks = Counter("readside_replica_fallbacks", "Reads that failed on a read replica (the primary answered)",
+                                         ["replica"], registry=registry)
         self._pool_gauges = {
             "pool_size": self._gauge("readside_db_pool_connections", "Database connections open"),
             "pool_available": self._gauge("readside_db_pool_idle", "Database connections open and idle"),

@@ -19,6 +19,12 @@ ahead never answers for another. What a waiting request costs is bounded, whoeve
 - **A cap on waiters.** At most ``max_waiters`` requests wait at once per process; one more is
   not made to wait: it is answered at once, labelled ``timeout`` (not confirmed), like a wait that
   ran out.
+- **A WAL position for read replicas** (``wal=True``, only with replicas configured): the poll also
+  reads, per awaited position, a WAL position past the commit that applied it (its checkpoint's
+  ``wal_lsn`` when the offset is below ``wal_covers``, else the primary's insert position read by
+  the poll); :meth:`Watcher.wait_wal` returns the highest, and ``api/replicas.py`` answers from a
+  replica only once it has replayed that far (why this position, and not one read inside the
+  projector's transaction: ``api/replicas.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ _CHECK_SQL = (
     "LEFT JOIN checkpoints c ON c.projection = w.projection AND c.topic = w.topic AND c.partition = w.part "
     "LEFT JOIN partition_heads h ON h.topic = w.topic AND h.partition = w.part"
 )
+# The same with the WAL positions (in bytes) for read replicas. pg_current_wal_insert_lsn() runs
+# after the statement took its snapshot: past the commit record of every commit the snapshot shows.
+_CHECK_WAL_SQL = _CHECK_SQL.replace(
+    " FROM unnest",
+    ", c.wal_covers, (c.wal_lsn - '0/0'::pg_lsn)::int8, (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 FROM unnest",
+    1,
+)
 
 
 @dataclass(eq=False)
@@ -56,13 +69,15 @@ class _Waiter:
     projection: str
     positions: list[Position]
     since: float = field(default_factory=time.monotonic)
+    wal: int | None = None  # with ``wal``: a WAL position past every commit that applied the positions
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Watcher:
     def __init__(self, pool: AsyncConnectionPool, heads: BrokerHeads | None, max_waiters: int,
-                 poll: float = POLL, metrics: Any = None) -> None:
+                 poll: float = POLL, metrics: Any = None, wal: bool = False) -> None:
         self.pool = pool
+        self.wal = wal  # read WAL positions for read replicas (api/replicas.py)
         self.metrics = metrics  # readside.api.metrics.ApiMetrics: ``readside_ryw_waiting`` and ``readside_ryw_checks_total``
         self.heads = heads
         self.max_waiters = max_waiters
@@ -80,8 +95,13 @@ class Watcher:
     async def wait(self, projection: str, positions: list[Position], timeout: float) -> bool:
         """True once ``projection`` has committed past every position; False after ``timeout``,
         or at once when ``max_waiters`` requests already wait."""
+        return (await self.wait_wal(projection, positions, timeout))[0]
+
+    async def wait_wal(self, projection: str, positions: list[Position], timeout: float) -> tuple[bool, int | None]:
+        """``wait``, and with ``wal`` a WAL position past the commits that applied the positions
+        (None without ``wal``, or when the wait was not satisfied)."""
         if len(self._waiters) >= self.max_waiters:
-            return False
+            return False, None
         waiter = _Waiter(projection, positions)
         self._waiters.add(waiter)
         if self.metrics is not None:
@@ -90,9 +110,9 @@ class Watcher:
             self._task = asyncio.create_task(self._run(), name="readside-ryw")
         try:
             await asyncio.wait_for(asyncio.shield(waiter.done), timeout)
-            return True
+            return True, waiter.wal
         except TimeoutError:
-            return False
+            return False, None
         finally:
             self._waiters.discard(waiter)
             if self.metrics is not None:
@@ -123,25 +143,35 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.ryw_checks.inc()
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_CHECK_SQL, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+            cur = await conn.execute(_CHECK_WAL_SQL if self.wal else _CHECK_SQL,
+                                     ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
             rows = await cur.fetchall()
-        committed = {(proj, t, p): nxt or 0 for proj, t, p, nxt, _ in rows}
-        recorded = {(t, p): head for _, t, p, _, head in rows}
+        committed = {(proj, t, p): nxt or 0 for proj, t, p, nxt, *_ in rows}
+        recorded = {(row[1], row[2]): row[4] for row in rows}
+        # with ``wal``: (offsets covered, their WAL position) per checkpoint, and the poll's own position
+        covered = {(row[0], row[1], row[2]): (row[5] or 0, row[6]) for row in rows} if self.wal else {}
+        now_wal = max((row[7] for row in rows), default=None) if self.wal else None
         unknown: dict[tuple[str, int], int] = {}  # past the recorded head, no broker reading since
         for w in waiters:
             pending = False
+            wal: int | None = None
             for topic, part, offset in w.positions:
                 target = offset
                 read = self._broker_heads.get((topic, part))
                 if read is not None and read[1] >= w.since:
                     target = min(offset, read[0] - 1)  # clamped to the head at a moment after arrival
                 if committed[(w.projection, topic, part)] > target:
+                    if self.wal:
+                        covers, lsn = covered[(w.projection, topic, part)]
+                        at = lsn if target < covers and lsn is not None else now_wal
+                        wal = -1 if at is None or wal == -1 else max(at, wal or 0)  # -1: unknown
                     continue
                 pending = True
                 head = recorded.get((topic, part))
                 if (read is None or read[1] < w.since) and (head is None or offset >= head):
                     unknown[(topic, part)] = max(offset, unknown.get((topic, part), 0))
             if not pending:
+                w.wal = None if wal == -1 else wal
                 w.done.set_result(None)
         if unknown and self.heads is not None and (self._reading is None or self._reading.done()):
             self._reading = asyncio.create_task(self._read_heads(unknown), name="readside-ryw-heads")

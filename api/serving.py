@@ -35,6 +35,13 @@ an awaited event was dead-lettered instead of applied (its positions in ``X-Read
 watcher (``api/ryw.py``): one poll for all waiters, positions clamped to the partition's head,
 at most ``READSIDE_RYW_MAX_WAITERS`` waiting (one more is answered at once, ``timeout``).
 
+Read replicas (``READSIDE_DATABASE_REPLICA_URLS``, ``api/replicas.py``): the PostgreSQL path —
+the version, the ETag and the body, and a read-your-writes request's dead-letter check — may run
+on a replica: any usable one for a plain request, for a read-your-writes one only a replica that
+has replayed past the commits it waited for. A replica behind the version of the client's
+``If-None-Match`` (an ETag we issued) leaves the request to the primary. Everything else stays on
+the primary.
+
 Every response says how fresh the projection is: ``X-Readside-Lag: events=<n>; seconds=<s>``.
 """
 
@@ -53,6 +60,7 @@ from starlette.responses import Response
 
 from readside.api.http import Context, Timing
 from readside.api.problems import bad_param
+from readside.api.replicas import ReplicaBehind
 
 __all__ = ["RYW_TIMEOUT", "Spec", "etag", "serve"]
 
@@ -92,6 +100,20 @@ def _matches(request: Request, tag: str) -> bool:
     return header is not None and tag in {t.strip() for t in header.split(",")}
 
 
+_P_TAG = re.compile(r'W/"p([0-9]{1,19})\.([0-9]{1,19})\.[0-9a-f]{20}"')
+
+
+def _seen_newer(request: Request, ctx: Context, scope: str, generation: int, version: int) -> bool:
+    """Whether ``If-None-Match`` holds an ETag this API issued for ``scope`` at a newer generation
+    or version than ``(generation, version)`` (a replica's, behind what the client has seen)."""
+    for tag in request.headers.get("if-none-match", "").split(","):
+        found = _P_TAG.fullmatch(tag.strip())
+        if found and (int(found[1]), int(found[2])) > (generation, version) \
+                and etag(ctx, "p", int(found[1]), int(found[2]), scope) == tag.strip():
+            return True
+    return False
+
+
 def _headers(spec: Spec, tag: str) -> dict[str, str]:
     headers = {"ETag": tag, "Cache-Control": spec.cache_control}
     if spec.vary:
@@ -109,11 +131,15 @@ async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> R
 async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
     extra: dict[str, str] = {}
     positions = _positions(request, ctx.topics[spec.projection])
+    replicas = ctx.replicas
+    replica = None  # the replica that answers from PostgreSQL; None: the primary
     if positions:
-        caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
+        caught_up, wal = (False, None) if ctx.ryw is None else await ctx.ryw.wait_wal(spec.projection, positions, RYW_TIMEOUT)
         extra["X-Readside-Consistency"] = "caught-up" if caught_up else "timeout"
+        if replicas is not None:
+            replica = replicas.replayed_past(wal)
         if caught_up:
-            dead = await _dead_lettered(ctx, timing, spec.projection, positions)
+            dead = await _dead_lettered(ctx, timing, spec.projection, positions, replica)
             if dead:  # passed, but not applied: the client's write failed validation or its fold
                 extra["X-Readside-Consistency"] = "dead-lettered"
                 extra["X-Readside-Dead-Letters"] = ",".join(dead)
@@ -168,16 +194,25 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> 
 
             body = await cache.single_flight(key, render)
             return _ok(body, _headers(spec, tag) | extra)
-    async with timing.connection(ctx.pool) as conn:
-        # The generation with the version (and the rows): one statement each (module docstring).
+
+    async def from_postgres(conn: psycopg.AsyncConnection, replica: bool = False) -> Response:
+        # The generation with the version (and the rows): one statement each (module docstring),
+        # both on one server, so the ETag names the version of the rows of the body.
         if request.headers.get("if-none-match"):
             generation, version = await spec.pg_version(conn)
             tag = etag(ctx, "p", generation, version, spec.scope)
             if _matches(request, tag):
                 return Response(status_code=304, headers=_headers(spec, tag) | extra)
+            if replica and _seen_newer(request, ctx, spec.scope, generation, version):
+                raise ReplicaBehind(spec.scope)  # the primary answers (api/replicas.py)
         _count(ctx, spec)
         generation, version, body = await spec.render(conn)
-    return _ok(body, _headers(spec, etag(ctx, "p", generation, version, spec.scope)) | extra)
+        return _ok(body, _headers(spec, etag(ctx, "p", generation, version, spec.scope)) | extra)
+
+    if replicas is None:
+        async with timing.connection(ctx.pool) as conn:
+            return await from_postgres(conn)
+    return await replicas.read(replica if positions else replicas.for_read(), timing, from_postgres)
 
 
 async def _generation(cur: psycopg.AsyncCursor) -> int:
@@ -253,10 +288,14 @@ def _positions(request: Request, topics: frozenset[str]) -> list[tuple[str, int,
     return out
 
 
-async def _dead_lettered(ctx: Context, timing: Timing, projection: str, positions: list[tuple[str, int, int]]) -> list[str]:
+async def _dead_lettered(ctx: Context, timing: Timing, projection: str, positions: list[tuple[str, int, int]],
+                         replica: object = None) -> list[str]:
     """The awaited positions the projection dead-lettered instead of applying, as
-    ``<topic>:<partition>:<offset>`` (one primary-key lookup each, in one statement)."""
-    async with timing.connection(ctx.pool) as conn:
+    ``<topic>:<partition>:<offset>`` (one primary-key lookup each, in one statement); on
+    ``replica`` when one answers the request (a dead letter replayed since on the primary may not
+    be there yet: the label then matches the rows that replica serves)."""
+
+    async def query(conn: psycopg.AsyncConnection, replica: bool = False) -> list[str]:
         cur = await conn.execute(
             'SELECT d.topic, d.partition, d."offset" FROM dead_letters d '
             "JOIN unnest(%b::text[], %b::int4[], %b::int8[]) AS u(topic, part, off) "
@@ -265,6 +304,11 @@ async def _dead_lettered(ctx: Context, timing: Timing, projection: str, position
             ([t for t, _, _ in positions], [p for _, p, _ in positions], [o for _, _, o in positions], projection),
         )
         return [f"{t}:{p}:{o}" for t, p, o in await cur.fetchall()]
+
+    if ctx.replicas is not None:
+        return await ctx.replicas.read(replica, timing, query)
+    async with timing.connection(ctx.pool) as conn:
+        return await query(conn)
 
 
 # -- freshness -------------------------------------------------------------------------------

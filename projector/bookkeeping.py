@@ -61,10 +61,18 @@ async def seed_checkpoints(conn: Conn, projection: str, keys: Sequence[Key]) -> 
 
 async def advance_checkpoints(conn: Conn, projection: str, ranges: dict[Key, tuple[int, int]]) -> None:
     """Move each checkpoint from ``start`` to ``end`` (``ranges[key] = (start, end)``); raises
-    :class:`FencedError` when one is no longer at ``start`` (another instance moved it)."""
+    :class:`FencedError` when one is no longer at ``start`` (another instance moved it).
+
+    Beside it, for read replicas (``api/replicas.py``): ``wal_lsn``, the WAL insert position now,
+    and ``wal_covers = start``. The row this statement updates was committed at ``start`` by an
+    earlier transaction, whose commit record is therefore already in the WAL below this position:
+    a replica that has replayed up to ``wal_lsn`` has applied every offset below ``start``. (This
+    batch's own commit record comes after ``wal_lsn``: no position read inside the transaction
+    can vouch for it.)"""
     keys = list(ranges)
     cur = await conn.execute(
-        "UPDATE public.checkpoints c SET next_offset = u.new, updated_at = now() "
+        "UPDATE public.checkpoints c SET next_offset = u.new, updated_at = now(), "
+        "wal_covers = u.old, wal_lsn = pg_current_wal_insert_lsn() "
         "FROM unnest(%b::text[], %b::int4[], %b::int8[], %b::int8[]) AS u(topic, part, old, new) "
         "WHERE c.projection = %s AND c.topic = u.topic AND c.partition = u.part AND c.next_offset = u.old",
         ([k[0] for k in keys], [k[1] for k in keys], [ranges[k][0] for k in keys], [ranges[k][1] for k in keys], projection),

@@ -27,8 +27,19 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     partition   int4 NOT NULL,
     next_offset int8 NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now(),
+    wal_covers  int8 NOT NULL DEFAULT 0,
+    wal_lsn     pg_lsn,
     PRIMARY KEY (projection, topic, partition)
 );
+-- Read replicas (api/replicas.py): a server that has replayed the WAL up to wal_lsn has applied
+-- every offset below wal_covers (set by the statement that advances the checkpoint). Added to
+-- tables created before; checked first, so a start takes no ACCESS EXCLUSIVE lock on this hot table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'checkpoints'::regclass AND attname = 'wal_lsn' AND NOT attisdropped) THEN
+        ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS wal_covers int8 NOT NULL DEFAULT 0,
+                                ADD COLUMN IF NOT EXISTS wal_lsn pg_lsn;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS dedupe (
     projection text COLLATE "C" NOT NULL,
     event_id   text COLLATE "C" NOT NULL,

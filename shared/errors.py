@@ -5,7 +5,8 @@
     ├── RetryableError                 the world is down or busy: retry with backoff, never
     │   │                              dead-letter, never skip
     │   ├── DatabaseUnavailable        PostgreSQL: down, busy, a deadlock, a read-only standby, a
-    │   │                              deployment fault (permission denied, a missing table)
+    │   │   │                          deployment fault (permission denied, a missing table)
+    │   │   └── api.replicas.ReplicaFailed   a read replica failed a read: the primary answers it
     │   ├── BrokerUnavailable          Kafka: unreachable, or no answer in time
     │   ├── CacheUnavailable           Redis (``readside.shared.cache.CacheDown`` is this class)
     │   └── FencedError                a checkpoint moved under us (rebalance, zombie instance):

@@ -93,6 +93,26 @@ def _check_public_key(pem: str | None) -> None:
         raise ConfigError("READSIDE_JWT_PUBLIC_KEY holds a private key: give the API the public key only")
 
 
+_URL_START = re.compile(r",\s*(?=postgres(?:ql)?://)")
+
+
+def _replica_urls(raw: str) -> tuple[str, ...]:
+    """``READSIDE_DATABASE_REPLICA_URLS``: libpq URLs, comma-separated. A comma inside one URL
+    (a multi-host URL, ``postgresql://a:5432,b:5432/db``) does not split it: only a comma before
+    ``postgresql://`` or ``postgres://`` does."""
+    urls = tuple(u.strip() for u in _URL_START.split(raw.strip()) if u.strip())
+    for number, url in enumerate(urls, 1):
+        if not url.startswith(("postgresql://", "postgres://")):
+            # not quoted: a key=value connection string may hold a password
+            raise ConfigError(
+                "READSIDE_DATABASE_REPLICA_URLS must be libpq URLs (postgresql://...), comma-separated; "
+                f"item {number} is not"
+            )
+    if len(set(urls)) != len(urls):
+        raise ConfigError("READSIDE_DATABASE_REPLICA_URLS names one replica twice")
+    return urls
+
+
 _ORIGIN = re.compile(r"https?://[^/\s:]+(?::\d{1,5})?")
 
 
@@ -114,6 +134,10 @@ def _origins(raw: str) -> tuple[str, ...]:
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/readside"
+    # streaming replicas the API may read from (api/replicas.py); the projector writes the primary
+    database_replica_urls: tuple[str, ...] = field(default=(), repr=False)
+    # a replica whose replay is further behind the primary than this serves no plain read
+    replica_max_lag: float = 5.0
     redis_url: str | None = None
     jwt_secret: str = field(default="", repr=False)  # "": not configured
     jwt_algorithm: str = "HS256"
@@ -169,6 +193,8 @@ class Settings:
         return cls(
             kafka_bootstrap=env.get("READSIDE_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
             database_url=env.get("READSIDE_DATABASE_URL") or cls.database_url,
+            database_replica_urls=_replica_urls(env.get("READSIDE_DATABASE_REPLICA_URLS", "")),
+            replica_max_lag=_seconds(env, "READSIDE_DATABASE_REPLICA_MAX_LAG", 5.0, 0.5, 3600.0),
             redis_url=env.get("READSIDE_REDIS_URL") or None,
             jwt_secret=secret,
             jwt_algorithm=algorithm,
@@ -217,6 +243,8 @@ class Settings:
         env = {
             "READSIDE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "READSIDE_DATABASE_URL": self.database_url,
+            "READSIDE_DATABASE_REPLICA_URLS": ",".join(self.database_replica_urls),
+            "READSIDE_DATABASE_REPLICA_MAX_LAG": repr(self.replica_max_lag),
             "READSIDE_JWT_SECRET": self.jwt_secret,
             "READSIDE_JWT_ALGORITHM": self.jwt_algorithm,
             "READSIDE_CURSOR_SECRET": self.cursor_secret,

@@ -51,3 +51,31 @@ def test_a_wait_follows_its_own_read_models_checkpoint_on_a_shared_topic(db_url:
             await pool.close()
 
     asyncio.run(go())
+
+
+def test_the_wal_position_for_read_replicas_covers_the_commit_that_applied_the_offset(db_url: str) -> None:
+    """With read replicas (``wal=True``): an offset below the checkpoint's ``wal_covers`` was applied
+    by a commit before its ``wal_lsn``; an offset of the latest batch gets the primary's insert
+    position read by the poll itself, past every commit the poll saw."""
+    migrate(db_url, [])
+
+    async def go() -> None:
+        pool = await open_pool(db_url, max_size=2)
+        watcher = Watcher(pool, None, max_waiters=10, poll=0.01, wal=True)
+        try:
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO partition_heads (topic, partition, high_watermark) VALUES (%s, 0, 100)", (TOPIC,)
+                )
+                await _checkpoint(conn, "ahead", 50)
+                await conn.execute("UPDATE checkpoints SET wal_covers = 40, wal_lsn = '0/1234' WHERE projection = 'ahead'")
+                before = (await (await conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8")).fetchone())[0]
+            assert await watcher.wait_wal("ahead", [(TOPIC, 0, 39)], timeout=2.0) == (True, 0x1234)
+            caught, wal = await watcher.wait_wal("ahead", [(TOPIC, 0, 39), (TOPIC, 0, 40)], timeout=2.0)
+            assert caught and wal is not None and wal >= before
+            assert await watcher.wait_wal("ahead", [(TOPIC, 0, 50)], timeout=0.2) == (False, None)
+        finally:
+            await watcher.close()
+            await pool.close()
+
+    asyncio.run(go())

@@ -15,6 +15,8 @@ def test_to_env_reproduces_every_setting() -> None:
         {
             "READSIDE_KAFKA_BOOTSTRAP": "kafka:9092",
             "READSIDE_DATABASE_URL": "postgresql://rs@db/rs",
+            "READSIDE_DATABASE_REPLICA_URLS": "postgresql://rs@replica-a/rs,postgresql://rs@replica-b/rs",
+            "READSIDE_DATABASE_REPLICA_MAX_LAG": "2.5",
             "READSIDE_REDIS_URL": "redis://cache:6379/1",
             "READSIDE_JWT_SECRET": "a-secret-of-at-least-thirty-two-bytes!!",
             "READSIDE_TOPIC_PREFIX": "prod.",
@@ -55,6 +57,9 @@ def test_to_env_reproduces_every_setting() -> None:
         pytest.param("READSIDE_HTTP_MAX_HEADER_BYTES", "100", "between 1024", id="header-cap-too-small"),
         pytest.param("READSIDE_METRICS_PORT", "-1", "between 0 and 65535", id="metrics-port-out-of-range"),
         pytest.param("READSIDE_ACCESS_LOG", "maybe", "1 or 0", id="access-log-not-a-flag"),
+        pytest.param("READSIDE_DATABASE_REPLICA_URLS", "host=replica dbname=rs", "postgresql://", id="replica-not-a-url"),
+        pytest.param("READSIDE_DATABASE_REPLICA_URLS", "postgresql://r/rs,postgresql://r/rs", "twice", id="replica-twice"),
+        pytest.param("READSIDE_DATABASE_REPLICA_MAX_LAG", "0.1", "between", id="replica-lag-too-small"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, hint: str) -> None:
@@ -145,3 +150,11 @@ def test_cors_origins(raw: str, parsed: tuple[str, ...]) -> None:
 def test_a_bad_cors_origin_names_the_variable(raw: str) -> None:
     with pytest.raises(ConfigError, match="READSIDE_CORS_ORIGINS"):
         Settings.from_env({"READSIDE_CORS_ORIGINS": raw})
+
+
+def test_replica_urls_split_on_commas_between_urls_only() -> None:
+    settings = Settings.from_env({"READSIDE_DATABASE_REPLICA_URLS":
+                                  " postgresql://rs@a:5432,b:5433/rs?target_session_attrs=any , postgres://rs:pw@c/rs"})
+    assert settings.database_replica_urls == ("postgresql://rs@a:5432,b:5433/rs?target_session_attrs=any", "postgres://rs:pw@c/rs")
+    assert "pw" not in repr(settings)
+    assert Settings.from_env({}).database_replica_urls == ()
