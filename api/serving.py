@@ -100,14 +100,14 @@ def _headers(spec: Spec, tag: str) -> dict[str, str]:
 
 
 async def serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
-    response = await _serve(request, ctx, timing, spec)
+    extra: dict[str, str] = {}  # the headers every answer of _serve carries
+    response = await _serve(request, ctx, timing, spec, extra)
     if ctx.metrics is not None:  # readside_cache_hits_total / _misses_total: what X-Cache says
-        ctx.metrics.cache_result(spec.projection, response.headers.get("x-cache"))
+        ctx.metrics.cache_result(spec.projection, extra.get("X-Cache"))
     return response
 
 
-async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec) -> Response:
-    extra: dict[str, str] = {}
+async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec, extra: dict[str, str]) -> Response:
     positions = _positions(request, ctx.topics[spec.projection])
     if positions:
         caught_up = ctx.ryw is not None and await ctx.ryw.wait(spec.projection, positions, RYW_TIMEOUT)
