@@ -13,6 +13,7 @@ every exception into a problem+json answer (``readside.api.http.endpoint``).
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -144,17 +145,32 @@ def _compress(response: Response, gzip: bool, level: int) -> None:
     Accept-Encoding`` and, for a client that accepts gzip, the body compressed (headers in the
     same order)."""
     raw = response.raw_headers
-    media = next((v for k, v in raw if k == b"content-type"), b"").decode("latin-1").partition(";")[0].strip().lower()
-    if (any(k == b"content-encoding" for k, _ in raw) or response.status_code == 206
-            or media in _EXCLUDED or media.partition("/")[0] + "/*" in _EXCLUDED or media.startswith("application/grpc+")):
+    media, vary = b"", -1
+    for i, (name, value) in enumerate(raw):
+        if name == b"content-encoding":
+            return
+        if name == b"content-type":
+            media = value
+        elif name == b"vary" and vary < 0:
+            vary = i
+    if response.status_code == 206 or _excluded(media):
         return
-    _set(raw, b"vary", next((v + b", Accept-Encoding" for k, v in raw if k == b"vary"), b"Accept-Encoding"))
+    if vary < 0:
+        raw.append((b"vary", b"Accept-Encoding"))
+    else:
+        _set(raw, b"vary", raw[vary][1] + b", Accept-Encoding")
     if gzip:
         compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         body = compressor.compress(response.body) + compressor.flush()
         _set(raw, b"content-encoding", b"gzip")
         _set(raw, b"content-length", str(len(body)).encode())
         response.body = body
+
+
+@functools.lru_cache(maxsize=64)
+def _excluded(content_type: bytes) -> bool:
+    media = content_type.decode("latin-1").partition(";")[0].strip().lower()
+    return media in _EXCLUDED or media.partition("/")[0] + "/*" in _EXCLUDED or media.startswith("application/grpc+")
 
 
 def _set(raw: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
