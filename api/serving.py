@@ -4,7 +4,8 @@
 
 With a cache: one Redis round trip gives the scope's version and the projection's generation
 (an MGET when the request has ``If-None-Match``) and, without ``If-None-Match``, the body stored
-under them (``Cache.lookup``). A matching ``If-None-Match`` is a 304 from the versions alone (after
+under them (``Cache.lookup``: one MGET while the scope keeps the versions its previous lookup
+found, one GET more after a bump). A matching ``If-None-Match`` is a 304 from the versions alone (after
 ``Spec.access`` for a scope not every viewer may read: a 304 must not confirm what a 404 hides);
 otherwise the body stored under (generation, version, parameters) is a HIT (one more GET after an
 ETag that did not match or a generation copied from PostgreSQL), or it is rendered once per burst

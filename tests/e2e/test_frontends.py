@@ -108,5 +108,6 @@ def test_an_app_on_another_origin_gets_the_same_answer_as_a_server(cors_stack: S
                 assert app.headers["access-control-allow-origin"] == APP
                 assert server.status_code == app.status_code and server.content == app.content
                 # CORS adds `Vary: Origin` (the allowed origin is named, not `*`)
+                cors = [(k, v.removesuffix(", Origin")) for k, v in app.headers.multi_items() if k not in skip]
                 assert [(k, v) for k, v in server.headers.multi_items() if k not in skip] == \
-                       [(k, v.removesuffix(", Origin")) for k, v in app.headers.multi_items() if k not in skip]
+                       [(k, v) for k, v in cors if (k, v) != ("vary", "Origin")]
