@@ -142,7 +142,7 @@ class Pipe:
                         auth = (self.username, self.password) if self.username else (self.password,)
                         await protocol.send(hiredis.pack_command(("AUTH", *auth)))
                     if self.db:
-                        await protocol.send(hiredis.pack_command(("SELECT", self.db)))
+                        await protocol.send(hiredis.pack_command(("SELECT", self.db)))  # type: ignore[arg-type]  # the stub declares a 1-tuple
                 except BaseException:
                     protocol.transport.abort()  # type: ignore[union-attr]
                     raise
