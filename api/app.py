@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,14 +20,13 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from readside.api import avatars, events, openapi, ops, payments, providers, threads, workflows
 from readside.api import requests as requests_api
-from readside.api.access_log import access
 from readside.api.auth import Authenticator
 from readside.api.changes import Hub
 from readside.api.cursors import CursorCodec
+from readside.api.fastpath import App, Hot, Metrics, Recorder
 from readside.api.http import Context, StatusCollector, Timing, endpoint
 from readside.api.metrics import POOL_REFRESH, ApiMetrics
 from readside.api.problems import Problem
@@ -44,47 +42,7 @@ from readside.shared.settings import Settings
 __all__ = ["create_app"]
 
 
-class _Metrics:
-    """Request count and latency per route; with ``access_log``, one log line per request."""
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access_log: bool = False) -> None:
-        self.app = app
-        self.requests = metrics.requests
-        self.latency = metrics.latency
-        self.access_log = access_log
-        self._children: dict[tuple[str, int], tuple] = {}  # (route, status) -> (count, latency): labels() once
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        status = [500]
-        cache: list[str | None] = [None]
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                if self.access_log:
-                    cache[0] = next((v.decode("latin-1") for k, v in message.get("headers", ()) if k.lower() == b"x-cache"), None)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            children = self._children.get((path, status[0]))
-            if children is None:
-                children = self._children[(path, status[0])] = (self.requests.labels(path, str(status[0])),
-                                                                 self.latency.labels(path))
-            children[0].inc()
-            children[1].observe(elapsed)
-            if self.access_log:
-                access(scope, status[0], elapsed, cache[0])
-
-
-def create_app(settings: Settings, *, registry: Mapping[str, Any], status: StatusCollector) -> Starlette:
+def create_app(settings: Settings, *, registry: Mapping[str, Any], status: StatusCollector) -> App:
     """The app; ``registry``: the read models by name (each with ``topics``); ``status``: the
     projection status collector."""
     settings.require_keys()  # never serve with a missing or public key
@@ -155,28 +113,25 @@ def create_app(settings: Settings, *, registry: Mapping[str, Any], status: Statu
         response.headers["Allow"] = (getattr(exc, "headers", None) or {}).get("Allow", "GET, HEAD")
         return response
 
-    app = Starlette(
-        routes=[
-            route("/healthz", ops.healthz),
-            route("/readyz", ops.readyz),
-            *([] if settings.metrics_port else [route("/metrics", ops.metrics_endpoint(metrics))]),
-            route("/v1/admin/projections", ops.admin_projections),
-            route("/v1/events", events.stream),
-            route("/v1/threads/preview", threads.preview),
-            route("/v1/threads/summary", threads.summary),
-            route("/v1/threads/{thread_id}/messages", threads.messages),
-            route("/v1/threads/{thread_id}/payments", payments.thread_payments),
-            route("/v1/providers", providers.list_providers),
-            route("/v1/workflows", workflows.my_workflows),
-            route("/v1/templates", workflows.templates),
-            route("/v1/requests/technician-views/counts", requests_api.technician_counts),
-            route("/v1/requests/technician-views", requests_api.technician_views),
-            route("/v1/img/avatar/{avatar_id:path}", avatars.avatar),
-            route("/openapi.json", openapi.serve_openapi),
-        ],
-        exception_handlers={404: not_found, 405: not_allowed},
-        lifespan=lifespan,
-    )
+    routes = [
+        route("/healthz", ops.healthz),
+        route("/readyz", ops.readyz),
+        *([] if settings.metrics_port else [route("/metrics", ops.metrics_endpoint(metrics))]),
+        route("/v1/admin/projections", ops.admin_projections),
+        route("/v1/events", events.stream),
+        route("/v1/threads/preview", threads.preview),
+        route("/v1/threads/summary", threads.summary),
+        route("/v1/threads/{thread_id}/messages", threads.messages),
+        route("/v1/threads/{thread_id}/payments", payments.thread_payments),
+        route("/v1/providers", providers.list_providers),
+        route("/v1/workflows", workflows.my_workflows),
+        route("/v1/templates", workflows.templates),
+        route("/v1/requests/technician-views/counts", requests_api.technician_counts),
+        route("/v1/requests/technician-views", requests_api.technician_views),
+        route("/v1/img/avatar/{avatar_id:path}", avatars.avatar),
+        route("/openapi.json", openapi.serve_openapi),
+    ]
+    app = App(routes=routes, exception_handlers={404: not_found, 405: not_allowed}, lifespan=lifespan)
     if settings.gzip_min_bytes:
         # Weak ETags stay valid across content codings; GZip adds `Vary: Accept-Encoding` and
         # leaves server-sent events alone. Level 1: a 44 KB inbox page in 95 µs to 4.2 KB, against
@@ -192,7 +147,10 @@ def create_app(settings: Settings, *, registry: Mapping[str, Any], status: Statu
             expose_headers=list(EXPOSED_HEADERS),
             max_age=600,
         )
-    app.add_middleware(_Metrics, metrics=metrics, access_log=settings.access_log)
+    recorder = Recorder(metrics, settings.access_log)
+    app.add_middleware(Metrics, recorder=recorder)
+    app.serve_hot(Hot(recorder, gzip_min_bytes=settings.gzip_min_bytes, gzip_level=GZIP_LEVEL,
+                      cors=bool(settings.cors_origins)), routes)
     return app
 
 

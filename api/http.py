@@ -96,7 +96,9 @@ def endpoint(ctx_getter: Callable[[Request], Context], handler: Handler) -> Call
         except Exception:  # a bug: still a problem+json, never a bare text/plain 500
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             return Problem(500, "internal error; it has been logged").response(timing.header())
-        response.headers["Server-Timing"] = timing.header()
+        # Appended as is (``response.headers[...] =`` builds a MutableHeaders and scans for it: no
+        # handler sets Server-Timing)
+        response.raw_headers.append((b"server-timing", timing.header().encode("latin-1")))
         return response
 
     run.operation = getattr(handler, "operation", None)  # type: ignore[attr-defined]  # api/openapi.py

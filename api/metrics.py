@@ -134,16 +134,19 @@ class ApiMetrics:
             "requests_errors": (Counter("readside_db_pool_errors", "Database connections not obtained (timeouts)",
                                         registry=registry), 1),
         }
+        self._cache_children: dict[tuple[str, str], Any] = {}
         self.pool: Any = None  # psycopg_pool.AsyncConnectionPool, once the app has opened it
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(name, documentation, registry=self.registry, multiprocess_mode="livesum")
 
     def cache_result(self, projection: str, x_cache: str | None) -> None:
-        if x_cache == "HIT":
-            self.cache_hits.labels(projection).inc()
-        elif x_cache == "MISS":
-            self.cache_misses.labels(projection).inc()
+        if x_cache == "HIT" or x_cache == "MISS":
+            child = self._cache_children.get((projection, x_cache))
+            if child is None:  # labels() once per pair (it takes a lock and builds a key each time)
+                counter = self.cache_hits if x_cache == "HIT" else self.cache_misses
+                child = self._cache_children[(projection, x_cache)] = counter.labels(projection)
+            child.inc()
 
     def read_pool(self) -> None:
         """Copy the pool's statistics into the metrics (its counters are taken and reset)."""

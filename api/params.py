@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -131,5 +132,6 @@ class Text(Param):
         return q.text(self.name)
 
 
+@functools.cache  # an endpoint's parameters are a constant tuple: once, not per request
 def names(params: tuple[Param, ...]) -> frozenset[str]:
     return frozenset(p.name for p in params)

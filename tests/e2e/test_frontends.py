@@ -91,3 +91,23 @@ def test_small_bodies_are_not_compressed(cors_stack: Stack) -> None:
     r = httpx.get(cors_stack.base_url + "/v1/threads/summary",
                   headers={"Authorization": f"Bearer {_token(cors_stack)}", "Accept-Encoding": "gzip"})
     assert r.status_code == 200 and "content-encoding" not in r.headers
+
+
+def test_an_app_on_another_origin_gets_the_same_answer_as_a_server(cors_stack: Stack) -> None:
+    """A request with ``Origin`` goes through CORS; one without takes the hot routes' short path
+    (api/fastpath.py): the same status, body and headers, in the same order, but for the CORS ones
+    and the timings."""
+    url = cors_stack.base_url + "/v1/threads/preview?limit=30"
+    auth = {"Authorization": f"Bearer {_token(cors_stack)}"}
+    skip = {"date", "server-timing", "access-control-allow-origin", "access-control-expose-headers", "access-control-allow-credentials"}
+    with httpx.Client() as http:
+        for extra in ({}, {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}):
+            for path in (url, url + "&limit=0", cors_stack.base_url + "/v1/threads/summary"):
+                server = http.get(path, headers={**auth, **extra})
+                app = http.get(path, headers={**auth, **extra, "Origin": APP})
+                assert app.headers["access-control-allow-origin"] == APP
+                assert server.status_code == app.status_code and server.content == app.content
+                # CORS adds `Vary: Origin` (the allowed origin is named, not `*`)
+                cors = [(k, v.removesuffix(", Origin")) for k, v in app.headers.multi_items() if k not in skip]
+                assert [(k, v) for k, v in server.headers.multi_items() if k not in skip] == \
+                       [(k, v) for k, v in cors if (k, v) != ("vary", "Origin")]
