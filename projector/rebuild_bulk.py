@@ -107,7 +107,8 @@ class ShadowWriter:
         self.projection = projection
         self.shadow = shadow
         store = store or ShadowStore(shadow)
-        loader = projection.bulk.apply if projection.bulk is not None else projection.apply
+        bulk = projection.bulk
+        loader = projection.apply if bulk is None else bulk.cached() if bulk.cached is not None else bulk.apply
         self._bulk = Pipeline(store, loader, fold_error="fold error (rebuild)")
         self._live = Pipeline(store, projection.apply, fold_error="fold error (rebuild)")
 

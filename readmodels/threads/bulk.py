@@ -4,8 +4,12 @@ Used by ``readside rebuild`` for the bulk phase only (shadow tables that nobody 
 only their primary keys). Per batch:
 
 - load the stored state of the touched threads that earlier batches wrote (one query per
-  table), locking their ``threads`` rows in id order as the live path does — parallel rebuild
-  workers may share a thread (its messages and its payments live in different topics);
+  table), locking their ``threads`` rows in id order as the live path does; ``cached()`` is an
+  ``apply`` that keeps the states it wrote (the :data:`CACHE_THREADS` latest) and loads only the
+  others — for the only writer of its threads: the bulk phase in one process, or a bulk worker,
+  which owns its threads' keys (a thread's messages and payments are keyed by its id). A call
+  that raises (a poison event is being isolated) drops the states it took: they are loaded
+  again, as the savepoint left them;
 - fold the batch with ``fold.fold_into`` and render both participants' preview rows;
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
@@ -21,20 +25,22 @@ path's deltas add up to (the versions start at 1; they only name ETags).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
 
 from readside.readmodels.avatars.store import write_user_avatars
 from readside.readmodels.base import BulkLoad
-from readside.readmodels.threads.fold import render
+from readside.readmodels.threads.fold import ThreadState, render
 from readside.readmodels.threads.rules import READS_FORWARD
 from readside.readmodels.threads.store import fold_batch, load_states, starts
 from readside.readmodels.threads.writes import message_item
 from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
-__all__ = ["BULK", "apply", "finish"]
+__all__ = ["BULK", "CACHE_THREADS", "apply", "cached", "finish"]
+
+CACHE_THREADS = 20_000  # thread states a cached apply keeps between batches (the latest written)
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS bulk_threads (
@@ -88,9 +94,34 @@ _UPSERTS = (
 )
 
 
+def _tids(events: Sequence[Event]) -> list[str]:
+    return sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
+
+
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
-    tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
-    states = await load_states(conn, tids)
+    tids = _tids(events)
+    await _write(conn, events, tids, await load_states(conn, tids))
+
+
+def cached(limit: int = CACHE_THREADS) -> Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[None]]:
+    cache: dict[str, ThreadState] = {}  # least recently written first
+
+    async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
+        tids = _tids(events)
+        missing = [t for t in tids if t not in cache]
+        states = await load_states(conn, missing) if missing else {}
+        for tid in tids:
+            if tid not in states:
+                states[tid] = cache.pop(tid)  # out of the cache until written
+        await _write(conn, events, tids, states)
+        cache.update(states)
+        while len(cache) > limit:
+            del cache[next(iter(cache))]
+
+    return apply
+
+
+async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: list[str], states: dict[str, ThreadState]) -> None:
     unstarted = {tid for tid in tids if states[tid].started is None}
     touched = fold_batch(states, events)
     created, deleted = touched.created, touched.deleted
@@ -155,4 +186,4 @@ async def finish(conn: psycopg.AsyncConnection) -> None:
     )
 
 
-BULK = BulkLoad(apply=apply, finish=finish)
+BULK = BulkLoad(apply=apply, finish=finish, cached=cached)
