@@ -52,8 +52,8 @@ from readside.shared.settings import Settings
 __all__ = ["ShadowStore", "ShadowWriter", "load", "run_workers", "split_pending", "split_positions"]
 
 Key = tuple[str, int]
-SPLIT = "rs_bulk_positions"
-FULL_GC_EVERY = 10  # chunks between two full collections in the bulk phase  # each worker's positions while the workers run
+SPLIT = "rs_bulk_positions"  # each worker's positions while the workers run
+GC_EVERY = 10  # chunks between two collections of cyclic garbage in the bulk phase
 
 
 def owner(key: bytes | None, workers: int) -> int:
@@ -130,10 +130,10 @@ async def load(
     """Read below the replay's limits and write, one transaction per chunk, the next chunk read
     and decoded while the previous one is written; ``after(chunk)`` once each has committed.
 
-    The cyclic garbage collector is paused meanwhile and run once per chunk instead (young
-    generations; every :data:`FULL_GC_EVERY` chunks, all): the heap holds chunks of decoded
-    events and the cached aggregates, and the automatic collections, triggered every few hundred
-    allocations, walked them over and over (half the cost of decoding, measured)."""
+    The cyclic garbage collector is paused meanwhile and run every :data:`GC_EVERY` chunks
+    instead (reference counting frees the chunks; cycles are rare): the heap holds chunks of
+    decoded events and the cached aggregates, and the automatic collections, triggered every few
+    hundred allocations, walked them over and over (half the cost of decoding, measured)."""
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def read() -> None:
@@ -157,7 +157,8 @@ async def load(
             await after(chunk)
             del chunk  # garbage once written: not kept while the next one is awaited
             written += 1
-            gc.collect(2 if written % FULL_GC_EVERY == 0 else 1)
+            if written % GC_EVERY == 0:
+                gc.collect()
         await reader
     finally:
         if not reader.done():

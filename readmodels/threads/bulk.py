@@ -13,8 +13,9 @@ only their primary keys). Per batch:
 - fold the batch with ``fold.fold_into`` and render both participants' preview rows;
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
-  statement (COPY is C-encoded by psycopg; the ``unnest`` arrays of the live path are encoded in
-  Python, which costs more than the database's work at these batch sizes);
+  statement (binary COPY, C-encoded by psycopg: no text escaping of the items' bytes; the
+  ``unnest`` arrays of the live path are encoded in Python, which costs more than the
+  database's work at these batch sizes);
 - offer the avatars of the threads the batch started to ``user_avatars``, as the live path does
   (``avatars.store.write_user_avatars``: a register that keeps the latest thread's, in one statement).
 
@@ -51,7 +52,7 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_threads (
 CREATE TEMP TABLE IF NOT EXISTS bulk_messages (
     thread_id text, message_id text, created_at timestamptz, sender_id text, sender_type text,
     visible_to text, system_key text, deleted bool, preview text, preview_key text,
-    preview_args jsonb, item bytea
+    preview_args_json text, item bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS bulk_registers (
     pin bool, thread_id text, user_id text, at timestamptz, up_to timestamptz, pinned bool
@@ -60,6 +61,12 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_previews (
     user_id text, thread_id text, role text, listed bool, last_ts timestamptz, unread_count int4, item bytea
 ) ON COMMIT DELETE ROWS;
 """
+
+# the staging tables' column types, for binary COPY (no text escaping of the items' bytes)
+_THREADS = ["text"] * 9 + ["timestamptz", "text", "timestamptz", "bool"]
+_MESSAGES = ["text", "text", "timestamptz"] + ["text"] * 4 + ["bool", "text", "text", "text", "bytea"]
+_REGISTERS = ["bool", "text", "text", "timestamptz", "timestamptz", "bool"]
+_PREVIEWS = ["text", "text", "text", "bool", "timestamptz", "int4", "bytea"]
 
 _UPSERTS = (
     "INSERT INTO threads (thread_id, client_id, client_name, client_avatar, provider_id, provider_name, "
@@ -72,7 +79,9 @@ _UPSERTS = (
     "paid_by_payment = excluded.paid_by_payment, version = threads.version + 1",
     # a message created in the batch is written whole (its state already holds a stored delete)
     "INSERT INTO thread_messages (thread_id, message_id, created_at, sender_id, sender_type, visible_to, "
-    "system_key, deleted, preview, preview_key, preview_args, item) SELECT * FROM bulk_messages WHERE item IS NOT NULL "
+    "system_key, deleted, preview, preview_key, preview_args, item) SELECT thread_id, message_id, created_at, sender_id, "
+    "sender_type, visible_to, system_key, deleted, preview, preview_key, preview_args_json::jsonb, item "
+    "FROM bulk_messages WHERE item IS NOT NULL "
     "ON CONFLICT (thread_id, message_id) DO UPDATE SET created_at = excluded.created_at, "
     "sender_id = excluded.sender_id, sender_type = excluded.sender_type, visible_to = excluded.visible_to, "
     "system_key = excluded.system_key, deleted = excluded.deleted, preview = excluded.preview, "
@@ -132,7 +141,8 @@ async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: l
     # earlier successful part of the same chunk has left its rows here.
     await conn.execute("TRUNCATE bulk_threads, bulk_messages, bulk_registers, bulk_previews")
     cur = conn.cursor()
-    async with cur.copy("COPY bulk_threads FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_threads FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_THREADS)
         for tid in tids:
             s = states[tid]
             st = s.started
@@ -145,7 +155,8 @@ async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: l
             await copy.write_row(
                 (tid, *started, s.state[1] if s.state else None, s.state[0] if s.state else None, s.paid_by_payment)
             )
-    async with cur.copy("COPY bulk_messages FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_messages FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_MESSAGES)
         for key, p in created.items():
             m = states[key[0]].messages[key[1]]
             args = dumps(m.preview_args).decode() if m.preview_args is not None else None
@@ -155,7 +166,8 @@ async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: l
             )
         for tid, mid in deleted - created.keys():
             await copy.write_row((tid, mid, None, None, None, None, None, True, None, None, None, None))
-    async with cur.copy("COPY bulk_registers FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_registers FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_REGISTERS)
         for pin, tid, uid in registers:
             if pin:
                 at, value = states[tid].pins[uid]
@@ -163,7 +175,8 @@ async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: l
             else:
                 at, up_to = states[tid].reads[uid]
                 await copy.write_row((False, tid, uid, at, up_to, None))
-    async with cur.copy("COPY bulk_previews FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_previews FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_PREVIEWS)
         for tid in tids:
             for row in render(states[tid]):
                 await copy.write_row(
