@@ -97,7 +97,7 @@ class WorkerStore(ShadowStore):
                 "UPDATE {} s SET next_offset = u.o FROM unnest(%s::text[], %s::int4[], %s::int8[]) AS u(t, p, o) "
                 "WHERE s.worker = %s AND s.topic = u.t AND s.partition = u.p"
             ).format(self.shadow.table(SPLIT)),
-            ([t for t, _ in keys], [p for _, p in keys], [batch.ends[k] for k in keys], self.worker),  # type: ignore[index]
+            ([t for t, _ in keys], [p for _, p in keys], [batch.ends[k] for k in keys], self.worker),
         )
 
 
