@@ -12,8 +12,11 @@ one stopped — after Ctrl-C or ``kill -9`` alike:
    by three chunks of ``bulk_batch`` decoded events (reading, queued, writing) plus the state of
    the aggregates one chunk touches; an aggregate touched again by a later chunk is loaded back
    from the shadow tables. The projection's ``bulk`` loader is used when it has one, else its
-   own ``apply``. With ``workers`` > 1 the phase runs in that many processes, the partitions
-   split between them (``readside.projector.rebuild_bulk``).
+   own ``apply`` (its ``cached`` variant when it has one: this process is the only writer of the
+   shadow, so the aggregates it wrote stay in memory instead of being loaded back). The cyclic
+   garbage collector is paused while the phase loads (``rebuild_bulk.load``). With ``workers`` > 1
+   the phase runs in that many processes, the records split between them by key
+   (``readside.projector.rebuild_bulk``).
 2. ``index``: in one transaction, the loader's ``finish`` (derived tables), every secondary
    index, ``ANALYZE``.
 3. ``catch-up``: the tail, from the shadow's positions toward the live checkpoints (which keep

@@ -11,25 +11,36 @@ where its last commit left it.
 ``load`` runs the bulk phase over a set of partitions: a reader task fetches and decodes the next
 chunk while the previous one is written (decoding is CPU, writing mostly waits for PostgreSQL).
 
-Workers: ``readside rebuild --workers N`` splits the partitions by partition number into N
-groups and runs ``python -m readside.projector.rebuild_bulk`` once per group, each with its own broker
-connection, database connection and transactions — the way N live projector instances share a
-consumer group. Their writes are safe together for the same reason: ``apply`` and the bulk
-loaders lock the aggregate rows they load, in key order (ARCHITECTURE invariant 5), and
-``rs_seen`` is written in ``event_id`` order. A worker exits when its parent dies.
+Workers: ``readside rebuild --workers N`` runs ``python -m readside.projector.rebuild_bulk`` N
+times, each with its own broker connection, database connection and transactions. The work is
+split by record key (CRC-32 of the key modulo N; a record without a key is worker 0's): every
+worker reads every partition but decodes and writes only the records whose key it owns, so the
+shares are even whatever the number of partitions (a split by partition leaves one of two
+workers with two thirds of three partitions). A key is an aggregate's id (the decoder rejects a
+record whose key differs from its payload's), so one worker holds all of an aggregate's events,
+in offset order. Each worker keeps its own positions in ``rs_bulk_positions`` (``worker``,
+``topic``, ``partition``), committed with its rows; when every worker has reached the targets
+they become ``rs_checkpoints`` and the table is dropped. A bulk phase interrupted meanwhile
+resumes with the same number of workers (the split must not change under the saved positions).
+Their writes are safe together: ``apply`` and the bulk loaders lock the aggregate rows they
+load, in key order (ARCHITECTURE invariant 5), and ``rs_seen`` is written in ``event_id``
+order. A worker exits when its parent dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from readside.projector.pipeline import Batch, Pipeline, Record
 from readside.projector.replay import Replay
@@ -38,9 +49,16 @@ from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError
 from readside.shared.settings import Settings
 
-__all__ = ["ShadowStore", "ShadowWriter", "load", "run_workers"]
+__all__ = ["ShadowStore", "ShadowWriter", "load", "run_workers", "split_pending", "split_positions"]
 
 Key = tuple[str, int]
+SPLIT = "rs_bulk_positions"  # each worker's positions while the workers run
+GC_EVERY = 10  # chunks between two collections of cyclic garbage in the bulk phase
+
+
+def owner(key: bytes | None, workers: int) -> int:
+    """The worker that owns a record's key (stable across runs and processes)."""
+    return 0 if key is None else zlib.crc32(key) % workers
 
 
 class ShadowStore:
@@ -65,13 +83,34 @@ class ShadowStore:
         pass
 
 
+class WorkerStore(ShadowStore):
+    """A bulk worker's store: its positions are its own rows of ``rs_bulk_positions``."""
+
+    def __init__(self, shadow: Shadow, worker: int) -> None:
+        super().__init__(shadow)
+        self.worker = worker
+
+    async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        keys = sorted((k[0], k[1]) for k in batch.ends)
+        await conn.execute(
+            sql.SQL(
+                "UPDATE {} s SET next_offset = u.o FROM unnest(%s::text[], %s::int4[], %s::int8[]) AS u(t, p, o) "
+                "WHERE s.worker = %s AND s.topic = u.t AND s.partition = u.p"
+            ).format(self.shadow.table(SPLIT)),
+            ([t for t, _ in keys], [p for _, p in keys], [batch.ends[k] for k in keys], self.worker),
+        )
+
+
 class ShadowWriter:
-    def __init__(self, conn: psycopg.AsyncConnection, projection: Projection, shadow: Shadow) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection, projection: Projection, shadow: Shadow, store: ShadowStore | None = None
+    ) -> None:
         self.conn = conn
         self.projection = projection
         self.shadow = shadow
-        store = ShadowStore(shadow)
-        loader = projection.bulk.apply if projection.bulk is not None else projection.apply
+        store = store or ShadowStore(shadow)
+        bulk = projection.bulk
+        loader = projection.apply if bulk is None else bulk.cached() if bulk.cached is not None else bulk.apply
         self._bulk = Pipeline(store, loader, fold_error="fold error (rebuild)")
         self._live = Pipeline(store, projection.apply, fold_error="fold error (rebuild)")
 
@@ -89,7 +128,12 @@ async def load(
     after: Callable[[Batch], Awaitable[None]],
 ) -> None:
     """Read below the replay's limits and write, one transaction per chunk, the next chunk read
-    and decoded while the previous one is written; ``after(chunk)`` once each has committed."""
+    and decoded while the previous one is written; ``after(chunk)`` once each has committed.
+
+    The cyclic garbage collector is paused meanwhile and run every :data:`GC_EVERY` chunks
+    instead (reference counting frees the chunks; cycles are rare): the heap holds chunks of
+    decoded events and the cached aggregates, and the automatic collections, triggered every few
+    hundred allocations, walked them over and over (half the cost of decoding, measured)."""
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def read() -> None:
@@ -100,18 +144,27 @@ async def load(
         except Exception as exc:  # noqa: BLE001 - handed to the writer, which raises it
             await queue.put(exc)
 
+    paused = gc.isenabled()
+    gc.disable()
     reader = asyncio.create_task(read())
     try:
+        written = 0
         while (chunk := await queue.get()) is not None:
             if isinstance(chunk, BaseException):
                 raise chunk
             async with writer.conn.transaction():
                 await writer.write(chunk, bulk=True)
             await after(chunk)
+            del chunk  # garbage once written: not kept while the next one is awaited
+            written += 1
+            if written % GC_EVERY == 0:
+                gc.collect()
         await reader
     finally:
         if not reader.done():
             reader.cancel()
+        if paused:
+            gc.enable()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -128,40 +181,81 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit("the rebuild command is gone; not starting")
 
 
+async def _split_rows(conn: psycopg.AsyncConnection, shadow: Shadow) -> list[tuple[int, int, str, int, int]]:
+    cur = await conn.execute(
+        sql.SQL("SELECT workers, worker, topic, partition, next_offset FROM {}").format(shadow.table(SPLIT))
+    )
+    return await cur.fetchall()
+
+
+async def start_split(conn: psycopg.AsyncConnection, shadow: Shadow, positions: dict[Key, int], workers: int) -> int:
+    """Each worker's positions, from ``positions`` — or those an interrupted bulk phase left, and
+    then its number of workers, which is returned."""
+    await conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (workers int4 NOT NULL, worker int4 NOT NULL, topic text COLLATE \"C\" NOT NULL, "
+            "partition int4 NOT NULL, next_offset int8 NOT NULL, PRIMARY KEY (worker, topic, partition))"
+        ).format(shadow.table(SPLIT))
+    )
+    rows = await _split_rows(conn, shadow)
+    if rows:
+        workers = rows[0][0]
+    have = {(w, t, p) for _, w, t, p, _ in rows}
+    missing = [(workers, w, t, p, o) for w in range(workers) for (t, p), o in sorted(positions.items()) if (w, t, p) not in have]
+    if missing:  # a first start, or partitions added since
+        await conn.cursor().executemany(
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(shadow.table(SPLIT)), missing
+        )
+    return workers
+
+
+async def split_pending(conn: psycopg.AsyncConnection, shadow: Shadow) -> bool:
+    """Whether workers were interrupted in the bulk phase (their positions are still kept)."""
+    cur = await conn.execute("SELECT to_regclass(%s)", (f'"{shadow.schema}"."{SPLIT}"',))
+    row = await cur.fetchone()
+    return row is not None and row[0] is not None
+
+
+async def split_positions(conn: psycopg.AsyncConnection, shadow: Shadow) -> dict[Key, int]:
+    """Progress of the workers: per partition, the mean of their positions."""
+    total: dict[Key, list[int]] = {}
+    for _, _, t, p, o in await _split_rows(conn, shadow):
+        total.setdefault((t, p), []).append(o)
+    return {k: sum(v) // len(v) for k, v in total.items()}
+
+
+async def finish_split(conn: psycopg.AsyncConnection, shadow: Shadow) -> None:
+    """Every worker is done: the least of their positions (all equal) become the shadow's."""
+    least: dict[Key, int] = {}
+    for _, _, t, p, o in await _split_rows(conn, shadow):
+        least[(t, p)] = min(least.get((t, p), o), o)
+    async with conn.transaction():
+        await shadow.set_positions(conn, least)
+        await conn.execute(sql.SQL("DROP TABLE {}").format(shadow.table(SPLIT)))
+
+
 async def run_workers(
     settings: Settings,
     name: str,
-    schema: str,
+    conn: psycopg.AsyncConnection,
+    shadow: Shadow,
     positions: dict[Key, int],
     targets: dict[Key, int],
     workers: int,
     chunk_size: int,
     max_rate: float | None,
     poll: Callable[[], Awaitable[None]],
-) -> None:
-    """The bulk phase in ``workers`` processes; ``poll()`` twice a second meanwhile. Partitions
-    are split by partition number (a key's partitions in the projection's topics share a number
-    when the topics have as many partitions), each number to the least loaded worker so far,
-    largest first. Raises if a worker fails (the others are stopped)."""
-    work: dict[int, int] = {}
-    for (topic, partition), position in positions.items():
-        work[partition] = work.get(partition, 0) + max(targets[(topic, partition)] - position, 0)
-    loads = [0] * workers
-    owner: dict[int, int] = {}
-    for partition in sorted(work, key=lambda p: (-work[p], p)):
-        owner[partition] = loads.index(min(loads))
-        loads[owner[partition]] += work[partition]
-    groups: dict[int, list[Key]] = {}
-    for key in sorted(positions):
-        groups.setdefault(owner[key[1]], []).append(key)
-    rate = max_rate / len(groups) if max_rate else None
+) -> int:
+    """The bulk phase in ``workers`` processes, split by key; ``poll()`` twice a second meanwhile.
+    Raises if a worker fails (the others are stopped). Returns the number of workers run."""
+    workers = await start_split(conn, shadow, positions, workers)
     env = {**os.environ, **settings.to_env()}
     procs = [
         subprocess.Popen(
-            _worker_argv(name, schema, keys, targets, chunk_size, rate),
+            _worker_argv(name, shadow.schema, (i, workers), targets, chunk_size * workers, max_rate),
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(),
         )
-        for keys in groups.values()
+        for i in range(workers)
     ]
     try:
         while any(p.poll() is None for p in procs):
@@ -178,6 +272,8 @@ async def run_workers(
             if p.poll() is None:
                 p.terminate()
                 p.wait(30)
+    await finish_split(conn, shadow)
+    return workers
 
 
 def _tail(proc: subprocess.Popen) -> str:
@@ -188,14 +284,15 @@ def _tail(proc: subprocess.Popen) -> str:
     return err.splitlines()[-1] if err else f"exit code {proc.returncode}"
 
 
-def _worker_argv(name: str, schema: str, partitions: list[Key], limits: dict[Key, int], chunk_size: int,
+def _worker_argv(name: str, schema: str, split: tuple[int, int], limits: dict[Key, int], chunk_size: int,
                 max_rate: float | None) -> list[str]:
     spec = {
         "projection": name,
         "schema": schema,
-        "limits": [[t, p, limits[(t, p)]] for t, p in partitions],
+        "split": list(split),
+        "limits": [[t, p, o] for (t, p), o in sorted(limits.items())],
         "chunk": chunk_size,
-        "max_rate": max_rate,
+        "max_rate": max_rate,  # every worker reads every record: each at the whole rate
         "parent": os.getpid(),
     }
     return [sys.executable, "-m", "readside.projector.rebuild_bulk", orjson.dumps(spec).decode()]
@@ -208,16 +305,20 @@ async def _worker(spec: dict) -> None:
 
     settings = Settings.from_env()
     projection = REGISTRY[spec["projection"]]
+    gc.collect()
+    gc.freeze()  # what the imports left lives as long as the process: no collection walks it again
     parent = spec["parent"]
     _die_with_parent(parent)
     shadow = Shadow(projection, spec["schema"])
     limits = {TopicPartition(t, p): o for t, p, o in spec["limits"]}
+    worker, workers = spec["split"]
     replay = Replay(settings, projection)
+    replay.owns = lambda key: owner(key, workers) == worker
     conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True, options="-c TimeZone=UTC")
     try:
         await conn.execute("SET synchronous_commit = off")
         await replay.start()
-        positions = await shadow.positions(conn)
+        positions = {(t, p): o for _, w, t, p, o in await _split_rows(conn, shadow) if w == worker}
         await replay.seek({tp: positions.get((tp.topic, tp.partition), 0) for tp in limits})
         replay.set_limits(limits)
         loop = asyncio.get_running_loop()
@@ -233,7 +334,7 @@ async def _worker(spec: dict) -> None:
                 if ahead > 0:
                     await asyncio.sleep(ahead)
 
-        await load(replay, ShadowWriter(conn, projection, shadow), spec["chunk"], after)
+        await load(replay, ShadowWriter(conn, projection, shadow, WorkerStore(shadow, worker)), spec["chunk"], after)
     finally:
         await replay.stop()
         await conn.close()

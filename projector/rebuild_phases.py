@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from readside.projector import bookkeeping
 from readside.projector.pipeline import Batch
 from readside.projector.progress import Progress, duration
-from readside.projector.rebuild_bulk import ShadowWriter, load, run_workers
+from readside.projector.rebuild_bulk import ShadowWriter, load, run_workers, split_pending, split_positions
 from readside.projector.replay import Replay
 from readside.projector.shadow import Shadow
 from readside.readmodels.base import Projection
@@ -115,7 +115,7 @@ class Phases:
         start = sum(positions.values())
         progress = Progress(f"{self.name} v{state.target_version} bulk", sum(targets.values()), start=start, stream=self.out)
         show = lambda: progress.update(sum(positions.values()), self._per_topic(positions, targets))  # noqa: E731
-        if self.options.workers > 1:
+        if self.options.workers > 1 or await split_pending(self._c, shadow):
             positions = await self._bulk_workers(shadow, positions, targets, show)
         else:
             await self.replay.seek({tp_of(k): o for k, o in positions.items()})
@@ -141,13 +141,20 @@ class Phases:
         if REGISTRY.get(self.name) is not self.projection:
             raise ConfigError("--workers runs the registered projection in each worker: this one is not registered")
 
+        running = True
+
         async def poll() -> None:
-            positions.update(await shadow.positions(self._c))
+            positions.update(await (split_positions(self._c, shadow) if running else shadow.positions(self._c)))
             await self._report(positions)
             show()
 
         o = self.options
-        await run_workers(self.settings, self.name, shadow.schema, positions, targets, o.workers, o.bulk_batch, o.max_rate, poll)
+        ran = await run_workers(
+            self.settings, self.name, self._c, shadow, positions, targets, o.workers, o.bulk_batch, o.max_rate, poll
+        )
+        if ran != o.workers:
+            self._say(f"{self.name}: the interrupted bulk phase was split between {ran} workers: resumed with {ran}")
+        running = False
         await poll()
         return positions
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
@@ -49,6 +50,9 @@ class Replay:
         self.next: dict[TopicPartition, int] = {}
         self.limits: dict[TopicPartition, int] = {}
         self._rewind: set[TopicPartition] = set()
+        # a bulk worker's share (``rebuild_bulk``): records whose key it does not own are read
+        # (positions move past them) but neither decoded nor handed out
+        self.owns: Callable[[bytes | None], bool] | None = None
 
     async def start(self) -> list[TopicPartition]:
         """Connect and return every partition of the projection's topics."""
@@ -151,9 +155,12 @@ class Replay:
             self.consumer.pause(tp)
         if not kept:
             return
+        owns = self.owns
         for i, r in enumerate(kept):
             if i and i % DECODE_SLICE == 0:
                 await asyncio.sleep(0)  # let the writer's database round trips progress
+            if owns is not None and not owns(r.key):
+                continue
             record = decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
             if record is None:
                 out.skipped += 1

@@ -15,7 +15,9 @@ For ``readside rebuild`` (``readside.projector.rebuild``) a projection may also 
   ignored. Tables without a check are compared on every column.
 - ``bulk``: a faster write path for the rebuild's bulk phase (from offset 0, into shadow tables
   that have only their primary keys): ``apply`` may skip the tables ``finish`` derives in one
-  set-based statement once every event is in. Without it the rebuild uses ``apply`` itself.
+  set-based statement once every event is in; its ``cached`` variant keeps the aggregates'
+  state in memory between batches instead of loading them back. Without it the rebuild uses
+  ``apply`` itself.
 
 and for the API and ``/v1/events``:
 
@@ -59,6 +61,10 @@ class BulkLoad:
 
     apply: Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[None]]
     finish: Callable[[psycopg.AsyncConnection], Awaitable[None]]
+    # A fresh ``apply`` that keeps the aggregates it wrote in memory between its calls, for a
+    # writer that is the only one to write those aggregates while it lives (a bulk phase, or a
+    # bulk worker, which owns its keys); a call that raises forgets what it touched.
+    cached: Callable[[], Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[None]]] | None = None
 
 
 # Who may be told, on ``/v1/events``, that a scope changed (its ``ScopeKind.audience``):

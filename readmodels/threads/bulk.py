@@ -4,13 +4,18 @@ Used by ``readside rebuild`` for the bulk phase only (shadow tables that nobody 
 only their primary keys). Per batch:
 
 - load the stored state of the touched threads that earlier batches wrote (one query per
-  table), locking their ``threads`` rows in id order as the live path does — parallel rebuild
-  workers may share a thread (its messages and its payments live in different topics);
+  table), locking their ``threads`` rows in id order as the live path does; ``cached()`` is an
+  ``apply`` that keeps the states it wrote (the :data:`CACHE_THREADS` latest) and loads only the
+  others — for the only writer of its threads: the bulk phase in one process, or a bulk worker,
+  which owns its threads' keys (a thread's messages and payments are keyed by its id). A call
+  that raises (a poison event is being isolated) drops the states it took: they are loaded
+  again, as the savepoint left them;
 - fold the batch with ``fold.fold_into`` and render both participants' preview rows;
 - COPY the threads, the new or deleted messages, the read and pin registers and the previews
   into session-local staging tables, and upsert each table from its staging table with one
-  statement (COPY is C-encoded by psycopg; the ``unnest`` arrays of the live path are encoded in
-  Python, which costs more than the database's work at these batch sizes);
+  statement (binary COPY, C-encoded by psycopg: no text escaping of the items' bytes; the
+  ``unnest`` arrays of the live path are encoded in Python, which costs more than the
+  database's work at these batch sizes);
 - offer the avatars of the threads the batch started to ``user_avatars``, as the live path does
   (``avatars.store.write_user_avatars``: a register that keeps the latest thread's, in one statement).
 
@@ -21,20 +26,22 @@ path's deltas add up to (the versions start at 1; they only name ETags).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
 
 from readside.readmodels.avatars.store import write_user_avatars
 from readside.readmodels.base import BulkLoad
-from readside.readmodels.threads.fold import render
+from readside.readmodels.threads.fold import ThreadState, render
 from readside.readmodels.threads.rules import READS_FORWARD
 from readside.readmodels.threads.store import fold_batch, load_states, starts
 from readside.readmodels.threads.writes import message_item
 from readside.schemas import Event
 from readside.shared.jsonbytes import dumps
 
-__all__ = ["BULK", "apply", "finish"]
+__all__ = ["BULK", "CACHE_THREADS", "apply", "cached", "finish"]
+
+CACHE_THREADS = 20_000  # thread states a cached apply keeps between batches (the latest written)
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS bulk_threads (
@@ -45,7 +52,7 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_threads (
 CREATE TEMP TABLE IF NOT EXISTS bulk_messages (
     thread_id text, message_id text, created_at timestamptz, sender_id text, sender_type text,
     visible_to text, system_key text, deleted bool, preview text, preview_key text,
-    preview_args jsonb, item bytea
+    preview_args_json text, item bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS bulk_registers (
     pin bool, thread_id text, user_id text, at timestamptz, up_to timestamptz, pinned bool
@@ -54,6 +61,12 @@ CREATE TEMP TABLE IF NOT EXISTS bulk_previews (
     user_id text, thread_id text, role text, listed bool, last_ts timestamptz, unread_count int4, item bytea
 ) ON COMMIT DELETE ROWS;
 """
+
+# the staging tables' column types, for binary COPY (no text escaping of the items' bytes)
+_THREADS = ["text"] * 9 + ["timestamptz", "text", "timestamptz", "bool"]
+_MESSAGES = ["text", "text", "timestamptz"] + ["text"] * 4 + ["bool", "text", "text", "text", "bytea"]
+_REGISTERS = ["bool", "text", "text", "timestamptz", "timestamptz", "bool"]
+_PREVIEWS = ["text", "text", "text", "bool", "timestamptz", "int4", "bytea"]
 
 _UPSERTS = (
     "INSERT INTO threads (thread_id, client_id, client_name, client_avatar, provider_id, provider_name, "
@@ -66,7 +79,9 @@ _UPSERTS = (
     "paid_by_payment = excluded.paid_by_payment, version = threads.version + 1",
     # a message created in the batch is written whole (its state already holds a stored delete)
     "INSERT INTO thread_messages (thread_id, message_id, created_at, sender_id, sender_type, visible_to, "
-    "system_key, deleted, preview, preview_key, preview_args, item) SELECT * FROM bulk_messages WHERE item IS NOT NULL "
+    "system_key, deleted, preview, preview_key, preview_args, item) SELECT thread_id, message_id, created_at, sender_id, "
+    "sender_type, visible_to, system_key, deleted, preview, preview_key, preview_args_json::jsonb, item "
+    "FROM bulk_messages WHERE item IS NOT NULL "
     "ON CONFLICT (thread_id, message_id) DO UPDATE SET created_at = excluded.created_at, "
     "sender_id = excluded.sender_id, sender_type = excluded.sender_type, visible_to = excluded.visible_to, "
     "system_key = excluded.system_key, deleted = excluded.deleted, preview = excluded.preview, "
@@ -88,9 +103,34 @@ _UPSERTS = (
 )
 
 
+def _tids(events: Sequence[Event]) -> list[str]:
+    return sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
+
+
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
-    tids = sorted({e.payload.thread_id for e in events})  # type: ignore[attr-defined]
-    states = await load_states(conn, tids)
+    tids = _tids(events)
+    await _write(conn, events, tids, await load_states(conn, tids))
+
+
+def cached(limit: int = CACHE_THREADS) -> Callable[[psycopg.AsyncConnection, Sequence[Event]], Awaitable[None]]:
+    cache: dict[str, ThreadState] = {}  # least recently written first
+
+    async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
+        tids = _tids(events)
+        missing = [t for t in tids if t not in cache]
+        states = await load_states(conn, missing) if missing else {}
+        for tid in tids:
+            if tid not in states:
+                states[tid] = cache.pop(tid)  # out of the cache until written
+        await _write(conn, events, tids, states)
+        cache.update(states)
+        while len(cache) > limit:
+            del cache[next(iter(cache))]
+
+    return apply
+
+
+async def _write(conn: psycopg.AsyncConnection, events: Sequence[Event], tids: list[str], states: dict[str, ThreadState]) -> None:
     unstarted = {tid for tid in tids if states[tid].started is None}
     touched = fold_batch(states, events)
     created, deleted = touched.created, touched.deleted
@@ -101,7 +141,8 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
     # earlier successful part of the same chunk has left its rows here.
     await conn.execute("TRUNCATE bulk_threads, bulk_messages, bulk_registers, bulk_previews")
     cur = conn.cursor()
-    async with cur.copy("COPY bulk_threads FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_threads FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_THREADS)
         for tid in tids:
             s = states[tid]
             st = s.started
@@ -114,7 +155,8 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
             await copy.write_row(
                 (tid, *started, s.state[1] if s.state else None, s.state[0] if s.state else None, s.paid_by_payment)
             )
-    async with cur.copy("COPY bulk_messages FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_messages FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_MESSAGES)
         for key, p in created.items():
             m = states[key[0]].messages[key[1]]
             args = dumps(m.preview_args).decode() if m.preview_args is not None else None
@@ -124,7 +166,8 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
             )
         for tid, mid in deleted - created.keys():
             await copy.write_row((tid, mid, None, None, None, None, None, True, None, None, None, None))
-    async with cur.copy("COPY bulk_registers FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_registers FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_REGISTERS)
         for pin, tid, uid in registers:
             if pin:
                 at, value = states[tid].pins[uid]
@@ -132,7 +175,8 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> None:
             else:
                 at, up_to = states[tid].reads[uid]
                 await copy.write_row((False, tid, uid, at, up_to, None))
-    async with cur.copy("COPY bulk_previews FROM STDIN") as copy:
+    async with cur.copy("COPY bulk_previews FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_PREVIEWS)
         for tid in tids:
             for row in render(states[tid]):
                 await copy.write_row(
@@ -155,4 +199,4 @@ async def finish(conn: psycopg.AsyncConnection) -> None:
     )
 
 
-BULK = BulkLoad(apply=apply, finish=finish)
+BULK = BulkLoad(apply=apply, finish=finish, cached=cached)

@@ -254,7 +254,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rate", type=float, default=None, metavar="N", help="at most N events per second (default: as fast as it goes)")
     p.add_argument("--batch", type=int, default=50_000, help="events per bulk transaction (default 50000)")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes for the bulk phase, partitions split between them (default 1)")
+                   help="processes for the bulk phase, the records split between them by key (default 1)")
     p.add_argument("--drop-previous", action="store_true",
                    help="drop the version the last cutover replaced (rs_prev_<name>); no rollback after that")
     p.add_argument("--cancel", action="store_true", help="stop an unfinished rebuild and drop its tables")

@@ -238,3 +238,61 @@ def test_every_projection_rebuilds_to_tables_verify_finds_equal(
     assert rows == sorted((name, 2, 1, "live") for name in REGISTRY)
     heads = asyncio.run(high_watermarks(settings.kafka_bootstrap, [settings.topic_prefix + "requests.events"]))
     assert checkpoints(settings.database_url, "requests") == heads  # the live projector went on from the same place
+
+
+@pytest.mark.slow
+def test_bulk_workers_killed_with_sigkill_resume_with_their_own_split(settings, projector, tmp_path: Path) -> None:
+    records = thread_stream(threads=90, seed=26)
+    send(settings, records)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+    env = {**os.environ, **settings.to_env()}
+    argv = [sys.executable, "-m", "readside.cli", "rebuild", "threads", "--batch", "100"]
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen([*argv, "--workers", "2", "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        done = lambda: (row(settings.database_url, "SELECT events_done FROM rebuilds WHERE projection = 'threads'") or (0,))[0]  # noqa: E731
+        wait_until(lambda: done() >= 700, 60, "the workers to be well into the bulk phase")
+    finally:
+        first.send_signal(signal.SIGKILL)  # the workers follow their parent
+        first.wait(10)
+    saved = row(settings.database_url, "SELECT count(DISTINCT worker), sum(next_offset) FROM rs_build_threads.rs_bulk_positions")
+    assert saved is not None and saved[0] == 2 and saved[1] > 0
+
+    # asked for one process, it resumes the split the saved positions belong to
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert "split between 2 workers: resumed with 2" in second.stderr
+    assert "cut over to v2" in second.stdout
+    assert row(settings.database_url, "SELECT to_regclass('rs_prev_threads.rs_bulk_positions')") == (None,)
+    assert_tables_equal_fold(settings.database_url, records)
+    assert row(settings.database_url, "SELECT count(*) FROM rs_prev_threads.rs_seen") == (len(records),)
+    assert row(settings.database_url, "SELECT sum(next_offset) FROM rs_prev_threads.rs_checkpoints") == (len(records),)
+
+
+def test_a_fold_error_midway_through_a_cached_bulk_batch_loses_nothing_else(
+    settings, projector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk loader keeps thread states between batches: a batch that raises after folding
+    part of itself (poison being isolated) must not leave those half-folded states behind."""
+    import readside.readmodels.threads.bulk as bulk
+
+    good = thread_stream(threads=6, seed=27)
+    bad = [started("fy-1", client="u-y1", provider="u-y2", at=0), message("fy-1", "m-first", 5, sender="u-y1"),
+           message("fy-1", "m-bad", 10, sender="u-y1"), message("fy-1", "m-after", 20, sender="u-y2", sender_type="provider")]
+    send(settings, good + bad)
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+    real = bulk.fold_batch
+
+    def fold_then_fail(states, events):
+        touched = real(states, events)  # the states are folded in place, then the batch fails
+        if any(getattr(e.payload, "message_id", None) == "m-bad" for e in events):
+            raise ValueError("the new fold has a bug")
+        return touched
+
+    monkeypatch.setattr(bulk, "fold_batch", fold_then_fail)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["rebuild", "threads", "--batch", "50"]) == 0
+    (reason,) = row(settings.database_url, "SELECT reason FROM dead_letters WHERE key = 'fy-1'") or (None,)
+    assert reason.startswith("fold error (rebuild)")
+    assert_tables_equal_fold(settings.database_url, [r for r in good + bad if r.value.get("payload", {}).get("message_id") != "m-bad"])
