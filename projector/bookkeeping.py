@@ -18,7 +18,7 @@ Functions take a connection and run in the caller's transaction. The read side o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -30,7 +30,7 @@ __all__ = [
     "DEAD_LETTER_COLUMNS", "Key", "advance_checkpoints", "begin_rebuild", "cancel_rebuild", "claim_dead_letters",
     "count_dead_letters", "cut_over", "dead_letter_ids", "dead_letters_from", "delete_dead_letters", "first_seen",
     "forget_previous_version", "forget_seen", "get_dead_letter", "insert_dead_letters", "list_dead_letters",
-    "live_checkpoints", "mark_interrupted", "purge_seen", "rebuild_row", "record_batch", "record_heads",
+    "live_checkpoints", "mark_interrupted", "move_checkpoints", "purge_seen", "rebuild_row", "record_batch", "record_heads",
     "report_rebuild", "retry_dead_letters", "seed_checkpoints", "set_rebuild_phase", "set_rebuild_targets",
     "set_state", "status_rows", "versions",
 ]
@@ -61,24 +61,38 @@ async def seed_checkpoints(conn: Conn, projection: str, keys: Sequence[Key]) -> 
 
 async def advance_checkpoints(conn: Conn, projection: str, ranges: dict[Key, tuple[int, int]]) -> None:
     """Move each checkpoint from ``start`` to ``end`` (``ranges[key] = (start, end)``); raises
-    :class:`FencedError` when one is no longer at ``start`` (another instance moved it).
+    :class:`FencedError` when one is no longer at ``start`` (another instance moved it)."""
+    await (await move_checkpoints(conn, projection, ranges))()
 
-    Beside it, for read replicas (``api/replicas.py``): ``wal_lsn``, the WAL insert position now,
-    and ``wal_covers = start``. The row this statement updates was committed at ``start`` by an
-    earlier transaction, whose commit record is therefore already in the WAL below this position:
-    a replica that has replayed up to ``wal_lsn`` has applied every offset below ``start``. (This
-    batch's own commit record comes after ``wal_lsn``: no position read inside the transaction
-    can vouch for it.)"""
+
+async def move_checkpoints(
+    conn: Conn, projection: str, ranges: dict[Key, tuple[int, int]]
+) -> Callable[[], Awaitable[None]]:
+    """:func:`advance_checkpoints` in two steps: the statement is sent now, the returned check
+    (raises :class:`FencedError`) reads its answer — in pipeline mode, with the next statement's.
+
+    Beside each checkpoint, for read replicas (``api/replicas.py``): ``wal_lsn``, the WAL insert
+    position now, and ``wal_covers = start``. The row this statement updates was committed at
+    ``start`` by an earlier transaction, whose commit record is therefore already in the WAL below
+    this position: a replica that has replayed up to ``wal_lsn`` has applied every offset below
+    ``start``. (This batch's own commit record comes after ``wal_lsn``: no position read inside
+    the transaction can vouch for it.)"""
     keys = list(ranges)
     cur = await conn.execute(
-        "UPDATE public.checkpoints c SET next_offset = u.new, updated_at = now(), "
+        "WITH moved AS (UPDATE public.checkpoints c SET next_offset = u.new, updated_at = now(), "
         "wal_covers = u.old, wal_lsn = pg_current_wal_insert_lsn() "
         "FROM unnest(%b::text[], %b::int4[], %b::int8[], %b::int8[]) AS u(topic, part, old, new) "
-        "WHERE c.projection = %s AND c.topic = u.topic AND c.partition = u.part AND c.next_offset = u.old",
+        "WHERE c.projection = %s AND c.topic = u.topic AND c.partition = u.part AND c.next_offset = u.old "
+        "RETURNING 1) SELECT count(*) FROM moved",
         ([k[0] for k in keys], [k[1] for k in keys], [ranges[k][0] for k in keys], [ranges[k][1] for k in keys], projection),
     )
-    if cur.rowcount != len(keys):
-        raise FencedError(f"{projection}: checkpoint moved under this batch (rebalance); rolling back")
+
+    async def check() -> None:
+        row = await cur.fetchone()
+        if row is None or row[0] != len(keys):
+            raise FencedError(f"{projection}: checkpoint moved under this batch (rebalance); rolling back")
+
+    return check
 
 
 async def live_checkpoints(conn: Conn, projection: str, *, lock: bool = False) -> dict[Key, int]:

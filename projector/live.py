@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg
@@ -35,28 +36,45 @@ def _too_large(exc: BaseException) -> bool:
 
 
 class LiveStore:
+    """In pipeline mode (``Pipeline.commit``) the checkpoints' statement goes out with the dedupe
+    insert: its fencing check is read with the dedupe's answer, and at the latest before the
+    batch's dead letters are sent or its bookkeeping is written (one batch at a time per store)."""
+
+    pipelined = True  # no COPY here, nor in a projection's live apply
+
     def __init__(self, projection: str, producer: AIOKafkaProducer) -> None:
         self.projection = projection
         self.producer = producer
+        self._fence: Callable[[], Awaitable[None]] | None = None
+
+    async def _fenced(self) -> None:
+        """Raise :class:`FencedError` if this batch's checkpoints did not move (read once)."""
+        check, self._fence = self._fence, None
+        if check is not None:
+            await check()
 
     async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
-        await bookkeeping.advance_checkpoints(
+        self._fence = await bookkeeping.move_checkpoints(
             conn, self.projection, {key: (batch.starts[key], end) for key, end in batch.ends.items()}
         )
 
     async def first_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> set[str]:
-        return await bookkeeping.first_seen(conn, self.projection, event_ids)
+        new = await bookkeeping.first_seen(conn, self.projection, event_ids)
+        await self._fenced()
+        return new
 
     async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None:
         # Inserted by this very batch (the pipeline applies only ids it recorded as new).
         await bookkeeping.forget_seen(conn, self.projection, event_ids)
 
     async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
+        await self._fenced()
         await bookkeeping.record_batch(conn, self.projection, batch.skipped)
         await bookkeeping.record_heads(conn, batch.heads)
 
     async def record_failures(self, conn: psycopg.AsyncConnection, dead: list[tuple[Record, str]]) -> None:
         """Record ``dead`` in the table, then send each to ``<topic>.dlq``."""
+        await self._fenced()  # a fenced batch sends nothing
         ids = await bookkeeping.insert_dead_letters(
             conn, self.projection, [(r.topic, r.partition, r.offset, r.key, r.value, reason) for r, reason in dead]
         )

@@ -25,7 +25,11 @@ replay`` — so they share one meaning of dedupe, poison and position:
    batch time, partition heads).
 
 The transaction is the caller's: :meth:`Pipeline.commit` gives a batch one of its own (the live
-engine, under its partition lock); a rebuild commits chunk by chunk, its cutover writes the last
+engine, under its partition lock) — for a store that says ``pipelined = True`` (the live store;
+a shadow's uses COPY), in psycopg's pipeline mode — statements whose answer is not
+needed yet go out together (positions with the dedupe insert; the apply's loads; its writes with
+its previews query; the batch's bookkeeping with the COMMIT), and the savepoint is synced before
+it is released, so a record's fault still surfaces inside it; a rebuild commits chunk by chunk, its cutover writes the last
 chunks inside its own transaction, and a dead-letter replay writes each projection's share of a
 chunk in the transaction that claimed the dead letters and deletes those done. Once committed the
 caller notifies with :attr:`Written.changed` — the engine after Kafka's offsets
@@ -119,7 +123,8 @@ def decode_record(
 
 class Store(Protocol):
     """Where a pipeline keeps positions, seen event ids and failures (the live tables, a
-    rebuild's shadow schema, the dead letters being replayed)."""
+    rebuild's shadow schema, the dead letters being replayed). A store whose statements (and its
+    projection's ``apply``) may run in pipeline mode — no COPY — has ``pipelined = True``."""
 
     async def record_positions(self, conn: psycopg.AsyncConnection, batch: Batch) -> None: ...
 
@@ -168,8 +173,11 @@ class Pipeline:
         self.fold_error = fold_error
         self.on_poison = on_poison
 
-    async def write(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
-        """Steps 2-7 of the module docstring, in the caller's transaction."""
+    async def write(
+        self, conn: psycopg.AsyncConnection, batch: Batch, *, pipeline: psycopg.AsyncPipeline | None = None
+    ) -> Written:
+        """Steps 2-7 of the module docstring, in the caller's transaction (``pipeline``: the
+        connection is in pipeline mode — see :meth:`commit`)."""
         await self.store.record_positions(conn, batch)
         first: dict[str, Record] = {}
         for record in batch.records:
@@ -178,7 +186,7 @@ class Pipeline:
         new = await self.store.first_seen(conn, list(first)) if first else set()
         fresh = [record for event_id, record in first.items() if event_id in new]
         changed: set[str] = set()
-        poison = await self._apply_isolating(conn, fresh, changed)
+        poison = await self._apply_isolating(conn, fresh, changed, pipeline)
         if poison:
             await self.store.forget_seen(conn, [r.event.event_id for r, _ in poison if r.event is not None])
         failures = [(r, r.reason) for r in batch.records if r.reason is not None] + poison
@@ -189,18 +197,31 @@ class Pipeline:
         return Written([r for r in fresh if id(r) not in failed], poison, changed)
 
     async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
-        """:meth:`write` in a transaction of its own (committed on return)."""
-        async with conn.transaction():
-            return await self.write(conn, batch)
+        """:meth:`write` in a transaction of its own (committed on return); in pipeline mode when
+        the store is ``pipelined``: a statement waits for the server only when its answer is read
+        (a batch of the thread mix went from ~25 round trips to 5)."""
+        if not getattr(self.store, "pipelined", False):
+            async with conn.transaction():
+                return await self.write(conn, batch)
+        async with conn.pipeline() as pipeline:
+            async with conn.transaction():
+                written = await self.write(conn, batch, pipeline=pipeline)
+        return written  # the COMMIT's answer read: committed
 
     async def _apply_isolating(
-        self, conn: psycopg.AsyncConnection, records: list[Record], changed: set[str]
+        self,
+        conn: psycopg.AsyncConnection,
+        records: list[Record],
+        changed: set[str],
+        pipeline: psycopg.AsyncPipeline | None = None,
     ) -> list[tuple[Record, str]]:
         if not records:
             return []
         try:
             async with conn.transaction():  # a savepoint inside the caller's transaction
                 changed |= await self.apply(conn, [r.event for r in records]) or set()  # type: ignore[misc]
+                if pipeline is not None:
+                    await pipeline.sync()  # the apply's last statements answer inside the savepoint
             return []
         except Exception as exc:
             if not record_fault(exc):
@@ -210,6 +231,6 @@ class Pipeline:
                     self.on_poison(records[0], exc)
                 return [(records[0], clean_reason(f"{self.fold_error}: {exc!r}"))]
             mid = len(records) // 2
-            return await self._apply_isolating(conn, records[:mid], changed) + await self._apply_isolating(
-                conn, records[mid:], changed
+            return await self._apply_isolating(conn, records[:mid], changed, pipeline) + await self._apply_isolating(
+                conn, records[mid:], changed, pipeline
             )

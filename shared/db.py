@@ -111,6 +111,12 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, options="-c TimeZone=UTC", **kwargs)  # type: ignore[arg-type]
 
 
+# Every pooled session runs with JIT off: the projector's and the API's statements are many short
+# index lookups whose estimated cost still crosses ``jit_above_cost`` as the tables grow (a batch's
+# previews statement, ~2k index descents, was estimated at 0.4-2M), and compiling them took 0.5-1.5 s
+# per statement for a 20-60 ms execution.
+POOL_OPTIONS = "-c TimeZone=UTC -c jit=off"
+
 # A connection given back less than this many seconds ago, with nothing to read, is handed out
 # again unchecked: it answered then, and under load the check (an empty query: one round trip per
 # checkout) would cost as much as the request's own statement. One idle longer, or one the server
@@ -146,7 +152,7 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: 
         open=False,
         check=check,
         reset=stamp,
-        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+        kwargs={"autocommit": True, "options": POOL_OPTIONS},
     )
     await pool.open(wait=False)
     return pool

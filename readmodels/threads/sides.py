@@ -98,7 +98,12 @@ async def render_previews(
             plan.append((tid, role, user, marker[1] if marker else None, count, unread_count, s.client_id, s.provider_id))
     if not plan:
         return []
+    # The latest visible message is one descent of thread_messages_history (it stops at the first
+    # visible row); the planner, which cannot estimate the visibility filter, prefers a bitmap scan
+    # of the whole thread plus a sort (~30 us per side instead of ~5 us), so not in this statement.
+    await conn.execute("SET LOCAL enable_bitmapscan = off")
     cur = await conn.execute(SIDES, tuple(list(col) for col in zip(*plan, strict=True)))
+    await conn.execute("SET LOCAL enable_bitmapscan TO DEFAULT")
     found: dict[tuple[str, str], tuple] = {(r[0], r[1]): r for r in await cur.fetchall()}
     rows: list[PreviewRow] = []
     for tid in sorted({p[0] for p in plan}):

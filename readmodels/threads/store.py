@@ -17,7 +17,7 @@ Tables (ids ``COLLATE "C"``):
 ``apply`` locks the touched ``threads`` rows in id order first (two projector instances may hold
 the threads and the payments partitions of one thread), loads what the batch touches — the
 ``threads`` rows, the read and pin registers, the old preview rows (by primary key) and only the messages the batch
-creates or deletes (by primary key) —, folds in memory with ``fold.fold_into`` and writes each
+creates or deletes (by primary key), all sent before the first answer is read —, folds in memory with ``fold.fold_into`` and writes each
 table back with one statement (``writes``). Its cost per touched thread does not grow with the
 thread's length: the previews are rendered (``sides``, then ``fold.render_sides``) from one
 statement for the whole batch that,
@@ -126,58 +126,60 @@ async def load_states(
     *,
     lock: bool = True,
     messages: Collection[tuple[str, str]] | None = None,
+    old: dict[tuple[str, str], tuple] | None = None,
 ) -> dict[str, ThreadState]:
     """The stored state of each thread (empty for one not stored yet). ``lock``: insert the
     missing ``threads`` rows as stubs and lock them all, in id order (the live path).
     ``messages``: load only these ``(thread_id, message_id)`` (by primary key) instead of every
-    message of the threads — the live path, whose cost must not grow with thread length."""
+    message of the threads — the live path, whose cost must not grow with thread length.
+    ``old``: filled with the stored preview rows of the threads started before (by primary key).
+    Every statement is sent before the first answer is read (one round trip in pipeline mode)."""
     if lock:
         await conn.execute(
             "INSERT INTO threads (thread_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING", (tids,)
         )
-    cur = await conn.execute(
+    threads = await conn.execute(
         f"SELECT thread_id, {_THREAD_COLS} FROM threads WHERE thread_id = ANY(%b::text[]) "
         "ORDER BY thread_id" + (" FOR UPDATE" if lock else ""),
         (tids,),
     )
-    states: dict[str, ThreadState] = {tid: ThreadState(tid) for tid in tids}
-    for tid, cid, cname, cav, pid, pname, pbiz, pav, stype, created, state, state_at, paid in await cur.fetchall():
-        started = Started(cid, cname, cav, pid, pname, pbiz, pav, stype, created) if cid is not None else None
-        states[tid] = ThreadState(tid, started, (state_at, state) if state_at else None, paid)
     if messages is None:
-        cur = await conn.execute(_MESSAGE_SELECT + "WHERE thread_id = ANY(%b::text[])", (tids,))
+        msgs = await conn.execute(_MESSAGE_SELECT + "WHERE thread_id = ANY(%b::text[])", (tids,))
     else:
         keys = sorted(messages)
-        cur = await conn.execute(
+        msgs = await conn.execute(
             _MESSAGE_SELECT + "WHERE (thread_id, message_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             ([t for t, _ in keys], [m for _, m in keys]),
         )
-    for tid, mid, *rest in await cur.fetchall():
-        states[tid].messages[mid] = Message(mid, *rest)
-    cur = await conn.execute(
+    reads = await conn.execute(
         "SELECT thread_id, user_id, read_at, read_up_to FROM thread_reads WHERE thread_id = ANY(%b::text[])", (tids,)
     )
-    for tid, uid, read_at, up_to in await cur.fetchall():
-        states[tid].reads[uid] = (read_at, up_to)
-    cur = await conn.execute(
+    pins = await conn.execute(
         "SELECT thread_id, user_id, changed_at, pinned FROM thread_pins WHERE thread_id = ANY(%b::text[])", (tids,)
     )
-    for tid, uid, at, pinned in await cur.fetchall():
+    previews = None
+    if old is not None:
+        previews = await conn.execute(
+            "SELECT p.user_id, p.thread_id, p.role, p.listed, p.unread_count, p.item FROM threads t "
+            "JOIN thread_previews p ON p.user_id IN (t.client_id, t.provider_id) AND p.thread_id = t.thread_id "
+            "WHERE t.thread_id = ANY(%b::text[])",
+            (tids,),
+        )
+    states: dict[str, ThreadState] = {tid: ThreadState(tid) for tid in tids}
+    for tid, cid, cname, cav, pid, pname, pbiz, pav, stype, created, state, state_at, paid in await threads.fetchall():
+        started = Started(cid, cname, cav, pid, pname, pbiz, pav, stype, created) if cid is not None else None
+        states[tid] = ThreadState(tid, started, (state_at, state) if state_at else None, paid)
+    for tid, mid, *rest in await msgs.fetchall():
+        states[tid].messages[mid] = Message(mid, *rest)
+    for tid, uid, read_at, up_to in await reads.fetchall():
+        states[tid].reads[uid] = (read_at, up_to)
+    for tid, uid, at, pinned in await pins.fetchall():
         states[tid].pins[uid] = (at, pinned)
+    if previews is not None and old is not None:
+        old.update(
+            ((u, t), (role, listed, unread, bytes(item))) for u, t, role, listed, unread, item in await previews.fetchall()
+        )
     return states
-
-
-async def _old_previews(conn: psycopg.AsyncConnection, states: list[ThreadState]) -> dict[tuple[str, str], tuple]:
-    """The stored preview rows of the threads started before the batch, by primary key."""
-    keys = sorted((user, s.thread_id) for s in states if s.started for user in (s.started.client_id, s.started.provider_id))
-    if not keys:
-        return {}
-    cur = await conn.execute(
-        "SELECT user_id, thread_id, role, listed, unread_count, item FROM thread_previews "
-        "WHERE (user_id, thread_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
-        ([u for u, _ in keys], [t for _, t in keys]),
-    )
-    return {(u, t): (role, listed, unread, bytes(item)) for u, t, role, listed, unread, item in await cur.fetchall()}
 
 
 async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[str]:
@@ -187,9 +189,9 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
         for e in events
         if isinstance(e.payload, (MessageCreated, MessageDeleted))
     }
-    states = await load_states(conn, tids, messages=touched)
+    old: dict[tuple[str, str], tuple] = {}
+    states = await load_states(conn, tids, messages=touched, old=old)
     unstarted = {tid for tid in tids if states[tid].started is None}
-    old = await _old_previews(conn, [states[t] for t in tids])
     before = {key: states[key[0]].messages.get(key[1]) for key in touched}
     markers = {tid: dict(states[tid].reads) for tid in tids}
     changes = fold_batch(states, events)

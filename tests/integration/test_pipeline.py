@@ -152,3 +152,39 @@ def test_the_live_store_fences(settings: Settings) -> None:
             await conn.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", ["rejected only", "skipped only"])
+def test_the_live_store_fences_a_batch_without_events(settings: Settings, kind: str) -> None:
+    """In pipeline mode the fencing check is read with a later statement's answer: a batch with no
+    event to dedupe is still fenced — before its dead letters are kept or sent, or at its end."""
+    migrate(settings.database_url, [PROBE])
+    topic = settings.topic_prefix + "threads.events"
+    batch, _ = _batch(settings.topic_prefix)
+    keep = (lambda r: r.reason is not None) if kind == "rejected only" else (lambda r: False)
+    batch = replace(batch, records=[r for r in batch.records if keep(r)])
+
+    async def go() -> None:
+        from readside.shared.errors import FencedError
+
+        conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await bookkeeping.seed_checkpoints(conn, PROBE.name, [(topic, 0)])
+            await conn.execute("UPDATE checkpoints SET next_offset = 2 WHERE projection = 'probe'")
+            with pytest.raises(FencedError):
+                await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, batch)
+            assert await _scalar_set(conn, "SELECT count(*) FROM dead_letters WHERE projection = 'probe'") == {0}
+            assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {2}
+            moved = replace(batch, starts={(topic, 0): 2})
+            await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, moved)
+            assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {
+                batch.ends[(topic, 0)]
+            }
+        finally:
+            await producer.stop()
+            await conn.execute("DROP TABLE IF EXISTS public.probe_rows")
+            await conn.close()
+
+    asyncio.run(go())
