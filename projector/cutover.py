@@ -43,6 +43,46 @@ class Cutover(Phases):
     """The cutover and the publication, after the phases."""
 
     async def _cutover(self, shadow: Shadow, state: State) -> int:
+        announced = await self._announce()
+        try:
+            return await self._cutover_attempts(shadow, state)
+        except BaseException:
+            if announced:
+                await self._cancel_announcement()
+            raise
+
+    async def _announce(self) -> bool:
+        """Redis Cluster: the generation becomes pending, then a wait longer than API processes
+        keep a generation in process, before the swap's locks (``readside.shared.cache``)."""
+        if not self.settings.redis_url:
+            return False
+        cache = Cache(self.settings.redis_url, timeout=1.0)
+        try:
+            wait = await cache.announce_cutover(self.name)
+        except CacheDown as exc:
+            raise ReadsideError(
+                f"{self.name}: Redis ({self.settings.redis_url}) did not take the cutover's announcement ({exc.__cause__}); "
+                f"nothing was swapped — run the same command again when Redis is back"
+            ) from None
+        finally:
+            await cache.close()
+        if wait:
+            self._say(f"{self.name}: cutover announced; the API answers from PostgreSQL; swapping in {wait:g} s")
+            await asyncio.sleep(wait)
+        return bool(wait)
+
+    async def _cancel_announcement(self) -> None:
+        cache = Cache(self.settings.redis_url, timeout=1.0)  # type: ignore[arg-type]
+        try:
+            await cache.cancel_cutover(self.name)
+        except CacheDown as exc:
+            log.warning("%s: the cutover failed and Redis did not take its cancellation (%s): the API answers "
+                        "this projection from PostgreSQL until the next cutover publishes a generation",
+                        self.name, exc.__cause__)
+        finally:
+            await cache.close()
+
+    async def _cutover_attempts(self, shadow: Shadow, state: State) -> int:
         verify = self.options.verify and state.kind == "rebuild"
         conflicts = 0
         while True:

@@ -53,10 +53,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from readside.shared.cluster import GENERATION_CHANNEL, PENDING, PENDING_WAIT, Generations, cluster_client, cluster_nodes
 from readside.shared.errors import CacheUnavailable
 from readside.shared.resp import Pipe
 
-__all__ = ["Cache", "CacheDown"]
+__all__ = ["Cache", "CacheDown", "generation_key", "version_key"]
 
 CacheDown = CacheUnavailable  # the name the cache's callers know it by (readside.shared.errors)
 
@@ -70,16 +71,33 @@ VERSION_TTL = 3600
 GUESSES = 10_000
 FLIGHT_GRACE = 1.0  # seconds a finished render stays shared in-process
 CHANNEL = PREFIX + "changed"
+# Sets the generation back to missing only if it is still the pending marker (a cutover's publish may have won).
+_CLEAR_PENDING = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def version_key(key: str) -> str:
+    return f"{PREFIX}{{{key}}}:v"
+
+
+def generation_key(projection: str) -> str:
+    return PREFIX + "g:" + projection
 
 
 class Cache:
     def __init__(self, url: str, *, timeout: float = 0.1, ttl: int = 300, cooldown: float = 1.0) -> None:
-        self.client = aioredis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False, health_check_interval=0,
-            protocol=2,
-        )
-        # The request path's reads (versions, lookup, get) on one pipelined connection.
-        self._pipe = Pipe.for_url(url, timeout=timeout * 2)
+        self.cluster = cluster_nodes(url) is not None
+        self._generations: Generations | None = None
+        self._pipe: Pipe | None = None
+        if self.cluster:  # redis-py routes each command by slot; generations are kept in process
+            self.client = cluster_client(url, socket_timeout=None, socket_connect_timeout=timeout, protocol=2)
+            self._generations = Generations(lambda projection: self._read("GET", generation_key(projection)), url)
+        else:
+            self.client = aioredis.from_url(
+                url, socket_timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False,
+                health_check_interval=0, protocol=2,
+            )
+            # The request path's reads (versions, lookup, get) on one pipelined connection.
+            self._pipe = Pipe.for_url(url, timeout=timeout * 2)
         self._guesses: dict[str, str] = {}  # scope -> the body key its last lookup found current
         self.timeout = timeout
         self.ttl = ttl
@@ -94,6 +112,8 @@ class Cache:
             await asyncio.gather(*self._stores, return_exceptions=True)
         if self._pipe is not None:
             self._pipe.close()
+        if self._generations is not None:
+            await self._generations.close()
         await self.client.aclose()
 
     # -- availability ----------------------------------------------------------------------
@@ -134,6 +154,8 @@ class Cache:
             if self._pipe is not None:
                 return await self._pipe.command(*args)
             async with asyncio.timeout(self.timeout * 2):
+                if self.cluster:  # routed by the slot of the keys (one slot: hash tags)
+                    return await self.client.execute_command(*args)
                 return await self._command(*args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
@@ -142,11 +164,18 @@ class Cache:
     # -- versions ----------------------------------------------------------------------------
     async def versions(self, key: str, projection: str) -> tuple[int | None, int | None] | None:
         """``(version of the scope, generation of the projection)`` in one round trip; either is
-        None if Redis does not hold it (nothing is created). None when the cache is down."""
+        None if Redis does not hold it (nothing is created). None when the cache is down (or, in
+        cluster mode, while a cutover of the projection is pending)."""
         if not self.available:
             return None
         try:
-            value, generation = await self._read("MGET", PREFIX + "v:" + key, PREFIX + "g:" + projection)
+            if self._generations is None:
+                value, generation = await self._read("MGET", f"{PREFIX}{{{key}}}:v", PREFIX + "g:" + projection)
+            else:
+                found = await self._in_slot(key, projection, None)
+                if found is None:
+                    return None
+                value, generation, _ = found
         except CacheDown:
             return None
         return None if value is None else int(value), None if generation is None else int(generation)
@@ -155,19 +184,25 @@ class Cache:
         """``versions`` and, when both exist, the body stored for ``scope`` under them. One round
         trip while the scope's versions stay what its previous lookup found (one MGET: the versions
         and the body under the guessed ones, read at one instant); after a bump, a second for the
-        body. None when the cache is down."""
+        body. None when the cache is down (or a cutover of the projection is pending)."""
         if not self.available:
             return None
-        keys = (PREFIX + "v:" + key, PREFIX + "g:" + projection)
         guess = self._guesses.get(scope)
         try:
-            if guess is None:
-                (value, generation), body = await self._read("MGET", *keys), None
+            if self._generations is None:
+                keys = (f"{PREFIX}{{{key}}}:v", PREFIX + "g:" + projection)
+                if guess is None:
+                    (value, generation), body = await self._read("MGET", *keys), None
+                else:
+                    value, generation, body = await self._read("MGET", *keys, guess)
             else:
-                value, generation, body = await self._read("MGET", *keys, guess)
+                found = await self._in_slot(key, projection, guess)
+                if found is None:
+                    return None
+                value, generation, body = found
             if value is None or generation is None:
                 return None if value is None else int(value), None if generation is None else int(generation), None
-            current = self.body_key(int(generation), int(value), scope)
+            current = self.body_key(key, int(generation), int(value), scope)
             if current != guess:
                 body = await self._read("GET", current)
                 if len(self._guesses) >= GUESSES:
@@ -176,6 +211,18 @@ class Cache:
         except CacheDown:
             return None
         return int(value), int(generation), body
+
+    async def _in_slot(self, key: str, projection: str, guess: str | None) -> tuple[bytes | None, int | None, bytes | None] | None:
+        """Cluster mode: ``(version, generation, body under guess)``, the generation kept in process
+        (``readside.shared.cluster``), the rest one command in the scope's slot. None while a cutover
+        of the projection is pending: PostgreSQL answers. Raises ``CacheDown``."""
+        generation = await self._generations.get(projection)  # type: ignore[union-attr]
+        if generation is PENDING:
+            return None
+        if guess is None:
+            return await self._read("GET", f"{PREFIX}{{{key}}}:v"), generation, None  # type: ignore[return-value]
+        value, body = await self._read("MGET", f"{PREFIX}{{{key}}}:v", guess)
+        return value, generation, body  # type: ignore[return-value]
 
     def seed_soon(self, key: str) -> None:
         """``seed_version`` in the background (the response does not wait for it)."""
@@ -191,7 +238,7 @@ class Cache:
         if not self.available:
             return
         with contextlib.suppress(CacheDown):
-            await self._call(self.client.set(PREFIX + "v:" + key, time.time_ns() // 1000, nx=True, ex=VERSION_TTL))
+            await self._call(self.client.set(version_key(key), time.time_ns() // 1000, nx=True, ex=VERSION_TTL))
 
     async def adopt_generation(self, projection: str, load: Callable[[], Awaitable[int]]) -> int | None:
         """Redis holds no generation for ``projection`` (new, flushed, evicted): store the one
@@ -205,11 +252,15 @@ class Cache:
         try:
             generation = await load()
             try:
+                sent = time.monotonic()
                 pipe = self.client.pipeline(transaction=False)
-                pipe.set(PREFIX + "g:" + projection, generation, nx=True)
-                pipe.get(PREFIX + "g:" + projection)
+                pipe.set(generation_key(projection), generation, nx=True)
+                pipe.get(generation_key(projection))
                 _, value = await self._call(pipe.execute())
-                result: int | None = int(value)
+                if self._generations is not None and self._generations.learn(projection, value, sent) is PENDING:
+                    result: int | None = None  # a cutover is pending: PostgreSQL answers
+                else:
+                    result = int(value)
             except CacheDown:
                 result = None
             future.set_result(result)
@@ -221,13 +272,37 @@ class Cache:
         finally:
             del self._adopting[projection]
 
-    async def publish_generation(self, projection: str, generation: int) -> None:
-        """After a cutover commits: the projection's new generation. Raises ``CacheDown``."""
+    async def publish_generation(self, projection: str, generation: int | bytes) -> None:
+        """After a cutover commits: the projection's new generation (in cluster mode, also a
+        message on ``GENERATION_CHANNEL``: API processes drop the one they keep). Raises ``CacheDown``."""
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
-                await self.client.set(PREFIX + "g:" + projection, generation)
+                await self.client.set(generation_key(projection), generation)
+                if self.cluster:
+                    await self.client.publish(GENERATION_CHANNEL, projection)
         except (RedisError, OSError, TimeoutError) as exc:
             raise CacheDown from exc
+
+    async def announce_cutover(self, projection: str) -> float:
+        """Before a cutover takes its locks, in cluster mode: the generation becomes ``PENDING``
+        (API processes answer the projection from PostgreSQL until ``publish_generation``). The
+        seconds to wait before the swap, so that no process still uses the generation it kept
+        (0 on a single server: every request reads the generation from Redis). Raises ``CacheDown``."""
+        if not self.cluster:
+            return 0.0
+        await self.publish_generation(projection, PENDING)
+        return PENDING_WAIT
+
+    async def cancel_cutover(self, projection: str) -> None:
+        """A cutover announced by ``announce_cutover`` failed: the generation leaves ``PENDING``
+        (deleted: the API copies PostgreSQL's again). Raises ``CacheDown``."""
+        if self.cluster:
+            try:
+                async with asyncio.timeout(max(self.timeout * 10, 1.0)):
+                    await self.client.eval(_CLEAR_PENDING, 1, generation_key(projection), PENDING)
+                    await self.client.publish(GENERATION_CHANNEL, projection)
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise CacheDown from exc
 
     async def bump(self, keys: Iterable[str]) -> None:
         """After a commit: a new version for every changed scope, in one round trip. Raises when down."""
@@ -238,24 +313,25 @@ class Cache:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             # INCR on a missing key would restart at 1 and could meet an old body: start from now.
-            pipe.set(PREFIX + "v:" + key, start, nx=True, ex=VERSION_TTL)
-            pipe.incr(PREFIX + "v:" + key)
-            pipe.expire(PREFIX + "v:" + key, VERSION_TTL)
-        pipe.publish(CHANNEL, orjson.dumps(keys))
+            pipe.set(version_key(key), start, nx=True, ex=VERSION_TTL)
+            pipe.incr(version_key(key))
+            pipe.expire(version_key(key), VERSION_TTL)
+        if not self.cluster:
+            pipe.publish(CHANNEL, orjson.dumps(keys))
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
                 await pipe.execute()
+                if self.cluster:  # redis-py's cluster pipeline sends each node its scopes; then the message
+                    await self.client.publish(CHANNEL, orjson.dumps(keys))
         except (RedisError, OSError, TimeoutError) as exc:
             raise CacheDown from exc
 
     # -- bodies ------------------------------------------------------------------------------
     @staticmethod
-    def _body_prefix(scope: str) -> str:
-        return PREFIX + "b:" + hashlib.blake2b(scope.encode(), digest_size=16).hexdigest() + ":"
-
-    @classmethod
-    def body_key(cls, generation: int, version: int, scope: str) -> str:
-        return f"{cls._body_prefix(scope)}{generation}:{version}"
+    def body_key(key: str, generation: int, version: int, scope: str) -> str:
+        """The body of ``scope`` (the parameters) rendered under the generation and the version of
+        the cache scope ``key``: in ``key``'s hash slot."""
+        return f"{PREFIX}{{{key}}}:b:{hashlib.blake2b(scope.encode(), digest_size=16).hexdigest()}:{generation}:{version}"
 
     async def get(self, body_key: str) -> bytes | None:
         try:
@@ -290,7 +366,8 @@ class Cache:
             del self._flights[body_key]
 
     async def _render_once(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
-        lock = PREFIX + "l:" + body_key[len(PREFIX) + 2 :]
+        cut = body_key.rindex(":b:")  # the digest, the generation and the version follow it
+        lock = body_key[:cut] + ":l:" + body_key[cut + 3 :]
         try:
             owner = await self._call(self.client.set(lock, b"1", nx=True, px=2000))
         except CacheDown:
