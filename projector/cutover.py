@@ -21,6 +21,7 @@ from readside.projector.rebuild_phases import Phases, State, positions_json, tp_
 from readside.projector.shadow import Shadow, prev_schema
 from readside.projector.verify import TableDiff, compare, report
 from readside.shared.cache import Cache, CacheDown
+from readside.shared.cluster import PENDING, PENDING_WAIT
 from readside.shared.errors import ReadsideError
 
 __all__ = ["CUTOVER_RETRIES", "Cutover", "RebuildAborted"]
@@ -57,8 +58,11 @@ class Cutover(Phases):
         if not self.settings.redis_url:
             return False
         cache = Cache(self.settings.redis_url, timeout=1.0)
+        if not cache.cluster:  # every request reads the generation from Redis: nothing to announce
+            await cache.close()
+            return False
         try:
-            wait = await cache.announce_cutover(self.name)
+            await cache.publish_generation(self.name, PENDING)
         except CacheDown as exc:
             raise ReadsideError(
                 f"{self.name}: Redis ({self.settings.redis_url}) did not take the cutover's announcement ({exc.__cause__}); "
@@ -66,15 +70,14 @@ class Cutover(Phases):
             ) from None
         finally:
             await cache.close()
-        if wait:
-            self._say(f"{self.name}: cutover announced; the API answers from PostgreSQL; swapping in {wait:g} s")
-            await asyncio.sleep(wait)
-        return bool(wait)
+        self._say(f"{self.name}: cutover announced; the API answers from PostgreSQL; swapping in {PENDING_WAIT:g} s")
+        await asyncio.sleep(PENDING_WAIT)
+        return True
 
     async def _cancel_announcement(self) -> None:
         cache = Cache(self.settings.redis_url, timeout=1.0)  # type: ignore[arg-type]
         try:
-            await cache.cancel_cutover(self.name)
+            await cache.clear_pending(self.name)
         except CacheDown as exc:
             log.warning("%s: the cutover failed and Redis did not take its cancellation (%s): the API answers "
                         "this projection from PostgreSQL until the next cutover publishes a generation",

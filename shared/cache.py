@@ -1,42 +1,44 @@
 """Redis (or Valkey) in front of PostgreSQL: versions, ready response bodies, single-flight.
 
-Keys (never scanned, never pattern-deleted):
-- ``rs:v:<key>``           the version of one cacheable scope (``viewer:<id>``, ``thread:<id>``,
+Keys (never scanned, never pattern-deleted). The keys of one scope share its hash tag ``{<key>}``,
+so all a request reads besides the generation is in one hash slot (a Redis Cluster serves it):
+- ``rs:{<key>}:v``         the version of one cacheable scope (``viewer:<id>``, ``thread:<id>``,
                            ``providers:<category>`` …). The projector INCRs it after each commit
                            that changed the scope; a missing version is created with a time-based
                            start (``SET NX``), so versions never repeat after a flush or eviction.
-                           Reading never creates one: the API serves a scope Redis holds no
-                           version for from PostgreSQL, and seeds the version (``seed_version``)
-                           only when PostgreSQL says something wrote the scope — so requests alone
-                           (any category, any thread id) add no keys, whatever they name.
+                           Reading never creates one: the API serves a scope Redis holds no version
+                           for from PostgreSQL, and seeds it (``seed_version``) only when PostgreSQL
+                           says something wrote the scope — requests alone add no keys.
 - ``rs:g:<projection>``    the projection's generation (``projections.generation``), set by
-                           ``readside rebuild``/``rollback`` after a cutover commits. Read with
-                           the version in one MGET; part of every ETag and body key, so nothing
-                           rendered from a previous generation's tables is served after a cutover.
-                           Missing: the API copies it from PostgreSQL (``SET NX``).
-- ``rs:b:<digest>:<generation>:<version>``  a ready JSON body: ``<digest>`` names the normalized
-                           parameters (the scope), the generation and the version are the ones it
+                           ``readside rebuild``/``rollback`` after a cutover commits; part of every
+                           ETag and body key, so nothing rendered from a previous generation's
+                           tables is served after a cutover. Missing: the API copies it from
+                           PostgreSQL (``SET NX``). On one server it is read with the version in
+                           one MGET; on a cluster it is kept in process, and a cutover is announced
+                           first (``PENDING``: answers come from PostgreSQL) — ``readside.shared.cluster``.
+- ``rs:{<key>}:b:<digest>:<generation>:<version>``  a ready JSON body: ``<digest>`` names the
+                           normalized parameters, the generation and the version are the ones it
                            was rendered under; expires after ``ttl`` ± 20 % (bounds memory and the
                            rare crash between commit and bump).
-- ``rs:l:<digest>:<generation>:<version>``  a short single-flight lock while one process renders a
-                           missing body.
+- ``rs:{<key>}:l:<digest>:<generation>:<version>``  a short single-flight lock while one process
+                           renders a missing body.
 - channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers: one message per
                            bump, a JSON array of the bumped scopes (never a delimiter-joined
                            string: a scope names ids, and an id must not be able to add scopes).
 
 A request without ``If-None-Match`` makes one round trip while its scope is not bumped
-(``lookup``): one MGET reads the version, the generation and the body stored under the versions
-the scope's previous lookup found (remembered in-process); after a bump, one GET more. (A Lua
-script reading the body under the versions it has just read was one round trip too, but cost
-Redis ~100 µs of CPU per 39 KB answer against ~25 µs for an MGET; the keys of one MGET are not in
-one hash slot: a single Redis or Valkey, not a cluster.)
+(``lookup``): one MGET reads the version (the generation, on one server) and the body stored under
+the versions the scope's previous lookup found (remembered in-process); after a bump, one GET more.
+(A Lua script reading the body under the versions it has just read was one round trip too, but
+cost Redis ~100 µs of CPU per 39 KB answer against ~25 µs for an MGET.)
 
-Every call has a short timeout. The request path's reads (``versions``, ``lookup``, ``get``) share
-one pipelined connection (``readside.shared.resp``: one timer for the connection; a late reply
-aborts it and fails what waits on it). The rest goes through redis-py under ``asyncio.timeout``
-(the client itself has no socket timeout, which redis-py would enforce with a task per command);
-a call cut short closes its connection (redis-py does on any interruption). After a failure the cache is skipped for
-``cooldown`` seconds (answers come from PostgreSQL) and then tried again, so it recovers by itself.
+Every call has a short timeout. On one server the request path's reads (``versions``, ``lookup``,
+``get``) share one pipelined connection (``readside.shared.resp``: one timer for the connection; a
+late reply aborts it and fails what waits on it); on a cluster they go through redis-py's
+``RedisCluster`` (routed by slot). The rest goes through redis-py under ``asyncio.timeout`` (the
+client has no socket timeout, which redis-py would enforce with a task per command); a call cut
+short closes its connection. After a failure the cache is skipped for ``cooldown`` seconds (answers
+come from PostgreSQL) and then tried again, so it recovers by itself.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from readside.shared.cluster import GENERATION_CHANNEL, PENDING, PENDING_WAIT, Generations, cluster_client, cluster_nodes
+from readside.shared.cluster import GENERATION_CHANNEL, PENDING, Generations, cluster_client, cluster_nodes
 from readside.shared.errors import CacheUnavailable
 from readside.shared.resp import Pipe
 
@@ -283,26 +285,15 @@ class Cache:
         except (RedisError, OSError, TimeoutError) as exc:
             raise CacheDown from exc
 
-    async def announce_cutover(self, projection: str) -> float:
-        """Before a cutover takes its locks, in cluster mode: the generation becomes ``PENDING``
-        (API processes answer the projection from PostgreSQL until ``publish_generation``). The
-        seconds to wait before the swap, so that no process still uses the generation it kept
-        (0 on a single server: every request reads the generation from Redis). Raises ``CacheDown``."""
-        if not self.cluster:
-            return 0.0
-        await self.publish_generation(projection, PENDING)
-        return PENDING_WAIT
-
-    async def cancel_cutover(self, projection: str) -> None:
-        """A cutover announced by ``announce_cutover`` failed: the generation leaves ``PENDING``
-        (deleted: the API copies PostgreSQL's again). Raises ``CacheDown``."""
-        if self.cluster:
-            try:
-                async with asyncio.timeout(max(self.timeout * 10, 1.0)):
-                    await self.client.eval(_CLEAR_PENDING, 1, generation_key(projection), PENDING)
-                    await self.client.publish(GENERATION_CHANNEL, projection)
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise CacheDown from exc
+    async def clear_pending(self, projection: str) -> None:
+        """A cutover announced with ``PENDING`` failed: the generation is deleted if still pending
+        (the API copies PostgreSQL's again). Raises ``CacheDown``."""
+        try:
+            async with asyncio.timeout(max(self.timeout * 10, 1.0)):
+                await self.client.eval(_CLEAR_PENDING, 1, generation_key(projection), PENDING)
+                await self.client.publish(GENERATION_CHANNEL, projection)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CacheDown from exc
 
     async def bump(self, keys: Iterable[str]) -> None:
         """After a commit: a new version for every changed scope, in one round trip. Raises when down."""

@@ -1,17 +1,30 @@
 """Redis (or Valkey) Cluster: the URL, the client, and the projections' generations kept in process.
 
 Cluster mode is chosen by the URL's scheme: ``redis+cluster://[user:password@]host:port[,host:port...]``
-(``rediss+cluster://`` for TLS) names one or more nodes of the cluster to start from; the client
-discovers the others (redis-py's asyncio ``RedisCluster``, which routes each command by its hash
-slot). Every key one request touches is in the hash slot of its scope (``readside.shared.cache``).
+(``rediss+cluster://`` for TLS) names one or more nodes to start from; the client discovers the
+others (redis-py's asyncio ``RedisCluster``, which routes each command by its hash slot). Every
+key one request reads besides the generation is in its scope's slot (``readside.shared.cache``);
+a multi-key command across slots is refused by the client, so a mistake fails loudly. A bump is
+a pipeline (redis-py sends each node its scopes), then the PUBLISH; a PUBLISH reaches the
+subscribers of every node, so ``/v1/events`` and ``Generations`` subscribe on one node.
 
-The generation ``rs:g:<projection>`` is the one key a request reads outside its scope's slot, and
-every request reads it. In cluster mode an API process therefore keeps each projection's
-generation in process (``Generations``): read from Redis at most ``REFRESH`` seconds before it is
-used, and forgotten at once when a message on ``GENERATION_CHANNEL`` names the projection
-(``Cache.publish_generation`` publishes one; PUBLISH reaches every node of a cluster). The message
-only shortens the wait: correctness rests on the two-phase cutover (``PENDING``, see the cache's
-docstring), which waits longer than ``REFRESH`` between announcing a cutover and taking its locks.
+The generation ``rs:g:<projection>`` is the one key outside the scope's slot, and every request
+reads it: an API process keeps each projection's generation in process (``Generations``), read
+from Redis at most ``REFRESH`` seconds before it is used, and forgotten at once on a message on
+``GENERATION_CHANNEL`` naming the projection (``Cache.publish_generation`` sends one).
+
+That refresh interval must not let a body of the previous generation's tables be served after a
+cutover, so a cutover has two phases (``readside.projector.cutover``):
+1. before its transaction it sets the generation to ``PENDING`` and waits ``PENDING_WAIT`` (more
+   than ``REFRESH``): from then on no process uses the generation it kept. A process whose
+   generation is ``PENDING`` serves the projection from PostgreSQL (the generation, the version,
+   the ETag and the body from one statement, as without Redis), and so does one that cannot read
+   the generation;
+2. after the swap commits it publishes the new generation (``publish_generation``); a cutover that
+   fails deletes the marker (``Cache.clear_pending``: the API copies PostgreSQL's generation
+   again). A cutover killed in between leaves it pending — served from PostgreSQL — until the
+   command is run again.
+On a single server none of this applies: every request reads the generation with its version.
 """
 
 from __future__ import annotations
