@@ -77,7 +77,7 @@ class Cutover(Phases):
     async def _cancel_announcement(self) -> None:
         cache = Cache(self.settings.redis_url, timeout=1.0)  # type: ignore[arg-type]
         try:
-            await cache.clear_pending(self.name)
+            await cache.publish_generation(self.name, None)
         except CacheDown as exc:
             log.warning("%s: the cutover failed and Redis did not take its cancellation (%s): the API answers "
                         "this projection from PostgreSQL until the next cutover publishes a generation",

@@ -20,8 +20,7 @@ so all a request reads besides the generation is in one hash slot (a Redis Clust
                            normalized parameters, the generation and the version are the ones it
                            was rendered under; expires after ``ttl`` ± 20 % (bounds memory and the
                            rare crash between commit and bump).
-- ``rs:{<key>}:l:<digest>:<generation>:<version>``  a short single-flight lock while one process
-                           renders a missing body.
+- ``rs:{<key>}:l:<digest>:<generation>:<version>``  a single-flight lock while one renders it.
 - channel ``rs:changed``   each bump is published, for ``/v1/events`` subscribers: one message per
                            bump, a JSON array of the bumped scopes (never a delimiter-joined
                            string: a scope names ids, and an id must not be able to add scopes).
@@ -53,6 +52,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from readside.shared.cluster import GENERATION_CHANNEL, PENDING, Generations, cluster_client, cluster_nodes
@@ -90,20 +90,16 @@ class Cache:
         self.cluster = cluster_nodes(url) is not None
         self._generations: Generations | None = None
         self._pipe: Pipe | None = None
+        self.client: aioredis.Redis | RedisCluster
         if self.cluster:  # redis-py routes each command by slot; generations are kept in process
             self.client = cluster_client(url, socket_timeout=None, socket_connect_timeout=timeout, protocol=2)
             self._generations = Generations(lambda projection: self._read("GET", generation_key(projection)), url)
         else:
-            self.client = aioredis.from_url(
-                url, socket_timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False,
-                health_check_interval=0, protocol=2,
-            )
-            # The request path's reads (versions, lookup, get) on one pipelined connection.
-            self._pipe = Pipe.for_url(url, timeout=timeout * 2)
+            self.client = aioredis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
+                                            retry_on_timeout=False, health_check_interval=0, protocol=2)
+            self._pipe = Pipe.for_url(url, timeout=timeout * 2)  # the request path's reads, pipelined
         self._guesses: dict[str, str] = {}  # scope -> the body key its last lookup found current
-        self.timeout = timeout
-        self.ttl = ttl
-        self.cooldown = cooldown
+        self.timeout, self.ttl, self.cooldown = timeout, ttl, cooldown
         self._down_until = 0.0
         self._flights: dict[str, asyncio.Future[bytes]] = {}
         self._stores: set[asyncio.Task[None]] = set()
@@ -137,10 +133,9 @@ class Cache:
             raise CacheDown from exc
 
     async def _command(self, *args: object):  # noqa: ANN202
-        """One command on a pooled connection, the raw reply: what the client adds per command
-        (retries, observability hooks, response callbacks) is most of the hot path's client cost.
-        redis-py closes a connection whose command was interrupted, so none is reused mid-reply."""
-        pool = self.client.connection_pool
+        """One command on a pooled connection, the raw reply: what the client adds per command (retries,
+        hooks, callbacks) is most of the hot path's client cost. An interrupted one's connection is closed."""
+        pool = self.client.connection_pool  # type: ignore[union-attr]  # one server only (_read)
         conn = await pool.get_connection()
         try:
             await conn.send_command(*args, check_health=False)
@@ -149,15 +144,14 @@ class Cache:
             await pool.release(conn)
 
     async def _read(self, *args: object):  # noqa: ANN202
-        """One command of the request path, the raw reply: on the pipelined connection
-        (``readside.shared.resp``, which enforces the timeout) or, for a URL it does not handle,
-        ``_command`` under ``asyncio.timeout``. Raises ``CacheDown`` (the cache is down a while)."""
+        """One command of the request path, the raw reply: on the pipelined connection (``readside.shared.resp``,
+        which enforces the timeout) or else under ``asyncio.timeout``. Raises ``CacheDown`` (down a while)."""
         try:
             if self._pipe is not None:
                 return await self._pipe.command(*args)
             async with asyncio.timeout(self.timeout * 2):
                 if self.cluster:  # routed by the slot of the keys (one slot: hash tags)
-                    return await self.client.execute_command(*args)
+                    return await self.client.execute_command(*args)  # type: ignore[arg-type]
                 return await self._command(*args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
@@ -165,9 +159,8 @@ class Cache:
 
     # -- versions ----------------------------------------------------------------------------
     async def versions(self, key: str, projection: str) -> tuple[int | None, int | None] | None:
-        """``(version of the scope, generation of the projection)`` in one round trip; either is
-        None if Redis does not hold it (nothing is created). None when the cache is down (or, in
-        cluster mode, while a cutover of the projection is pending)."""
+        """``(version of the scope, generation of the projection)`` in one round trip; either is None if
+        Redis does not hold it (nothing is created). None when the cache is down or a cutover is pending."""
         if not self.available:
             return None
         try:
@@ -183,10 +176,9 @@ class Cache:
         return None if value is None else int(value), None if generation is None else int(generation)
 
     async def lookup(self, key: str, projection: str, scope: str) -> tuple[int | None, int | None, bytes | None] | None:
-        """``versions`` and, when both exist, the body stored for ``scope`` under them. One round
-        trip while the scope's versions stay what its previous lookup found (one MGET: the versions
-        and the body under the guessed ones, read at one instant); after a bump, a second for the
-        body. None when the cache is down (or a cutover of the projection is pending)."""
+        """``versions`` and, when both exist, the body stored for ``scope`` under them. One round trip
+        while the scope's versions stay what its previous lookup found (one MGET: the versions and the
+        body under the guessed ones, at one instant); after a bump, a second for the body."""
         if not self.available:
             return None
         guess = self._guesses.get(scope)
@@ -215,9 +207,8 @@ class Cache:
         return int(value), int(generation), body
 
     async def _in_slot(self, key: str, projection: str, guess: str | None) -> tuple[bytes | None, int | None, bytes | None] | None:
-        """Cluster mode: ``(version, generation, body under guess)``, the generation kept in process
-        (``readside.shared.cluster``), the rest one command in the scope's slot. None while a cutover
-        of the projection is pending: PostgreSQL answers. Raises ``CacheDown``."""
+        """Cluster mode: ``(version, generation, body under guess)``, the generation kept in process, the
+        rest in the scope's slot. None while a cutover is pending (PostgreSQL answers). Raises ``CacheDown``."""
         generation = await self._generations.get(projection)  # type: ignore[union-attr]
         if generation is PENDING:
             return None
@@ -274,24 +265,18 @@ class Cache:
         finally:
             del self._adopting[projection]
 
-    async def publish_generation(self, projection: str, generation: int | bytes) -> None:
-        """After a cutover commits: the projection's new generation (in cluster mode, also a
-        message on ``GENERATION_CHANNEL``: API processes drop the one they keep). Raises ``CacheDown``."""
+    async def publish_generation(self, projection: str, generation: int | bytes | None) -> None:
+        """After a cutover commits: the projection's new generation; ``PENDING`` to announce one (on a
+        cluster, ``readside.shared.cluster``); None when the announced one failed (deleted if still
+        pending). On a cluster, a message on ``GENERATION_CHANNEL`` too. Raises ``CacheDown``."""
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
-                await self.client.set(generation_key(projection), generation)
+                if generation is None:
+                    await self.client.eval(_CLEAR_PENDING, 1, generation_key(projection), PENDING)
+                else:
+                    await self.client.set(generation_key(projection), generation)
                 if self.cluster:
                     await self.client.publish(GENERATION_CHANNEL, projection)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise CacheDown from exc
-
-    async def clear_pending(self, projection: str) -> None:
-        """A cutover announced with ``PENDING`` failed: the generation is deleted if still pending
-        (the API copies PostgreSQL's again). Raises ``CacheDown``."""
-        try:
-            async with asyncio.timeout(max(self.timeout * 10, 1.0)):
-                await self.client.eval(_CLEAR_PENDING, 1, generation_key(projection), PENDING)
-                await self.client.publish(GENERATION_CHANNEL, projection)
         except (RedisError, OSError, TimeoutError) as exc:
             raise CacheDown from exc
 
@@ -300,6 +285,8 @@ class Cache:
         keys = sorted(keys)
         if not keys:
             return
+        if self.cluster:
+            return await self._bump_by_slot(keys)
         start = time.time_ns() // 1000
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
@@ -307,13 +294,26 @@ class Cache:
             pipe.set(version_key(key), start, nx=True, ex=VERSION_TTL)
             pipe.incr(version_key(key))
             pipe.expire(version_key(key), VERSION_TTL)
-        if not self.cluster:
-            pipe.publish(CHANNEL, orjson.dumps(keys))
+        pipe.publish(CHANNEL, orjson.dumps(keys))
         try:
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
                 await pipe.execute()
-                if self.cluster:  # redis-py's cluster pipeline sends each node its scopes; then the message
-                    await self.client.publish(CHANNEL, orjson.dumps(keys))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CacheDown from exc
+
+    async def _bump_by_slot(self, keys: list[str]) -> None:
+        """``bump`` on a cluster: per-scope commands in redis-py's cluster pipeline (each node gets
+        its scopes' in one round trip, the nodes in parallel), then the message."""
+        start = time.time_ns() // 1000
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(version_key(key), start, nx=True, ex=VERSION_TTL)
+            pipe.incr(version_key(key))
+            pipe.expire(version_key(key), VERSION_TTL)
+        try:
+            async with asyncio.timeout(max(self.timeout * 10, 1.0)):
+                await pipe.execute()
+                await self.client.publish(CHANNEL, orjson.dumps(keys))
         except (RedisError, OSError, TimeoutError) as exc:
             raise CacheDown from exc
 

@@ -21,7 +21,7 @@ cutover, so a cutover has two phases (``readside.projector.cutover``):
    the ETag and the body from one statement, as without Redis), and so does one that cannot read
    the generation;
 2. after the swap commits it publishes the new generation (``publish_generation``); a cutover that
-   fails deletes the marker (``Cache.clear_pending``: the API copies PostgreSQL's generation
+   fails deletes the marker (``Cache.publish_generation(p, None)``: the API copies PostgreSQL's generation
    again). A cutover killed in between leaves it pending — served from PostgreSQL — until the
    command is run again.
 On a single server none of this applies: every request reads the generation with its version.
