@@ -15,8 +15,8 @@ import redis.cluster
 from readside.api.auth import make_token
 from readside.projector.rebuild import Options, Rebuilder
 from readside.readmodels.registry import REGISTRY
-from readside.shared.cache import version_key
-from readside.shared.cluster import cluster_nodes
+from readside.shared.cache import Cache, version_key
+from readside.shared.cluster import PENDING, PENDING_WAIT, cluster_nodes
 from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_events import EventReader
 from tests.e2e.test_rebuild_api import MARK_SQL, WATCHED, Reader, generation, marked_items
@@ -147,3 +147,30 @@ def test_after_a_cutover_no_body_of_the_previous_generation_is_served(clustered:
         if began > rebuilt_at:
             assert gen == before + 1 and marks == WATCHED, "the previous generation served after the cutover"
     assert any(began > rebuilt_at for began, _, _ in bodies)
+
+
+def test_while_a_cutover_is_announced_the_api_answers_from_postgres_and_a_failed_one_clears_it(
+    clustered: Stack, cluster_url: str
+) -> None:
+    send(clustered.settings, [started("c5", client="u-c5", provider="u-pro", at=0)])
+    caught_up(clustered)
+
+    async def announce(value: bytes | None) -> None:
+        cache = Cache(cluster_url, timeout=1.0)
+        try:
+            await cache.publish_generation("threads", value)
+        finally:
+            await cache.close()
+
+    with clustered.client() as http:
+        get = lambda: http.get("/v1/threads/preview", headers=auth(clustered, "u-c5"))  # noqa: E731
+        wait_until(lambda: get().headers["x-cache"] == "HIT", 10, "a HIT")
+        cached = get()
+        asyncio.run(announce(PENDING))  # as `readside rebuild` does before its swap
+        time.sleep(PENDING_WAIT)
+        pending = get()
+        assert pending.headers["x-cache"] == "MISS" and pending.headers["etag"].startswith('W/"p')
+        assert pending.content == cached.content  # the same rows, from PostgreSQL
+        asyncio.run(announce(None))  # the cutover failed: nothing was swapped
+        wait_until(lambda: get().headers["x-cache"] == "HIT", 10, "the cache again")
+        assert get().headers["etag"] == cached.headers["etag"]
