@@ -44,6 +44,7 @@ from readside.api.auth import Viewer
 from readside.readmodels.base import EVERYONE, NOBODY, OWNER, PARTICIPANTS, ROLE, ScopeKind
 from readside.readmodels.registry import SCOPE_KINDS, route
 from readside.shared.cache import CHANNEL
+from readside.shared.cluster import node_url
 from readside.shared.errors import CacheUnavailable
 
 __all__ = ["ChangesUnavailable", "Hub", "Listener", "roles_of"]
@@ -164,7 +165,8 @@ class Hub:
     async def _subscribe(self) -> asyncio.Task[None]:
         # No retries inside redis-py: a silent reconnect would lose messages without telling us.
         client = aioredis.from_url(
-            self._url, socket_connect_timeout=self._connect_timeout, socket_timeout=None,
+            # On Redis Cluster, one node: a PUBLISH reaches the subscribers of every node.
+            node_url(self._url), socket_connect_timeout=self._connect_timeout, socket_timeout=None,
             socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 0), protocol=2,
         )
         pubsub = client.pubsub()

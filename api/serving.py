@@ -179,7 +179,7 @@ async def _serve(request: Request, ctx: Context, timing: Timing, spec: Spec, ext
                         await spec.access(conn)
                 extra["X-Cache"] = "HIT"
                 return _not_modified(_headers(spec, tag) | extra)
-            key = cache.body_key(generation, version, spec.scope)  # type: ignore[arg-type]
+            key = cache.body_key(spec.version_key, generation, version, spec.scope)  # type: ignore[arg-type]
             if fetch:  # an ETag that no longer matches, or a generation just adopted: now the body
                 t0 = time.perf_counter()
                 body = await cache.get(key)

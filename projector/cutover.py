@@ -21,6 +21,7 @@ from readside.projector.rebuild_phases import Phases, State, positions_json, tp_
 from readside.projector.shadow import Shadow, prev_schema
 from readside.projector.verify import TableDiff, compare, report
 from readside.shared.cache import Cache, CacheDown
+from readside.shared.cluster import PENDING, PENDING_WAIT
 from readside.shared.errors import ReadsideError
 
 __all__ = ["CUTOVER_RETRIES", "Cutover", "RebuildAborted"]
@@ -43,6 +44,48 @@ class Cutover(Phases):
     """The cutover and the publication, after the phases."""
 
     async def _cutover(self, shadow: Shadow, state: State) -> int:
+        announced = await self._announce()
+        try:
+            return await self._cutover_attempts(shadow, state)
+        except BaseException:
+            if announced:
+                await self._cancel_announcement()
+            raise
+
+    async def _announce(self) -> bool:
+        """Redis Cluster: the generation becomes pending, then a wait longer than API processes
+        keep a generation in process, before the swap's locks (``readside.shared.cache``)."""
+        if not self.settings.redis_url:
+            return False
+        cache = Cache(self.settings.redis_url, timeout=1.0)
+        if not cache.cluster:  # every request reads the generation from Redis: nothing to announce
+            await cache.close()
+            return False
+        try:
+            await cache.publish_generation(self.name, PENDING)
+        except CacheDown as exc:
+            raise ReadsideError(
+                f"{self.name}: Redis ({self.settings.redis_url}) did not take the cutover's announcement ({exc.__cause__}); "
+                f"nothing was swapped — run the same command again when Redis is back"
+            ) from None
+        finally:
+            await cache.close()
+        self._say(f"{self.name}: cutover announced; the API answers from PostgreSQL; swapping in {PENDING_WAIT:g} s")
+        await asyncio.sleep(PENDING_WAIT)
+        return True
+
+    async def _cancel_announcement(self) -> None:
+        cache = Cache(self.settings.redis_url, timeout=1.0)  # type: ignore[arg-type]
+        try:
+            await cache.publish_generation(self.name, None)
+        except CacheDown as exc:
+            log.warning("%s: the cutover failed and Redis did not take its cancellation (%s): the API answers "
+                        "this projection from PostgreSQL until the next cutover publishes a generation",
+                        self.name, exc.__cause__)
+        finally:
+            await cache.close()
+
+    async def _cutover_attempts(self, shadow: Shadow, state: State) -> int:
         verify = self.options.verify and state.kind == "rebuild"
         conflicts = 0
         while True:

@@ -31,6 +31,18 @@ PUBLIC_SECRETS = frozenset({
 _HOW = "a random secret of at least 32 bytes, e.g. `openssl rand -hex 32`"
 
 
+def _redis_url(url: str | None) -> str | None:
+    """``READSIDE_REDIS_URL``; a cluster URL (``redis+cluster://``) must name its nodes as host:port."""
+    if url and "+cluster://" in url:
+        from readside.shared.cluster import cluster_nodes
+
+        try:
+            cluster_nodes(url)
+        except ValueError as exc:
+            raise ConfigError(f"READSIDE_REDIS_URL: {exc}") from None
+    return url
+
+
 def _secret(env: Mapping[str, str], name: str) -> str:
     """A configured secret, or "" when unset; a short or published one stops the process."""
     value = env.get(name) or ""
@@ -138,6 +150,8 @@ class Settings:
     database_replica_urls: tuple[str, ...] = field(default=(), repr=False)
     # a replica whose replay is further behind the primary than this serves no plain read
     replica_max_lag: float = 5.0
+    # redis://, rediss://, unix://: one server; redis+cluster://host:port[,host:port...] (or
+    # rediss+cluster://): a Redis/Valkey Cluster (readside.shared.cluster), the nodes to start from
     redis_url: str | None = None
     jwt_secret: str = field(default="", repr=False)  # "": not configured
     jwt_algorithm: str = "HS256"
@@ -195,7 +209,7 @@ class Settings:
             database_url=env.get("READSIDE_DATABASE_URL") or cls.database_url,
             database_replica_urls=_replica_urls(env.get("READSIDE_DATABASE_REPLICA_URLS", "")),
             replica_max_lag=_seconds(env, "READSIDE_DATABASE_REPLICA_MAX_LAG", 5.0, 0.5, 3600.0),
-            redis_url=env.get("READSIDE_REDIS_URL") or None,
+            redis_url=_redis_url(env.get("READSIDE_REDIS_URL") or None),
             jwt_secret=secret,
             jwt_algorithm=algorithm,
             jwt_public_key=public_key,

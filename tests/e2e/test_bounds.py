@@ -221,7 +221,7 @@ def test_requests_naming_scopes_nothing_wrote_add_no_redis_keys(cached: Stack, v
     r = redis.Redis.from_url(valkey.url)
     token = make_token(cached.settings.jwt_secret, f"u-nobody-{uuid.uuid4().hex[:8]}")
     try:
-        versions_before = set(r.scan_iter(match="rs:v:*", count=1000))
+        versions_before = set(r.scan_iter(match="rs:{*}:v", count=1000))
         keys_before = r.dbsize()
         with cached.client() as http:
             for i in range(60):
@@ -233,7 +233,7 @@ def test_requests_naming_scopes_nothing_wrote_add_no_redis_keys(cached: Stack, v
                 assert http.get("/v1/threads/preview", headers=auth).status_code == 200
                 got = http.get(f"/v1/threads/t-{uuid.uuid4().hex}/messages", headers={"Authorization": f"Bearer {token}"})
                 assert got.status_code == 404
-        assert set(r.scan_iter(match="rs:v:*", count=1000)) - versions_before == set()
+        assert set(r.scan_iter(match="rs:{*}:v", count=1000)) - versions_before == set()
         assert r.dbsize() <= keys_before
     finally:
         r.close()
@@ -244,7 +244,7 @@ def test_a_written_scope_is_cached_and_its_version_comes_back_after_it_expires(c
     u = uuid.uuid4().hex[:8]
     send(s, [profile(f"p-{u}", 1, category=f"Cat {u}")])
     wait_caught_up(s.database_url, s.kafka_bootstrap, "providers", [s.topic_prefix + "providers.events"])
-    key = f"rs:v:providers:cat_{u}"
+    key = f"rs:{{providers:cat_{u}}}:v"
     r = redis.Redis.from_url(valkey.url)
     try:
         wait_until(lambda: r.exists(key), 30, "the projector's version bump")

@@ -48,7 +48,7 @@ def renders(http: httpx.Client) -> float:
 def test_a_cached_inbox_is_never_served_after_the_commit_that_changes_it(cached: Stack, valkey: EmbeddedValkey) -> None:
     send(cached.settings, [started("fresh", client="u-fresh", provider="u-pro", at=0)])
     caught_up(cached)
-    version_key = "rs:v:viewer:u-fresh"
+    version_key = "rs:{viewer:u-fresh}:v"
     r = redis.Redis.from_url(valkey.url)
     stop = threading.Event()
 

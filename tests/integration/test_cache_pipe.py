@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from readside.shared.cache import PREFIX, Cache
+from readside.shared.cache import Cache, generation_key, version_key
 from readside.shared.resp import Pipe
 
 
@@ -108,20 +108,20 @@ def test_lookup_finds_the_body_under_the_current_versions_only(redis_url: str) -
         scope, key, projection = f"scope-{uuid.uuid4().hex}", f"viewer:{uuid.uuid4().hex}", f"p{uuid.uuid4().hex[:8]}"
         try:
             assert await cache.lookup(key, projection, scope) == (None, None, None)  # nothing created
-            await cache._read("SET", PREFIX + "v:" + key, 7)
-            await cache._read("SET", PREFIX + "g:" + projection, 2)
+            await cache._read("SET", version_key(key), 7)
+            await cache._read("SET", generation_key(projection), 2)
             assert await cache.lookup(key, projection, scope) == (7, 2, None)  # a MISS: not stored yet
-            await cache._read("SET", cache.body_key(2, 7, scope), b"seven")
+            await cache._read("SET", cache.body_key(key, 2, 7, scope), b"seven")
             assert await cache.lookup(key, projection, scope) == (7, 2, b"seven")
-            await cache._read("INCR", PREFIX + "v:" + key)  # a bump: the body of 7 is not current
+            await cache._read("INCR", version_key(key))  # a bump: the body of 7 is not current
             assert await cache.lookup(key, projection, scope) == (8, 2, None)
-            await cache._read("SET", cache.body_key(2, 8, scope), b"eight")
+            await cache._read("SET", cache.body_key(key, 2, 8, scope), b"eight")
             assert await cache.lookup(key, projection, scope) == (8, 2, b"eight")
-            await cache._read("SET", PREFIX + "g:" + projection, 3)  # a cutover: nor is the old generation's
+            await cache._read("SET", generation_key(projection), 3)  # a cutover: nor is the old generation's
             assert await cache.lookup(key, projection, scope) == (8, 3, None)
         finally:
-            await cache._read("DEL", PREFIX + "v:" + key, PREFIX + "g:" + projection,
-                              cache.body_key(2, 7, scope), cache.body_key(2, 8, scope))
+            await cache._read("DEL", generation_key(projection))
+            await cache._read("DEL", version_key(key), cache.body_key(key, 2, 7, scope), cache.body_key(key, 2, 8, scope))
             await cache.close()
 
     _run(go())

@@ -303,11 +303,11 @@ def test_dlq_replay_applies_a_fixed_dead_letter_once_however_often_and_keeps_wha
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE thread_messages DROP CONSTRAINT preview_short")  # the fix
     cache = redis.Redis.from_url(redis_url)
-    version = int(cache.get("rs:v:thread:r1") or 0)
+    version = int(cache.get("rs:{thread:r1}:v") or 0)
 
     once = readside(settings, "dlq", "replay", str(fold_failures[0])).stdout
     assert "replayed 1, still failing 0, duplicates skipped 0" in once
-    assert int(cache.get("rs:v:thread:r1") or 0) > version  # cached bodies follow the replay
+    assert int(cache.get("rs:{thread:r1}:v") or 0) > version  # cached bodies follow the replay
     again = readside(settings, "dlq", "replay", str(fold_failures[1])).stdout  # the re-sent copy
     assert "replayed 0, still failing 0, duplicates skipped 1" in again
     gone = readside(settings, "dlq", "replay", str(fold_failures[0]), ok=(1,)).stdout
