@@ -164,9 +164,16 @@ class ProjectionRunner:
                 if self.commit_error is not None:
                     raise self.commit_error
                 try:
+                    self.consumer.resume(*self.consumer.paused())
                     await self._ensure_positions()
                     epochs = dict(self.epochs)
                     fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
+                    if fetched and sum(map(len, fetched.values())) < self.settings.batch_max:
+                        # Caught up: no prefetch while this batch is processed (it would hold the
+                        # few records that arrived meanwhile back a whole batch); the next fetch
+                        # goes out when the batch is done and brings everything since. Behind (a
+                        # full batch), the prefetch stays: it overlaps the fetch with the commit.
+                        self.consumer.pause(*self.consumer.assignment())
                     committed = None
                     started = time.perf_counter()
                     async with self.lock:
