@@ -301,7 +301,7 @@ class ProjectionRunner:
             try:
                 async with asyncio.timeout(5):
                     await self.consumer.commit(offsets)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bug is handed to the main loop, which raises it
                 if _retried(exc) is None:
                     self.commit_error = exc
                     return
