@@ -27,7 +27,8 @@ reaching it. Readers, side by side on the same events:
 (e)  per viewer, one ``GET /v1/events`` stream on the cached API, refetching the preview (with its
      ETag) on each ``changed viewer:<sub>`` — push instead of polling.
 The figure is publish (just before the producer's send) → the first read that shows it, received,
-both on this process's clock.
+both on this process's clock. The producer is configured as a product's would be (the settings of
+``Publisher.connect``: ``acks="all"``, no linger).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from bench._common import (
 )
 from readside.api.auth import make_token
 from readside.embedded import EmbeddedValkey
+from readside.schemas.publisher import MAX_REQUEST_BYTES
 from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 
@@ -385,7 +387,10 @@ async def freshness(args: argparse.Namespace, settings: Settings, cached_url: st
                for mode, url in ((CACHED, cached_url), (PLAIN, plain_url)) for v in viewers]
     clients += [asyncio.create_task(pushed(inbox(SSE, cached_url, v), cached_url, v, stop)) for v in viewers]
     clients.append(asyncio.create_task(sql_poller(settings.database_url, watched.all, args.poll_interval, stop, stats[SQL])))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
+    # A product's producer: what Publisher.connect sets (acks="all", 2 MiB requests) and aiokafka's
+    # linger_ms=0 (it is not set there either): each send goes out at once, acknowledged by every replica.
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                max_request_size=MAX_REQUEST_BYTES, linger_ms=0)
     await producer.start()
     try:
         for p in watched.active:

@@ -5,7 +5,9 @@ One ``ProjectionRunner`` per projection, each with its own consumer group
 
 1. Exactly-once effect: a batch's rows, checkpoints, dedupe records and dead letters commit in
    ONE PostgreSQL transaction. On assignment the consumer seeks to the stored checkpoint; Kafka's
-   committed offsets are written after the commit, for tooling only.
+   committed offsets are written after the commit (and its notification), for tooling only: in
+   the background, one commit at a time carrying each partition's latest end, so the next batch
+   never waits for them; a last one on exit.
 2. Fencing: the checkpoint update is conditional on the offset the batch started from; a
    mismatch (another instance moved it) raises ``FencedError`` and rolls the batch back.
 3. At most once per ``event_id`` (the ``dedupe`` table, same transaction; first wins).
@@ -101,9 +103,12 @@ class ProjectionRunner:
         self.epochs: dict[TopicPartition, int] = {}
         self.gap_checked: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
+        self.offsets: dict[TopicPartition, int] = {}  # committed in PostgreSQL, not yet in Kafka
+        self.committing: asyncio.Task[None] | None = None
+        self.commit_error: BaseException | None = None  # a bug met by the background offset commit
         self.batches = 0
         self.events = 0
-        # Per committed batch, from its processing's start to its offsets committed in Kafka
+        # Per committed batch, from its processing's start to its notification sent
         # (projector/http.py serves them as readside_projector_batch_seconds / _batch_events).
         self.batch_seconds = Histogram("readside_projector_batch_seconds", "Batch latency", registry=None)
         self.batch_events = Histogram("readside_projector_batch_events", "Records per batch", registry=None,
@@ -112,6 +117,7 @@ class ProjectionRunner:
     # -- partition bookkeeping -------------------------------------------------------------
     def forget(self, tp: TopicPartition) -> None:
         self.positions.pop(tp, None)
+        self.offsets.pop(tp, None)
         self.epochs[tp] = self.epochs.get(tp, 0) + 1
 
     async def seek_to_checkpoints(self, tps: Sequence[TopicPartition]) -> None:
@@ -144,6 +150,9 @@ class ProjectionRunner:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_FETCH_BYTES,
             fetch_max_bytes=16 * MAX_FETCH_BYTES,
+            # No linger of our own: a batch closes when the fetch returns, and the fetch returns
+            # when records arrive (or, idle, after this wait; see Settings.fetch_wait_ms).
+            fetch_max_wait_ms=self.settings.fetch_wait_ms,
             client_id=f"readside-{self.projection.name}",
         )
         self.consumer.subscribe(self.topics, listener=_Listener(self))
@@ -152,10 +161,19 @@ class ProjectionRunner:
         last_cleanup = 0.0
         try:
             while not stop.is_set():
+                if self.commit_error is not None:
+                    raise self.commit_error
                 try:
+                    self.consumer.resume(*self.consumer.paused())
                     await self._ensure_positions()
                     epochs = dict(self.epochs)
                     fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
+                    if fetched and sum(map(len, fetched.values())) < self.settings.batch_max:
+                        # Caught up: no prefetch while this batch is processed (it would hold the
+                        # few records that arrived meanwhile back a whole batch); the next fetch
+                        # goes out when the batch is done and brings everything since. Behind (a
+                        # full batch), the prefetch stays: it overlaps the fetch with the commit.
+                        self.consumer.pause(*self.consumer.assignment())
                     committed = None
                     started = time.perf_counter()
                     async with self.lock:
@@ -168,8 +186,6 @@ class ProjectionRunner:
                         if fetched:
                             committed = await self._process(fetched)
                     if committed is not None:
-                        # Outside the lock: Kafka's commit waits for a rebalance to finish, and the
-                        # rebalance waits for the lock (on_partitions_revoked).
                         await self._after_commit(*committed)
                         self.batch_seconds.observe(time.perf_counter() - started)
                         self.batch_events.observe(committed[0].read)
@@ -196,6 +212,7 @@ class ProjectionRunner:
                             raise
                         # _ensure_positions tries again next turn
         finally:
+            await self._last_offsets()
             await self.consumer.stop()  # leaves the group cleanly
 
     async def _ensure_positions(self) -> None:
@@ -261,19 +278,45 @@ class ProjectionRunner:
         log.error("%s: fold failed at %s[%d]@%d: %r", self.projection.name, record.topic, record.partition, record.offset, exc)
 
     async def _after_commit(self, batch: Batch, changed: set[str]) -> None:
-        assert self.consumer is not None
-        try:
-            async with asyncio.timeout(5):
-                await self.consumer.commit({tp: end for tp, end in batch.ends.items()})
-        except Exception as exc:
-            if _retried(exc) is None:
-                raise
-            log.debug("%s: kafka offset commit skipped: %s", self.projection.name, exc)
+        """Right after the commit: the notification (cache versions, change stream), then Kafka's
+        offsets in the background."""
         if self.on_commit and changed:
             try:
                 await self.on_commit(self.projection.name, changed)
             except Exception:
                 log.warning("%s: post-commit notification failed", self.projection.name, exc_info=True)
+        for key, end in batch.ends.items():
+            self.offsets[TopicPartition(*key)] = end
+        if self.committing is None or self.committing.done():
+            self.committing = asyncio.create_task(self._commit_offsets())
+
+    async def _commit_offsets(self) -> None:
+        """Kafka's committed offsets (tooling only), the latest of each partition, until none are
+        pending. Outside the lock: Kafka's commit waits for a rebalance to finish, and the rebalance
+        waits for the lock (on_partitions_revoked). Never raises: a failure leaves the offsets
+        pending for the next batch's commit; a bug is raised by the main loop."""
+        assert self.consumer is not None
+        while self.offsets:
+            offsets, self.offsets = self.offsets, {}
+            try:
+                async with asyncio.timeout(5):
+                    await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - a bug is handed to the main loop, which raises it
+                if _retried(exc) is None:
+                    self.commit_error = exc
+                    return
+                log.debug("%s: kafka offset commit skipped: %s", self.projection.name, exc)
+                for tp, end in offsets.items():  # unless a newer one, or a revocation, came meanwhile
+                    if tp in self.positions:
+                        self.offsets.setdefault(tp, end)
+                return
+
+    async def _last_offsets(self) -> None:
+        """On exit: the commit in flight, then the offsets still pending."""
+        if self.committing is not None:
+            await asyncio.gather(self.committing, return_exceptions=True)
+        if self.offsets and self.commit_error is None:
+            await self._commit_offsets()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -161,6 +161,10 @@ class Settings:
     group_prefix: str = "readside"
     dedupe_days: int = 7
     batch_max: int = 2000
+    # the longest a projector fetch may wait at the broker for new records (fetch_max_wait_ms):
+    # a Kafka broker answers as soon as a record arrives, so this only paces idle polling; a
+    # broker that holds every fetch for it (tansu, the embedded one) adds it to every event's latency
+    fetch_wait_ms: int = 10
     api_pool_size: int = 10
     # a projection with lag whose checkpoints have not moved for this long is "stalled"
     stall_after: float = 60.0
@@ -218,6 +222,7 @@ class Settings:
             group_prefix=env.get("READSIDE_GROUP_PREFIX") or "readside",
             dedupe_days=_int(env, "READSIDE_DEDUPE_DAYS", 7, 1, 3650),
             batch_max=_int(env, "READSIDE_BATCH_MAX", 2000, 1, 100_000),
+            fetch_wait_ms=_int(env, "READSIDE_FETCH_WAIT_MS", 10, 1, 10_000),
             api_pool_size=_int(env, "READSIDE_API_POOL_SIZE", 10, 1, 200),
             stall_after=_seconds(env, "READSIDE_STALL_AFTER", 60.0, 0.1, 7 * 86400),
             projector_port=_int(env, "READSIDE_PROJECTOR_PORT", 0, 0, 65535),
@@ -266,6 +271,7 @@ class Settings:
             "READSIDE_GROUP_PREFIX": self.group_prefix,
             "READSIDE_DEDUPE_DAYS": str(self.dedupe_days),
             "READSIDE_BATCH_MAX": str(self.batch_max),
+            "READSIDE_FETCH_WAIT_MS": str(self.fetch_wait_ms),
             "READSIDE_API_POOL_SIZE": str(self.api_pool_size),
             "READSIDE_STALL_AFTER": repr(self.stall_after),
             "READSIDE_PROJECTOR_PORT": str(self.projector_port),
