@@ -33,8 +33,8 @@ it is released, so a record's fault still surfaces inside it; a rebuild commits 
 chunks inside its own transaction, and a dead-letter replay writes each projection's share of a
 chunk in the transaction that claimed the dead letters and deletes those done. Once committed the
 caller notifies with :attr:`Written.changed` — the engine right after the commit
-(``on_commit``: cache versions; Kafka's offsets, for tooling only, follow in the background), a replay after each chunk; a rebuild publishes a new
-generation at its cutover instead.
+(``on_commit``: cache versions; Kafka's offsets, for tooling only, follow in the background), a
+replay after each chunk; a rebuild publishes a new generation at its cutover instead.
 """
 
 from __future__ import annotations
