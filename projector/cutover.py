@@ -23,6 +23,7 @@ from readside.projector.verify import TableDiff, compare, report
 from readside.shared.cache import Cache, CacheDown
 from readside.shared.cluster import PENDING, PENDING_WAIT
 from readside.shared.errors import ReadsideError
+from readside.shared.settings import redacted
 
 __all__ = ["CUTOVER_RETRIES", "Cutover", "RebuildAborted"]
 
@@ -65,7 +66,7 @@ class Cutover(Phases):
             await cache.publish_generation(self.name, PENDING)
         except CacheDown as exc:
             raise ReadsideError(
-                f"{self.name}: Redis ({self.settings.redis_url}) did not take the cutover's announcement ({exc.__cause__}); "
+                f"{self.name}: Redis ({redacted(self.settings.redis_url)}) did not take the cutover's announcement ({exc.__cause__}); "
                 f"nothing was swapped — run the same command again when Redis is back"
             ) from None
         finally:
@@ -164,7 +165,7 @@ class Cutover(Phases):
                 except CacheDown:
                     await asyncio.sleep(min(2**attempt * 0.25, 8))
             raise ReadsideError(
-                f"{self.name}: cut over, but Redis ({self.settings.redis_url}) did not take generation {generation}: "
+                f"{self.name}: cut over, but Redis ({redacted(self.settings.redis_url)}) did not take generation {generation}: "
                 f"cached bodies of the replaced tables may be served until they expire (~6 min). Run "
                 f"`readside rebuild {self.name}` again when Redis is back: it only publishes the generation."
             )

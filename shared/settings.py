@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from readside.shared.errors import ConfigError
 
@@ -142,7 +142,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-@dataclass(frozen=True)
+_USERINFO = re.compile(r"(?<=://)([^/@:?#]*):[^/@?#]*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def redacted(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``***`` (``scheme://user:***@host``, or libpq's
+    ``password=***``): for logs, errors and ``repr``, which must never show a secret."""
+    if url is None:
+        return None
+    return _KEYWORD_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1:***@", url))
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/readside"
@@ -256,6 +268,12 @@ class Settings:
                 f"(public) JWT key; set it to {_HOW}"
             )
         return self
+
+    def __repr__(self) -> str:
+        """The settings without secrets: the URLs' passwords redacted, the keys left out."""
+        shown = (f"{f.name}={(redacted(v) if f.name.endswith('_url') else v)!r}"
+                 for f in fields(self) if f.repr for v in [getattr(self, f.name)])
+        return f"Settings({', '.join(shown)})"
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

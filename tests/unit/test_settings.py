@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 
 from readside.shared.errors import ConfigError
-from readside.shared.settings import Settings
+from readside.shared.settings import Settings, redacted
 
 
 def test_to_env_reproduces_every_setting() -> None:
@@ -160,3 +160,14 @@ def test_replica_urls_split_on_commas_between_urls_only() -> None:
     assert settings.database_replica_urls == ("postgresql://rs@a:5432,b:5433/rs?target_session_attrs=any", "postgres://rs:pw@c/rs")
     assert "pw" not in repr(settings)
     assert Settings.from_env({}).database_replica_urls == ()
+
+
+def test_passwords_in_urls_never_show_in_repr() -> None:
+    settings = Settings.from_env({"READSIDE_DATABASE_URL": "postgresql://rs:s3cret@db:5432/rs",
+                                  "READSIDE_REDIS_URL": "redis://:hunter2@cache:6379/0"})
+    shown = repr(settings)
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "postgresql://rs:***@db:5432/rs" in shown and "redis://:***@cache:6379/0" in shown
+    assert redacted("host=db password='a b' dbname=rs") == "host=db password=*** dbname=rs"
+    assert redacted("rediss+cluster://u:pw@a:1,b:2") == "rediss+cluster://u:***@a:1,b:2"
+    assert redacted("redis://cache:6379") == "redis://cache:6379"
