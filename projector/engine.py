@@ -33,6 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -41,17 +42,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from readside.projector import bookkeeping
 from readside.projector.live import POINTER_HEADER, LiveStore, pointer
-from readside.projector.pipeline import Batch, Pipeline, Record, decode_record
+from readside.projector.pipeline import Batch, Pipeline, Record, Written, decode_record
 from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError, RecordFault, RetryableError, translate
 from readside.shared.settings import Settings
 
-__all__ = ["OnCommit", "POINTER_HEADER", "ProjectionRunner", "pointer"]
+__all__ = ["OnCommit", "POINTER_HEADER", "ProjectionRunner", "STOP_STEP_SECONDS", "bounded", "pointer"]
 
 log = logging.getLogger(__name__)
 
-OnCommit = Callable[[str, set[str]], Awaitable[None]]
+# After a commit: the projection, the cache scopes it changed, and the outbox row keeping them
+# (None: no outbox) — readside.projector.outbox.Invalidator.
+OnCommit = Callable[[str, set[str], UUID | None], Awaitable[None]]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
+STOP_STEP_SECONDS = 10.0  # each step of a runner's exit (last offsets, leaving the group)
 BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 
 
@@ -89,13 +93,16 @@ class ProjectionRunner:
         pool: AsyncConnectionPool,
         producer: AIOKafkaProducer,
         on_commit: OnCommit | None = None,
+        *,
+        outbox: bool = False,
     ) -> None:
         self.settings = settings
         self.projection = projection
         self.pool = pool
         self.producer = producer
         self.on_commit = on_commit
-        self.pipeline = Pipeline(LiveStore(projection.name, producer), projection.apply, on_poison=self._poisoned)
+        store = LiveStore(projection.name, producer, outbox=outbox)
+        self.pipeline = Pipeline(store, projection.apply, on_poison=self._poisoned)
         self.prefix = settings.topic_prefix
         self.topics = [self.prefix + t for t in projection.topics]
         self.lock = asyncio.Lock()
@@ -156,7 +163,8 @@ class ProjectionRunner:
             client_id=f"readside-{self.projection.name}",
         )
         self.consumer.subscribe(self.topics, listener=_Listener(self))
-        await self.consumer.start()
+        if not await self._started(stop):
+            return
         backoff = 0.2
         last_cleanup = 0.0
         try:
@@ -212,8 +220,31 @@ class ProjectionRunner:
                             raise
                         # _ensure_positions tries again next turn
         finally:
-            await self._last_offsets()
-            await self.consumer.stop()  # leaves the group cleanly
+            # Each step of the exit is bounded: a stop never hangs on the broker. A member that could
+            # not leave is expired by the broker after its session timeout; PostgreSQL holds the truth.
+            name = self.projection.name
+            await bounded(self._last_offsets(), STOP_STEP_SECONDS, f"{name}: the last Kafka offset commit")
+            await bounded(self.consumer.stop(), STOP_STEP_SECONDS, f"{name}: leaving the consumer group")
+
+    async def _started(self, stop: asyncio.Event) -> bool:
+        """Start the consumer (its start waits for the group's first assignment, which waits for
+        the sessions of killed members to expire) unless ``stop`` comes first: then False, the
+        start abandoned and the consumer closed."""
+        assert self.consumer is not None
+        start = asyncio.ensure_future(self.consumer.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not start.done():
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+                await bounded(self.consumer.stop(), STOP_STEP_SECONDS, f"{self.projection.name}: closing the consumer")
+        if start.cancelled():
+            return False
+        start.result()  # raises what the start raised
+        return True
 
     async def _ensure_positions(self) -> None:
         assert self.consumer is not None
@@ -261,7 +292,7 @@ class ProjectionRunner:
                 batch.heads[tp] = head
         return batch
 
-    async def _process(self, fetched: dict) -> tuple[Batch, set[str]] | None:
+    async def _process(self, fetched: dict) -> tuple[Batch, Written] | None:
         """Decode, dedupe, fold and commit one batch; returns what committed (None: nothing)."""
         batch = self._batch(fetched)
         if batch is None:
@@ -272,17 +303,17 @@ class ProjectionRunner:
             self.positions[tp] = end
         self.batches += 1
         self.events += batch.read
-        return batch, written.changed
+        return batch, written
 
     def _poisoned(self, record: Record, exc: BaseException) -> None:
         log.error("%s: fold failed at %s[%d]@%d: %r", self.projection.name, record.topic, record.partition, record.offset, exc)
 
-    async def _after_commit(self, batch: Batch, changed: set[str]) -> None:
+    async def _after_commit(self, batch: Batch, written: Written) -> None:
         """Right after the commit: the notification (cache versions, change stream), then Kafka's
         offsets in the background."""
-        if self.on_commit and changed:
+        if self.on_commit and written.changed:
             try:
-                await self.on_commit(self.projection.name, changed)
+                await self.on_commit(self.projection.name, written.changed, written.outbox)
             except Exception:
                 log.warning("%s: post-commit notification failed", self.projection.name, exc_info=True)
         for key, end in batch.ends.items():
@@ -317,6 +348,14 @@ class ProjectionRunner:
             await asyncio.gather(self.committing, return_exceptions=True)
         if self.offsets and self.commit_error is None:
             await self._commit_offsets()
+
+
+async def bounded(step: Awaitable[None], seconds: float, what: str) -> None:
+    """Await ``step`` for at most ``seconds``; past that, cancel it, say so, and go on."""
+    try:
+        await asyncio.wait_for(step, timeout=seconds)
+    except TimeoutError:
+        log.warning("%s did not finish within %.0f s; going on with the stop", what, seconds)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -2,7 +2,8 @@
 
 ``LiveStore`` keeps a projection's positions in ``checkpoints`` (advanced conditionally on where
 the batch started: fencing), its seen ids in ``dedupe``, its failures in ``dead_letters`` and on
-the dead-letter topics — all before the batch commits: nothing is lost. A dead letter the topic
+the dead-letter topics, and the cache scopes it changed in ``cache_outbox`` (when the projector
+has a cache: readside.projector.outbox) — all before the batch commits: nothing is lost. A dead letter the topic
 cannot hold (too large, or a keyless tombstone the client cannot send) is kept whole in the
 table and announced on the topic by a small pointer record (:func:`pointer`).
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
 
-from readside.projector import bookkeeping
+from readside.projector import bookkeeping, outbox
 from readside.projector.pipeline import Batch, Record
 from readside.shared.errors import RecordFault, translate
 
@@ -42,9 +44,10 @@ class LiveStore:
 
     pipelined = True  # no COPY here, nor in a projection's live apply
 
-    def __init__(self, projection: str, producer: AIOKafkaProducer) -> None:
+    def __init__(self, projection: str, producer: AIOKafkaProducer, *, outbox: bool = False) -> None:
         self.projection = projection
         self.producer = producer
+        self.outbox = outbox  # keep each batch's changed cache scopes in ``cache_outbox``
         self._fence: Callable[[], Awaitable[None]] | None = None
 
     async def _fenced(self) -> None:
@@ -66,6 +69,9 @@ class LiveStore:
     async def forget_seen(self, conn: psycopg.AsyncConnection, event_ids: list[str]) -> None:
         # Inserted by this very batch (the pipeline applies only ids it recorded as new).
         await bookkeeping.forget_seen(conn, self.projection, event_ids)
+
+    async def record_changes(self, conn: psycopg.AsyncConnection, changed: set[str]) -> UUID | None:
+        return await outbox.record(conn, self.projection, changed) if self.outbox else None
 
     async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None:
         await self._fenced()

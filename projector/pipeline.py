@@ -21,7 +21,9 @@ replay`` — so they share one meaning of dedupe, poison and position:
 6. **failures** (``Store.record_failures``): rejected records then poison — dead letters (table
    and ``<topic>.dlq``) for the live store, ``rs_failed`` for a shadow, the dead letters' new
    reasons for a replay;
-7. ``Store.finish``: what else the store keeps per batch (the live store: skipped count, last
+7. ``Store.record_changes`` (optional): the cache scopes the batch changed, kept in its
+   transaction (the live store's outbox row, relayed to Redis after the commit);
+8. ``Store.finish``: what else the store keeps per batch (the live store: skipped count, last
    batch time, partition heads).
 
 The transaction is the caller's: :meth:`Pipeline.commit` gives a batch one of its own (the live
@@ -33,7 +35,7 @@ it is released, so a record's fault still surfaces inside it; a rebuild commits 
 chunks inside its own transaction, and a dead-letter replay writes each projection's share of a
 chunk in the transaction that claimed the dead letters and deletes those done. Once committed the
 caller notifies with :attr:`Written.changed` — the engine right after the commit
-(``on_commit``: cache versions; Kafka's offsets, for tooling only, follow in the background), a
+(``on_commit``: cache versions, then the outbox row deleted; Kafka's offsets, for tooling only, follow in the background), a
 replay after each chunk; a rebuild publishes a new generation at its cutover instead.
 """
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+from uuid import UUID
 
 import psycopg
 from aiokafka import TopicPartition
@@ -136,16 +139,20 @@ class Store(Protocol):
 
     async def finish(self, conn: psycopg.AsyncConnection, batch: Batch) -> None: ...
 
+    # Optional: ``record_changes(conn, changed) -> UUID | None`` keeps the cache scopes a batch
+    # changed in its transaction (the live store's outbox row: readside.projector.outbox).
+
 
 @dataclass
 class Written:
     """What one batch did: ``fresh`` events were applied (each the first of its ``event_id``, never
     seen before), ``poison`` failed in the fold (and were recorded as failures with the rejected
-    records), ``changed`` names the cache scopes to bump."""
+    records), ``changed`` names the cache scopes to bump (kept in the ``outbox`` row, if any)."""
 
     fresh: list[Record]
     poison: list[tuple[Record, str]]
     changed: set[str]
+    outbox: UUID | None = None  # the outbox row holding ``changed``, when the store keeps one
 
     @property
     def fresh_ids(self) -> set[str]:
@@ -192,9 +199,11 @@ class Pipeline:
         failures = [(r, r.reason) for r in batch.records if r.reason is not None] + poison
         if failures:
             await self.store.record_failures(conn, failures)
+        keep = getattr(self.store, "record_changes", None)
+        outbox = await keep(conn, changed) if keep is not None and changed else None
         await self.store.finish(conn, batch)
         failed = {id(r) for r, _ in poison}
-        return Written([r for r in fresh if id(r) not in failed], poison, changed)
+        return Written([r for r in fresh if id(r) not in failed], poison, changed, outbox)
 
     async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
         """:meth:`write` in a transaction of its own (committed on return); in pipeline mode when

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from readside.projector.engine import OnCommit, ProjectionRunner
+from readside.projector.engine import STOP_STEP_SECONDS, OnCommit, ProjectionRunner, bounded
+from readside.projector.outbox import Invalidator
 from readside.readmodels.base import Projection
 from readside.readmodels.registry import REGISTRY
-from readside.shared.cache import Cache, CacheDown
+from readside.shared.cache import Cache
 from readside.shared.db import migrate, open_pool
 from readside.shared.errors import ConfigError, RetryableError
 from readside.shared.kafka import create_topics
 from readside.shared.settings import Settings
 
-__all__ = ["Invalidator", "run_projector", "select"]
+__all__ = ["run_projector", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +40,6 @@ def select(names: Sequence[str] | None) -> list[Projection]:
     if unknown:
         raise ConfigError(f"unknown projection(s) {unknown}; known: {sorted(REGISTRY)}")
     return [REGISTRY[n] for n in names]
-
-
-class Invalidator:
-    """After each commit, bump the cache versions of what changed (ARCHITECTURE invariant 8).
-
-    If Redis is down the keys wait in ``pending`` and are retried every second; cached bodies
-    also expire (TTL), which bounds staleness if this process dies with bumps pending.
-    """
-
-    def __init__(self, cache: Cache) -> None:
-        self.cache = cache
-        self.pending: set[str] = set()
-
-    async def __call__(self, projection: str, keys: set[str]) -> None:
-        self.pending |= keys
-        await self.flush()
-
-    async def flush(self) -> None:
-        if not self.pending:
-            return
-        keys, self.pending = self.pending, set()
-        try:
-            await self.cache.bump(keys)
-        except CacheDown:
-            self.pending |= keys
-            log.warning("cache down: %d version bump(s) pending", len(self.pending))
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                await self.flush()
-        await self.flush()
 
 
 async def run_projector(
@@ -119,6 +88,42 @@ async def _until_up(stop: asyncio.Event, what: str, attempt: Callable[[], Awaita
     return False
 
 
+STOP_REPORT_SECONDS = 15.0
+
+
+# Libraries' own background tasks (fetchers, heartbeats, pool workers) wait by design: not named.
+_IDLE_BY_DESIGN = ("aiokafka.", "psycopg", "asyncio.", "uvicorn.", "redis.")
+
+
+def _awaiting(task: asyncio.Task) -> str | None:
+    """Where ``task`` waits: its chain of awaits, outermost first (``task.get_stack`` gives one
+    frame for a suspended coroutine); None for a library's own background task."""
+    parts = []
+    coro: object = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if not parts and str(frame.f_globals.get("__name__", "")).startswith(_IDLE_BY_DESIGN):
+            return None
+        parts.append(f"{frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " -> ".join(parts) or repr(task)
+
+
+async def _report_slow_stop(stop: asyncio.Event) -> None:
+    """Once stopping, say so; if the stop takes long, say every ``STOP_REPORT_SECONDS`` what it waits on."""
+    await stop.wait()
+    log.info("stopping: finishing the batches in flight, then leaving the consumer groups")
+    began = asyncio.get_running_loop().time()
+    while True:
+        await asyncio.sleep(STOP_REPORT_SECONDS)
+        me = asyncio.current_task()
+        waits = Counter(w for t in asyncio.all_tasks() if t is not me and (w := _awaiting(t)) is not None)
+        log.warning("still stopping after %.0f s; waiting in:\n  %s", asyncio.get_running_loop().time() - began,
+                    "\n  ".join(f"{w}{f' (x{n})' if n > 1 else ''}" for w, n in sorted(waits.items())))
+
+
 async def _run(
     settings: Settings,
     projections: list[Projection],
@@ -131,6 +136,20 @@ async def _run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    reporter = asyncio.create_task(_report_slow_stop(stop))
+    try:
+        await _serve(settings, projections, stop, on_commit, sock)
+    finally:
+        reporter.cancel()
+
+
+async def _serve(
+    settings: Settings,
+    projections: list[Projection],
+    stop: asyncio.Event,
+    on_commit: OnCommit | None,
+    sock: socket.socket | None,
+) -> None:
     # A projector started before its database or broker waits for them (a deployment's start order
     # is not ours to choose), saying what it waits for; a stop while waiting is a clean exit.
     database = f"PostgreSQL at {_where(settings.database_url)} (READSIDE_DATABASE_URL)"
@@ -145,16 +164,18 @@ async def _run(
     )
     if not await _until_up(stop, broker, producer.start):
         return
-    # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor
-    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 3, timeout=30.0)
+    # a connection per runner, one for the dedupe cleanup or a retry, one for the status monitor,
+    # one for the cache outbox's relay
+    pool = await open_pool(settings.database_url, min_size=1, max_size=len(projections) + 4, timeout=30.0)
     cache = Cache(settings.redis_url, timeout=settings.cache_timeout) if settings.redis_url else None
     tasks = []
+    outbox = False
     if cache is not None and on_commit is None:
-        invalidator = Invalidator(cache)
-        on_commit = invalidator
+        invalidator = Invalidator(cache, pool)
+        on_commit, outbox = invalidator, True
         tasks.append(invalidator.run(stop))
     try:
-        runners = [ProjectionRunner(settings, p, pool, producer, on_commit) for p in projections]
+        runners = [ProjectionRunner(settings, p, pool, producer, on_commit, outbox=outbox) for p in projections]
         if sock is not None:
             from readside.projector import http
 
@@ -164,8 +185,8 @@ async def _run(
         log.info("projector running: %s", ", ".join(p.name for p in projections))
         await asyncio.gather(*(r.run(stop) for r in runners), *tasks)
     finally:
-        await producer.stop()
-        await pool.close()
+        await bounded(producer.stop(), STOP_STEP_SECONDS, "the dead-letter producer's stop")
+        await pool.close()  # bounded by psycopg_pool (5 s)
         if cache is not None:
             await cache.close()
         log.info("projector stopped")

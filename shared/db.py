@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS projections (
 -- rs_prev_<name> for rollback, and a generation bumped at every cutover (cache namespace, ETags).
 ALTER TABLE projections ADD COLUMN IF NOT EXISTS previous_version int4;
 ALTER TABLE projections ADD COLUMN IF NOT EXISTS generation int8 NOT NULL DEFAULT 1;
+-- The invalidation outbox (projector/outbox.py): the cache scopes a batch changed, written in the
+-- batch's transaction, deleted once their version bump reached Redis.
+CREATE TABLE IF NOT EXISTS cache_outbox (
+    id         uuid PRIMARY KEY,
+    projection text COLLATE "C" NOT NULL,
+    scopes     text[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS rebuilds (
     projection     text COLLATE "C" PRIMARY KEY,
     kind           text NOT NULL DEFAULT 'rebuild',

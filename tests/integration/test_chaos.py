@@ -235,7 +235,7 @@ class Projector:
     def assert_alive(self) -> None:
         assert self.proc.poll() is None, f"{self.name} exited by itself ({self.proc.returncode}):\n{self.tail()}"
 
-    def tail(self, lines: int = 30) -> str:
+    def tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError as exc:

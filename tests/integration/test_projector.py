@@ -93,3 +93,34 @@ def test_graceful_stop_and_resume_from_the_stored_checkpoint(settings):
     finally:
         runner.stop()
     assert_tables_equal_fold(settings.database_url, first + second)
+
+
+def test_a_stop_never_hangs_on_the_broker_and_says_what_it_waits_on(settings, monkeypatch, caplog):
+    """A consumer that cannot leave its group (a broker that never answers the LeaveGroup; a fault
+    a real broker does not produce on demand) delays the stop by at most one bounded step, and
+    the process says, while it waits, where it waits."""
+    import aiokafka
+
+    from readside.projector import engine, service
+
+    class Stuck(aiokafka.AIOKafkaConsumer):
+        async def stop(self):
+            try:
+                await asyncio.sleep(3600)
+            finally:  # cancelled by the bound: close the consumer for real, so nothing leaks
+                await super().stop()
+
+    monkeypatch.setattr(engine, "AIOKafkaConsumer", Stuck)
+    monkeypatch.setattr(engine, "STOP_STEP_SECONDS", 2.0)
+    monkeypatch.setattr(service, "STOP_REPORT_SECONDS", 0.5)
+    records = thread_stream(threads=5, seed=8)
+    send(settings, records)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+    caplog.set_level("INFO", logger="readside.projector")
+    runner.stop()  # asserts it stopped within 60 s (the stuck step alone would take an hour)
+    text = caplog.text
+    assert "stopping: finishing the batches in flight" in text
+    assert "threads: leaving the consumer group did not finish within 2 s; going on with the stop" in text
+    assert "still stopping after" in text and "Stuck.stop (test_projector.py:" in text, text
+    assert_tables_equal_fold(settings.database_url, records)
