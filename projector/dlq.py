@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from readside.projector import bookkeeping
+from readside.projector import bookkeeping, outbox
 from readside.projector.pipeline import Batch, Pipeline, Record, decode_record
 from readside.readmodels.base import Projection
 from readside.readmodels.registry import REGISTRY
@@ -223,15 +223,17 @@ async def replay(
                     if not letters and chunk_ids is None:
                         break
                     changed = await _replay_chunk(conn, letters, settings.topic_prefix, result)
+                    row = await outbox.record(conn, "dlq-replay", changed) if cache is not None and changed else None
                 if chunk_ids is not None:  # taken meanwhile by another replay (locked) or gone
                     claimed = {d.id for d in letters}
                     result.missing += [i for i in chunk_ids if i not in claimed]
                 if letters:
                     after = letters[-1].id
-                if cache is not None and changed:
+                if cache is not None and row is not None:
                     try:
                         await cache.bump(changed)
-                    except CacheDown as exc:
+                        await outbox.forget(conn, [row])
+                    except CacheDown as exc:  # the row stays: a running projector relays it
                         result.cache_error = f"{exc.__cause__ or exc}"
                 if progress is not None:
                     progress(result.done, total)

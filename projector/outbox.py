@@ -13,6 +13,9 @@ for all of them). So the commit and the bump can no longer be separated by a cra
 - Redis down: the bumps wait in memory and are retried every second; the rows stay until they
   are done, so a projector that dies meanwhile loses nothing either.
 
+``readside dlq replay`` keeps each chunk's changed scopes the same way: bumped after the chunk's
+commit, the row deleted then; with Redis down the row stays for a running projector's sweep.
+
 A bump is idempotent in effect (a new version: the next read renders again), so a row relayed
 twice — by its owner and by a sweep, in a race — costs one render more, never a stale body.
 """
@@ -29,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from readside.shared.cache import Cache, CacheDown
 
-__all__ = ["SWEEP_AFTER", "Invalidator", "record"]
+__all__ = ["SWEEP_AFTER", "Invalidator", "forget", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,11 @@ async def record(conn: psycopg.AsyncConnection, projection: str, scopes: Iterabl
         (row_id, projection, sorted(scopes)),
     )
     return row_id
+
+
+async def forget(conn: psycopg.AsyncConnection, rows: Iterable[uuid.UUID]) -> None:
+    """Delete the outbox ``rows`` whose bumps are done."""
+    await conn.execute("DELETE FROM public.cache_outbox WHERE id = ANY(%s)", (list(rows),))
 
 
 class Invalidator:
@@ -90,7 +98,7 @@ class Invalidator:
         rows, self.relayed = self.relayed, set()
         try:
             async with self.pool.connection() as conn:
-                await conn.execute("DELETE FROM public.cache_outbox WHERE id = ANY(%s)", (list(rows),))
+                await forget(conn, rows)
         except psycopg.Error as exc:
             self.relayed |= rows
             log.warning("cache outbox: could not delete %d relayed row(s): %s", len(rows), exc)
@@ -115,7 +123,7 @@ class Invalidator:
                     if not rows:
                         break
                     await self.cache.bump({scope for _, scopes in rows for scope in scopes})
-                    await conn.execute("DELETE FROM public.cache_outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+                    await forget(conn, (r[0] for r in rows))
                 done += len(rows)
                 if len(rows) < SWEEP_LIMIT:
                     break

@@ -98,7 +98,8 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         print(f"#{missing}: no such dead letter" + (f" of {args.projection}" if args.projection else "")
               + " (replayed already, or another replay holds it)")
     if result.cache_error:
-        print(f"warning: cache versions not bumped ({result.cache_error}); cached bodies expire within 5 minutes", file=sys.stderr)
+        print(f"warning: cache versions not bumped yet ({result.cache_error}); kept in the cache outbox, "
+              "a running projector bumps them once Redis answers", file=sys.stderr)
     summary = f"replayed {result.replayed}, still failing {len(result.failing)}, duplicates skipped {result.duplicates}"
     if result.ignored:
         summary += f", dropped {result.ignored} of a type the projection no longer handles"

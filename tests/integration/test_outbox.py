@@ -14,11 +14,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import orjson
 import psycopg
 import pytest
 import redis
 
+from readside.projector.bookkeeping import insert_dead_letters
+from readside.projector.dlq import replay
 from readside.projector.outbox import Invalidator, record
+from readside.readmodels.registry import REGISTRY
 from readside.shared.cache import Cache
 from readside.shared.db import migrate, open_pool
 from readside.shared.settings import Settings
@@ -144,6 +148,47 @@ def test_a_running_projector_relays_what_another_left_and_keeps_it_while_redis_i
         assert r.get(f"rs:{{{scope}-young}}:v") is not None
         await pool.close()
         await up.cache.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        r.close()
+
+
+def test_a_dead_letter_replay_leaves_its_invalidation_in_the_outbox_while_redis_is_down(relay_env, redis_url: str) -> None:
+    """``readside dlq replay`` keeps each chunk's changed scopes in the outbox: bumped and deleted
+    after the commit when Redis answers, else left for a running projector's sweep."""
+    settings, make = relay_env
+    migrate(settings.database_url, REGISTRY.values())
+    r = redis.Redis.from_url(redis_url)
+
+    async def dead_letter(user: str) -> None:
+        rec = started(f"t-{user}", client=user, provider=f"p-{user}")
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            await insert_dead_letters(conn, "threads", [(settings.topic_prefix + rec.topic, 0, len(user), rec.key.encode(),
+                                                         orjson.dumps(rec.value), "a fault since fixed")])
+
+    async def go() -> None:
+        pool = await open_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            down = f"u-rpd-{uuid.uuid4().hex[:8]}"
+            await dead_letter(down)
+            result = await replay(pool, replace(settings, redis_url="redis://127.0.0.1:1"), projection="threads")
+            assert result.replayed == 1 and result.cache_error
+            assert _outbox_rows(settings.database_url) == 1 and r.get(f"rs:{{viewer:{down}}}:v") is None
+            sweeper, sweeper_pool = await make()
+            assert await sweeper.sweep(older_than=0.0) == 1
+            await sweeper_pool.close()
+            await sweeper.cache.close()
+            assert _outbox_rows(settings.database_url) == 0 and r.get(f"rs:{{viewer:{down}}}:v") is not None
+
+            up = f"u-rpu-{uuid.uuid4().hex[:8]}"
+            await dead_letter(up)
+            result = await replay(pool, replace(settings, redis_url=redis_url), projection="threads")
+            assert result.replayed == 1 and result.cache_error is None
+            assert _outbox_rows(settings.database_url) == 0 and r.get(f"rs:{{viewer:{up}}}:v") is not None
+        finally:
+            await pool.close()
 
     try:
         asyncio.run(go())
