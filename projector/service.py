@@ -98,7 +98,7 @@ _IDLE_BY_DESIGN = ("aiokafka.", "psycopg", "asyncio.", "uvicorn.", "redis.")
 def _awaiting(task: asyncio.Task) -> str | None:
     """Where ``task`` waits: its chain of awaits, outermost first (``task.get_stack`` gives one
     frame for a suspended coroutine); None for a library's own background task."""
-    parts = []
+    parts: list[str] = []
     coro: object = task.get_coro()
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)

@@ -57,6 +57,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from readside.shared.cluster import GENERATION_CHANNEL, PENDING, Generations, cluster_client, cluster_nodes
 from readside.shared.errors import CacheUnavailable
+from readside.shared.flights import shared_call
 from readside.shared.resp import Pipe
 
 __all__ = ["Cache", "CacheDown", "generation_key", "version_key"]
@@ -247,12 +248,7 @@ class Cache:
         """Redis holds no generation for ``projection`` (new, flushed, evicted): store the one
         ``load`` reads from PostgreSQL (``SET NX``: a cutover may have set a newer one meanwhile)
         and return what Redis holds then. Once per burst per process. None when down."""
-        flight = self._adopting.get(projection)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._adopting[projection] = future
-        try:
+        async def adopt() -> int | None:
             generation = await load()
             try:
                 sent = time.monotonic()
@@ -260,20 +256,13 @@ class Cache:
                 pipe.set(generation_key(projection), generation, nx=True)
                 pipe.get(generation_key(projection))
                 _, value = await self._call(pipe.execute())
-                if self._generations is not None and self._generations.learn(projection, value, sent) is PENDING:
-                    result: int | None = None  # a cutover is pending: PostgreSQL answers
-                else:
-                    result = int(value)
             except CacheDown:
-                result = None
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
-            raise
-        finally:
-            del self._adopting[projection]
+                return None
+            if self._generations is not None and self._generations.learn(projection, value, sent) is PENDING:
+                return None  # a cutover is pending: PostgreSQL answers
+            return int(value)
+
+        return await shared_call(self._adopting, projection, adopt)
 
     async def publish_generation(self, projection: str, generation: int | bytes | None) -> None:
         """After a cutover commits: the projection's new generation; ``PENDING`` to announce one (on a
@@ -333,28 +322,7 @@ class Cache:
     async def single_flight(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
         """Render a missing body once per burst: in-process callers share one future; other
         processes wait briefly on a Redis lock and read the stored result."""
-        flight = self._flights.get(body_key)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._flights[body_key] = future
-        try:
-            body = await self._render_once(body_key, render)
-            future.set_result(body)
-            # A caller whose cache GET missed just before this flight landed would otherwise
-            # render again: the result stays shared for a moment (the key names its version).
-            loop.call_later(FLIGHT_GRACE, self._land, body_key, future)
-            return body
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
-            self._land(body_key, future)
-            raise
-
-    def _land(self, body_key: str, future: asyncio.Future[bytes]) -> None:
-        if self._flights.get(body_key) is future:
-            del self._flights[body_key]
+        return await shared_call(self._flights, body_key, lambda: self._render_once(body_key, render), grace=FLIGHT_GRACE)
 
     async def _render_once(self, body_key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
         cut = body_key.rindex(":b:")  # the digest, the generation and the version follow it

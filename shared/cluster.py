@@ -40,6 +40,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
+from readside.shared.flights import shared_call
+
 __all__ = ["GENERATION_CHANNEL", "PENDING", "REFRESH", "Generations", "cluster_client", "cluster_nodes", "node_url"]
 
 log = logging.getLogger(__name__)
@@ -113,23 +115,12 @@ class Generations:
             return known[1]
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="readside-generations")
-        flight = self._reading.get(projection)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
-        self._reading[projection] = future
-        try:
+
+        async def read() -> Generation:
             sent = time.monotonic()  # the value is as old as the moment it was asked for
-            raw = await self._read(projection)
-            value = self.learn(projection, raw, sent)
-            future.set_result(value)
-            return value
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it, nobody logs "never retrieved"
-            raise
-        finally:
-            del self._reading[projection]
+            return self.learn(projection, await self._read(projection), sent)
+
+        return await shared_call(self._reading, projection, read)
 
     def learn(self, projection: str, raw: bytes | int | None, sent: float) -> Generation:
         """The value Redis held at ``sent`` (monotonic); kept until ``sent + REFRESH``."""
