@@ -28,6 +28,8 @@ class ValkeyCluster:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.ports: list[int] = []
+        self._bus_ports: list[int] = []
+        self._server: Path | None = None
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list = []
 
@@ -43,20 +45,12 @@ class ValkeyCluster:
         except Exception as exc:
             raise ClusterStartError(f"no Valkey binaries for the cluster test: {exc}") from exc
         try:
+            self._server = server
             for n in range(NODES):
-                port = free_port()
-                node_dir = self.data_dir / f"node{n}"
-                node_dir.mkdir(parents=True, exist_ok=True)
-                log = open(node_dir / "valkey.log", "wb")  # closed by stop()
-                self._logs.append(log)
-                self._processes.append(subprocess.Popen(
-                    [str(server), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-port", str(free_port()),  # the default, port + 10000, may be taken or > 65535
-                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000", "--save", "",
-                     "--appendonly", "no", "--dir", str(node_dir)],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                ))
-                self.ports.append(port)
+                # the bus port: the default, port + 10000, may be taken or > 65535
+                self.ports.append(free_port())
+                self._bus_ports.append(free_port())
+                self._processes.append(self._launch(n))
             for port in self.ports:
                 self._wait(lambda port=port: self._client(port).ping(), f"node on port {port} answering PING")
             created = subprocess.run(
@@ -78,6 +72,44 @@ class ValkeyCluster:
                 raise ClusterStartError(f"{exc}\n{logs}") from None
             raise ClusterStartError(f"the three-node Valkey cluster did not start ({exc!r})\n{logs}") from exc
         return self.url
+
+    def _launch(self, n: int) -> subprocess.Popen[bytes]:
+        """Node ``n`` on its port, from its directory (its ``nodes.conf``: a restarted node rejoins
+        with its slots, and no data: nothing is saved)."""
+        node_dir = self.data_dir / f"node{n}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        log = open(node_dir / "valkey.log", "ab")  # closed by stop()
+        self._logs.append(log)
+        return subprocess.Popen(
+            [str(self._server), "--port", str(self.ports[n]), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(self._bus_ports[n]), "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self, n: int) -> None:
+        """Node ``n`` dies (SIGKILL): its slots have no server until :meth:`restart`."""
+        os.killpg(self._processes[n].pid, signal.SIGKILL)
+        self._processes[n].wait()
+
+    def restart(self, n: int) -> None:
+        """Node ``n`` back on its port, empty; waits until every node reports the cluster ok."""
+        self._processes[n] = self._launch(n)
+        for port in self.ports:
+            self._wait(lambda port=port: b"cluster_state:ok" in self._client(port).execute_command("CLUSTER", "INFO"),
+                       f"node on port {port} reporting cluster_state:ok after the restart", timeout=60)
+
+    def port_of(self, key: str) -> int:
+        """The port of the node serving ``key``'s slot."""
+        client = self._client(self.ports[0])
+        try:
+            slot = client.execute_command("CLUSTER", "KEYSLOT", key)
+            for start, end, (_, port, *_rest), *_replicas in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(port)
+        finally:
+            client.close()
+        raise LookupError(f"no node serves the slot of {key!r}")
 
     @staticmethod
     def _client(port: int) -> redis.Redis:
