@@ -7,12 +7,15 @@ Three ``valkey-server --cluster-enabled yes`` on free ports, joined by ``valkey-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from readside.embedded import _packaged_binary, free_port
@@ -144,3 +147,17 @@ class ValkeyCluster:
         for log in self._logs:
             log.close()
         self._logs.clear()
+
+
+@contextlib.contextmanager
+def running_cluster(data_dir: Path) -> Iterator[ValkeyCluster]:
+    """A started cluster for a fixture: a start that fails fails the test (never a skip)."""
+    cluster = ValkeyCluster(data_dir)
+    try:
+        cluster.start()
+    except ClusterStartError as exc:
+        pytest.fail(f"cannot start the three-node Valkey cluster these tests need: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

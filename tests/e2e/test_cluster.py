@@ -22,20 +22,15 @@ from tests.e2e.test_events import EventReader
 from tests.e2e.test_rebuild_api import MARK_SQL, WATCHED, Reader, generation, marked_items
 from tests.integration.test_rebuild import with_extra_sql
 from tests.support import auth, message, send, started, wait_caught_up, wait_until
-from tests.valkey_cluster import ClusterStartError, ValkeyCluster
+from tests.valkey_cluster import running_cluster
 
 TOPICS = ("threads.events", "payments.events")
 
 
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
-    try:
-        url = cluster.start()
-    except ClusterStartError as exc:
-        pytest.fail(f"cannot start the three-node Valkey cluster these tests need: {exc}", pytrace=False)
-    yield url
-    cluster.stop()
+    with running_cluster(tmp_path_factory.mktemp("valkey-cluster")) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,15 @@ import pytest
 from readside.shared.cache import version_key
 from tests.e2e.conftest import Stack, running_stack
 from tests.support import auth, message, send, started, wait_caught_up, wait_until
-from tests.valkey_cluster import ClusterStartError, ValkeyCluster
+from tests.valkey_cluster import ValkeyCluster, running_cluster
 
 TOPICS = ("threads.events", "payments.events")
 
 
 @pytest.fixture(scope="module")
 def valkeys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
-    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster-outage"))
-    try:
-        cluster.start()
-    except ClusterStartError as exc:
-        pytest.fail(f"cannot start the three-node Valkey cluster this test needs: {exc}", pytrace=False)
-    yield cluster
-    cluster.stop()
+    with running_cluster(tmp_path_factory.mktemp("valkey-cluster-outage")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
