@@ -42,7 +42,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from readside.projector.pipeline import Batch, Pipeline, Record
+from readside.projector.pipeline import Batch, BulkRecord, Pipeline, Record
 from readside.projector.replay import Replay
 from readside.projector.shadow import Shadow
 from readside.readmodels.base import Projection
@@ -133,7 +133,8 @@ async def load(
     The cyclic garbage collector is paused meanwhile and run every :data:`GC_EVERY` chunks
     instead (reference counting frees the chunks; cycles are rare): the heap holds chunks of
     decoded events and the cached aggregates, and the automatic collections, triggered every few
-    hundred allocations, walked them over and over (half the cost of decoding, measured)."""
+    hundred allocations, walked them over and over (half the cost of decoding, measured). The
+    records read meanwhile are ``BulkRecord``s (cheaper to build than frozen ``Record``s)."""
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def read() -> None:
@@ -146,6 +147,7 @@ async def load(
 
     paused = gc.isenabled()
     gc.disable()
+    make, replay.make = replay.make, BulkRecord  # type: ignore[assignment]
     reader = asyncio.create_task(read())
     try:
         written = 0
@@ -163,6 +165,7 @@ async def load(
     finally:
         if not reader.done():
             reader.cancel()
+        replay.make = make
         if paused:
             gc.enable()
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from readside.projector.pipeline import Batch, decode_record
+from readside.projector.pipeline import Batch, Record, decode_record
 from readside.readmodels.base import Projection
 from readside.shared.errors import BrokerUnavailable, ReadsideError
 from readside.shared.settings import Settings
@@ -53,6 +53,8 @@ class Replay:
         # a bulk worker's share (``rebuild_bulk``): records whose key it does not own are read
         # (positions move past them) but neither decoded nor handed out
         self.owns: Callable[[bytes | None], bool] | None = None
+        # what holds a decoded record: ``Record``, or ``BulkRecord`` in the bulk phase (``rebuild_bulk.load``)
+        self.make: Callable[..., Record] = Record
 
     async def start(self) -> list[TopicPartition]:
         """Connect and return every partition of the projection's topics."""
@@ -155,13 +157,13 @@ class Replay:
             self.consumer.pause(tp)
         if not kept:
             return
-        owns = self.owns
+        owns, make = self.owns, self.make
         for i, r in enumerate(kept):
             if i and i % DECODE_SLICE == 0:
                 await asyncio.sleep(0)  # let the writer's database round trips progress
             if owns is not None and not owns(r.key):
                 continue
-            record = decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
+            record = decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value, make)
             if record is None:
                 out.skipped += 1
                 continue
