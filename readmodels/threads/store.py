@@ -196,7 +196,8 @@ async def apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[s
     markers = {tid: dict(states[tid].reads) for tid in tids}
     changes = fold_batch(states, events)
     await write_threads(conn, [states[t] for t in tids])
-    await write_messages(conn, states, changes.created, changes.deleted - set(changes.created))
+    stored = {key for key, message in before.items() if message is not None}
+    await write_messages(conn, states, changes.created, changes.deleted - set(changes.created), stored)
     await write_registers(conn, states, changes.reads, changes.pins)
     await write_user_avatars(conn, starts(states, unstarted))
     rows = await render_previews(conn, states, old, before, markers)

@@ -1,8 +1,9 @@
 """Thread read models, the live path's writes: one set-based statement per table, rows in key order.
 
 - ``write_threads``    the participants, state register and paid flag of the touched threads;
-- ``write_messages``   the messages the batch creates (whole) or deletes (the sticky flag, or a
-                       deleted stub for a delete seen before its create);
+- ``write_messages``   the messages the batch creates (whole: a plain insert, or an update of the
+                       stored stub) or deletes (the sticky flag, or a deleted stub for a delete
+                       seen before its create);
 - ``write_registers``  the touched read markers (``rules.READS_FORWARD``) and pins;
 - ``write_previews``   the preview rows that changed, the summaries' deltas and the viewers'
                        versions; returns the ``viewer`` scopes it bumped.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 
 import psycopg
 
@@ -70,40 +72,53 @@ async def write_threads(conn: psycopg.AsyncConnection, states: list[ThreadState]
     )
 
 
+_MESSAGE_COLUMNS = (
+    "%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bool[], %b::text[], "
+    "%b::text[], %b::text[], %b::bytea[]) AS u(t, m, c, s, st, v, k, d, pv, pk, pa, i)"
+)
+
+
 async def write_messages(
     conn: psycopg.AsyncConnection,
     states: dict[str, ThreadState],
     created: dict[tuple[str, str], MessageCreated],
     deleted: set[tuple[str, str]],
+    stored: Collection[tuple[str, str]],
 ) -> None:
-    if created:
-        keys = sorted(created)
+    """``stored``: the keys that have a row already (loaded under the threads' locks: a deleted
+    stub a create fills in) — updated; the other created messages are inserted (no conflict check)."""
+    for keys, fill in ((sorted(k for k in created if k not in stored), False), (sorted(k for k in created if k in stored), True)):
+        if not keys:
+            continue
         msgs = [states[t].messages[m] for t, m in keys]
-        await conn.execute(
-            "INSERT INTO thread_messages (thread_id, message_id, created_at, sender_id, sender_type, visible_to, "
-            "system_key, deleted, preview, preview_key, preview_args, item) "
-            "SELECT t, m, c, s, st, v, k, d, pv, pk, pa::jsonb, i FROM unnest(%b::text[], %b::text[], "
-            "%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bool[], %b::text[], %b::text[], "
-            "%b::text[], %b::bytea[]) AS u(t, m, c, s, st, v, k, d, pv, pk, pa, i) "
-            "ON CONFLICT (thread_id, message_id) DO UPDATE SET created_at = excluded.created_at, "
-            "sender_id = excluded.sender_id, sender_type = excluded.sender_type, visible_to = excluded.visible_to, "
-            "system_key = excluded.system_key, deleted = excluded.deleted, preview = excluded.preview, "
-            "preview_key = excluded.preview_key, preview_args = excluded.preview_args, item = excluded.item",
-            (
-                [t for t, _ in keys],
-                [m for _, m in keys],
-                [m.created_at for m in msgs],
-                [m.sender_id for m in msgs],
-                [m.sender_type for m in msgs],
-                [m.visible_to for m in msgs],
-                [m.system_key for m in msgs],
-                [m.deleted for m in msgs],
-                [m.preview for m in msgs],
-                [m.preview_key for m in msgs],
-                [dumps(m.preview_args).decode() if m.preview_args is not None else None for m in msgs],
-                [message_item(created[k]) for k in keys],
-            ),
+        columns = (
+            [t for t, _ in keys],
+            [m for _, m in keys],
+            [m.created_at for m in msgs],
+            [m.sender_id for m in msgs],
+            [m.sender_type for m in msgs],
+            [m.visible_to for m in msgs],
+            [m.system_key for m in msgs],
+            [m.deleted for m in msgs],
+            [m.preview for m in msgs],
+            [m.preview_key for m in msgs],
+            [dumps(m.preview_args).decode() if m.preview_args is not None else None for m in msgs],
+            [message_item(created[k]) for k in keys],
         )
+        if fill:
+            await conn.execute(
+                "UPDATE thread_messages tm SET created_at = u.c, sender_id = u.s, sender_type = u.st, visible_to = u.v, "
+                "system_key = u.k, deleted = u.d, preview = u.pv, preview_key = u.pk, preview_args = u.pa::jsonb, item = u.i "
+                "FROM unnest(" + _MESSAGE_COLUMNS + " WHERE tm.thread_id = u.t AND tm.message_id = u.m",
+                columns,
+            )
+        else:
+            await conn.execute(
+                "INSERT INTO thread_messages (thread_id, message_id, created_at, sender_id, sender_type, visible_to, "
+                "system_key, deleted, preview, preview_key, preview_args, item) "
+                "SELECT t, m, c, s, st, v, k, d, pv, pk, pa::jsonb, i FROM unnest(" + _MESSAGE_COLUMNS,
+                columns,
+            )
     if deleted:
         keys = sorted(deleted)
         await conn.execute(
