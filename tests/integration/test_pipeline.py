@@ -9,7 +9,7 @@ does not handle (skipped)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -127,31 +127,37 @@ def test_every_store_dedupes_isolates_and_records_alike(settings: Settings, kind
     asyncio.run(go())
 
 
+async def _fenced_store(settings: Settings, batch: Batch, check: Callable[[psycopg.AsyncConnection, AIOKafkaProducer], Awaitable[None]]) -> None:
+    """``batch`` committed through the live store while the checkpoint it starts from was moved to
+    2 by another instance: it raises ``FencedError``; then ``check(conn, producer)``."""
+    from readside.shared.errors import FencedError
+
+    topic = settings.topic_prefix + "threads.events"
+    conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await bookkeeping.seed_checkpoints(conn, PROBE.name, [(topic, 0)])
+        await conn.execute("UPDATE checkpoints SET next_offset = 2 WHERE projection = 'probe'")
+        with pytest.raises(FencedError):
+            await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, batch)
+        await check(conn, producer)
+    finally:
+        await producer.stop()
+        await conn.execute("DROP TABLE IF EXISTS public.probe_rows")
+        await conn.close()
+
+
 def test_the_live_store_fences(settings: Settings) -> None:
     """A batch starting where the checkpoint no longer is rolls back whole (another instance moved it)."""
     migrate(settings.database_url, [PROBE])
-    topic = settings.topic_prefix + "threads.events"
     batch, _ = _batch(settings.topic_prefix)
 
-    async def go() -> None:
-        from readside.shared.errors import FencedError
+    async def check(conn: psycopg.AsyncConnection, _producer: AIOKafkaProducer) -> None:
+        assert await _scalar_set(conn, "SELECT count(*) FROM probe_rows") == {0}
+        assert await _scalar_set(conn, "SELECT count(*) FROM dedupe WHERE projection = 'probe'") == {0}
 
-        conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            await bookkeeping.seed_checkpoints(conn, PROBE.name, [(topic, 0)])
-            await conn.execute("UPDATE checkpoints SET next_offset = 2 WHERE projection = 'probe'")
-            with pytest.raises(FencedError):
-                await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, batch)
-            assert await _scalar_set(conn, "SELECT count(*) FROM probe_rows") == {0}
-            assert await _scalar_set(conn, "SELECT count(*) FROM dedupe WHERE projection = 'probe'") == {0}
-        finally:
-            await producer.stop()
-            await conn.execute("DROP TABLE IF EXISTS public.probe_rows")
-            await conn.close()
-
-    asyncio.run(go())
+    asyncio.run(_fenced_store(settings, batch, check))
 
 
 @pytest.mark.parametrize("kind", ["rejected only", "skipped only"])
@@ -164,27 +170,11 @@ def test_the_live_store_fences_a_batch_without_events(settings: Settings, kind: 
     keep = (lambda r: r.reason is not None) if kind == "rejected only" else (lambda r: False)
     batch = replace(batch, records=[r for r in batch.records if keep(r)])
 
-    async def go() -> None:
-        from readside.shared.errors import FencedError
+    async def check(conn: psycopg.AsyncConnection, producer: AIOKafkaProducer) -> None:
+        assert await _scalar_set(conn, "SELECT count(*) FROM dead_letters WHERE projection = 'probe'") == {0}
+        assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {2}
+        moved = replace(batch, starts={(topic, 0): 2})
+        await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, moved)
+        assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {batch.ends[(topic, 0)]}
 
-        conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            await bookkeeping.seed_checkpoints(conn, PROBE.name, [(topic, 0)])
-            await conn.execute("UPDATE checkpoints SET next_offset = 2 WHERE projection = 'probe'")
-            with pytest.raises(FencedError):
-                await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, batch)
-            assert await _scalar_set(conn, "SELECT count(*) FROM dead_letters WHERE projection = 'probe'") == {0}
-            assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {2}
-            moved = replace(batch, starts={(topic, 0): 2})
-            await Pipeline(LiveStore(PROBE.name, producer), PROBE.apply).commit(conn, moved)
-            assert await _scalar_set(conn, "SELECT next_offset FROM checkpoints WHERE projection = 'probe'") == {
-                batch.ends[(topic, 0)]
-            }
-        finally:
-            await producer.stop()
-            await conn.execute("DROP TABLE IF EXISTS public.probe_rows")
-            await conn.close()
-
-    asyncio.run(go())
+    asyncio.run(_fenced_store(settings, batch, check))

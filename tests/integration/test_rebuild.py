@@ -64,20 +64,27 @@ def with_extra_sql(projection: Projection, statement: str) -> Projection:
 
 
 @pytest.mark.slow
-def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:
-    records = thread_stream(threads=90, seed=21)
+def _killed_in_bulk(settings, tmp_path: Path, seed: int, *extra: str) -> tuple[list, dict[str, str], list[str]]:
+    """A rebuild (``readside rebuild threads --batch 100 *extra``, slowed down) killed with -9 well
+    into its bulk phase: the records sent, its environment and its command line."""
+    records = thread_stream(threads=90, seed=seed)
     send(settings, records)
     wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
     env = {**os.environ, **settings.to_env()}
     argv = [sys.executable, "-m", "readside.cli", "rebuild", "threads", "--batch", "100"]
     with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen([*argv, "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        first = subprocess.Popen([*argv, *extra, "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         done = lambda: (row(settings.database_url, "SELECT events_done FROM rebuilds WHERE projection = 'threads'") or (0,))[0]  # noqa: E731
         wait_until(lambda: done() >= 700, 60, "the rebuild to be well into its bulk phase")
     finally:
-        first.send_signal(signal.SIGKILL)
+        first.send_signal(signal.SIGKILL)  # bulk workers follow their parent
         first.wait(10)
+    return records, env, argv
+
+
+def test_a_rebuild_killed_with_sigkill_resumes_where_it_stopped(settings, projector, tmp_path: Path) -> None:
+    records, env, argv = _killed_in_bulk(settings, tmp_path, 21)
     saved = row(settings.database_url, "SELECT sum(next_offset) FROM rs_build_threads.rs_checkpoints")[0]  # type: ignore[index]
     assert 0 < saved < len(records)
     assert row(settings.database_url, "SELECT phase FROM rebuilds WHERE projection = 'threads'") == ("bulk",)
@@ -242,19 +249,7 @@ def test_every_projection_rebuilds_to_tables_verify_finds_equal(
 
 @pytest.mark.slow
 def test_bulk_workers_killed_with_sigkill_resume_with_their_own_split(settings, projector, tmp_path: Path) -> None:
-    records = thread_stream(threads=90, seed=26)
-    send(settings, records)
-    wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
-    env = {**os.environ, **settings.to_env()}
-    argv = [sys.executable, "-m", "readside.cli", "rebuild", "threads", "--batch", "100"]
-    with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen([*argv, "--workers", "2", "--max-rate", "250"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        done = lambda: (row(settings.database_url, "SELECT events_done FROM rebuilds WHERE projection = 'threads'") or (0,))[0]  # noqa: E731
-        wait_until(lambda: done() >= 700, 60, "the workers to be well into the bulk phase")
-    finally:
-        first.send_signal(signal.SIGKILL)  # the workers follow their parent
-        first.wait(10)
+    records, env, argv = _killed_in_bulk(settings, tmp_path, 26, "--workers", "2")
     saved = row(settings.database_url, "SELECT count(DISTINCT worker), sum(next_offset) FROM rs_build_threads.rs_bulk_positions")
     assert saved is not None and saved[0] == 2 and saved[1] > 0
 
