@@ -160,8 +160,11 @@ async def load_states(
     previews = None
     if old is not None:
         previews = await conn.execute(
+            # Two primary-key lookups per thread: an ``IN (client, provider)`` join condition made
+            # the planner scan the whole table (its cost grew with every preview stored).
             "SELECT p.user_id, p.thread_id, p.role, p.listed, p.unread_count, p.item FROM threads t "
-            "JOIN thread_previews p ON p.user_id IN (t.client_id, t.provider_id) AND p.thread_id = t.thread_id "
+            "CROSS JOIN LATERAL (VALUES (t.client_id), (t.provider_id)) AS side(user_id) "
+            "JOIN thread_previews p ON p.user_id = side.user_id AND p.thread_id = t.thread_id "
             "WHERE t.thread_id = ANY(%b::text[])",
             (tids,),
         )

@@ -222,3 +222,32 @@ def test_messages_not_from_a_participant_are_hidden_in_every_path(migrated):
             assert actual == _expected(records), f"seed {seed}"
             assert actual == _expected(clean), f"seed {seed}"
             assert asyncio.run(history("c-t1")) == asyncio.run(history("p-t1")) == ["m2", "m1"]
+
+
+def test_a_live_batch_reads_no_table_whole_however_many_threads_are_stored(migrated):
+    """The live ``apply`` looks up what a batch touches by key: with thousands of threads stored
+    (and the statistics analyzed), a batch of 30 messages scans no table sequentially, so its cost
+    does not grow with the tables. (Joining the previews on ``user_id IN (client, provider)`` made
+    the planner hash the whole preview table for every batch.)"""
+    tids = [f"t-{i:05d}" for i in range(6000)]
+    sides = {t: (f"c-{i % 20}", f"p-{i % 700}") for i, t in enumerate(tids)}  # inboxes of many threads
+
+    async def go() -> dict[str, int]:
+        async with await psycopg.AsyncConnection.connect(migrated, autocommit=True, options="-c TimeZone=UTC") as conn:
+            await conn.execute(f"TRUNCATE {TABLES}")
+            seed = [r for t, (c, p) in sides.items() for r in (
+                started(t, c, p, at=0), message(t, "m1", 1, c), read(t, p, up_to=1, at=1), pinned(t, c, True, 1))]
+            async with conn.transaction():
+                await PROJECTION.apply(conn, [as_event(r) for r in seed])
+            await conn.execute("ANALYZE")
+            batch = [message(t, "m2", 2, sides[t][1], "provider") for t in random.Random(7).sample(tids, 30)]
+            async with conn.transaction():
+                before = await (await conn.execute(
+                    "SELECT relname, seq_scan FROM pg_stat_xact_user_tables")).fetchall()
+                await PROJECTION.apply(conn, [as_event(r) for r in batch])
+                after = await (await conn.execute(
+                    "SELECT relname, seq_scan FROM pg_stat_xact_user_tables")).fetchall()
+        was = dict(before)
+        return {name: n - was.get(name, 0) for name, n in after if n != was.get(name, 0)}
+
+    assert asyncio.run(go()) == {}
