@@ -27,7 +27,7 @@ from psycopg import sql
 from readside.shared.errors import FencedError
 
 __all__ = [
-    "DEAD_LETTER_COLUMNS", "Key", "advance_checkpoints", "begin_rebuild", "cancel_rebuild", "claim_dead_letters",
+    "DEAD_LETTER_COLUMNS", "DEDUPE", "Key", "advance_checkpoints", "begin_rebuild", "cancel_rebuild", "claim_dead_letters",
     "count_dead_letters", "cut_over", "dead_letter_ids", "dead_letters_from", "delete_dead_letters", "first_seen",
     "forget_previous_version", "forget_seen", "get_dead_letter", "insert_dead_letters", "list_dead_letters",
     "live_checkpoints", "mark_interrupted", "move_checkpoints", "purge_seen", "rebuild_row", "record_batch", "record_heads",
@@ -38,6 +38,7 @@ __all__ = [
 Key = tuple[str, int]  # (topic, partition)
 Conn = psycopg.AsyncConnection
 
+DEDUPE = "public.dedupe"  # every projection's seen event ids (first_seen, forget_seen, purge_seen)
 DEAD_LETTER_COLUMNS = 'id, projection, topic, partition, "offset", key, value, reason, created_at, retries, retried_at'
 
 

@@ -40,7 +40,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from readside.projector import bookkeeping
+from readside.projector import bookkeeping, statistics
 from readside.projector.live import POINTER_HEADER, LiveStore, pointer
 from readside.projector.pipeline import Batch, Pipeline, Record, Written, decode_record
 from readside.readmodels.base import Projection
@@ -166,7 +166,7 @@ class ProjectionRunner:
         if not await self._started(stop):
             return
         backoff = 0.2
-        last_cleanup = 0.0
+        last_cleanup = last_analyze = 0.0
         try:
             while not stop.is_set():
                 if self.commit_error is not None:
@@ -201,6 +201,9 @@ class ProjectionRunner:
                         async with self.pool.connection() as conn:
                             await bookkeeping.purge_seen(conn, self.projection.name, self.settings.dedupe_days)
                         last_cleanup = time.monotonic()
+                    if self.settings.analyze_every and time.monotonic() - last_analyze > self.settings.analyze_every:
+                        await self._analyze()
+                        last_analyze = time.monotonic()
                     backoff = 0.2
                 except Exception as exc:
                     error = _retried(exc)
@@ -253,6 +256,14 @@ class ProjectionRunner:
             async with self.lock:
                 missing = [tp for tp in self.consumer.assignment() if tp not in self.positions]
                 await self.seek_to_checkpoints(missing)
+
+    async def _analyze(self) -> None:
+        """Fresh planner statistics for the tables this runner fills (readside.projector.statistics)."""
+        async with self.pool.connection() as conn:
+            done = await statistics.analyze_grown(conn, (*self.projection.tables, bookkeeping.DEDUPE))
+        if done:
+            log.info("%s: analyzed %s (changed past autovacuum's threshold since their last analyze)",
+                     self.projection.name, ", ".join(done))
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, fetched: dict) -> Batch | None:

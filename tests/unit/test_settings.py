@@ -25,6 +25,7 @@ def test_to_env_reproduces_every_setting() -> None:
             "READSIDE_BATCH_MAX": "700",
             "READSIDE_FETCH_WAIT_MS": "250",
             "READSIDE_API_POOL_SIZE": "17",
+            "READSIDE_ANALYZE_EVERY": "12.5",
             "READSIDE_STALL_AFTER": "2.5",
             "READSIDE_PROJECTOR_PORT": "9100",
             "READSIDE_PROJECTOR_HOST": "0.0.0.0",
@@ -54,6 +55,7 @@ def test_to_env_reproduces_every_setting() -> None:
     [
         pytest.param("READSIDE_STALL_AFTER", "soon", "number of seconds", id="stall-not-a-number"),
         pytest.param("READSIDE_STALL_AFTER", "0", "between", id="stall-zero"),
+        pytest.param("READSIDE_ANALYZE_EVERY", "-1", "between", id="analyze-negative"),
         pytest.param("READSIDE_PROJECTOR_PORT", "70000", "between 0 and 65535", id="port-out-of-range"),
         pytest.param("READSIDE_FETCH_WAIT_MS", "0", "between 1 and 10000", id="fetch-wait-zero"),
         pytest.param("READSIDE_HTTP_MAX_HEADER_BYTES", "100", "between 1024", id="header-cap-too-small"),
