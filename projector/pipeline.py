@@ -15,7 +15,9 @@ replay`` — so they share one meaning of dedupe, poison and position:
 4. **apply with poison isolation**: the fresh events in one savepoint; when that fails for the
    records' sake (:func:`readside.shared.errors.record_fault`) the batch is bisected, one
    savepoint per half, down to the events that fail alone — their reason is ``"<fold error>:
-   <repr>"``; any other failure (the world's) propagates and the caller's transaction rolls back;
+   <repr>"``; any other failure (the world's) propagates and the caller's transaction rolls back
+   (:meth:`Pipeline.commit` in pipeline mode first writes the batch whole, with no savepoint, and
+   isolates only when a record's fault rolled that attempt back);
 5. **forget** (``Store.forget_seen``): a poison event was not applied, so its id must not count as
    seen — a re-send, or a replay after a fix, must still apply it;
 6. **failures** (``Store.record_failures``): rejected records then poison — dead letters (table
@@ -204,10 +206,13 @@ class Pipeline:
         self.on_poison = on_poison
 
     async def write(
-        self, conn: psycopg.AsyncConnection, batch: Batch, *, pipeline: psycopg.AsyncPipeline | None = None
+        self, conn: psycopg.AsyncConnection, batch: Batch, *, pipeline: psycopg.AsyncPipeline | None = None,
+        isolate: bool = True,
     ) -> Written:
         """Steps 2-7 of the module docstring, in the caller's transaction (``pipeline``: the
-        connection is in pipeline mode — see :meth:`commit`)."""
+        connection is in pipeline mode — see :meth:`commit`). ``isolate=False``: the fresh events
+        are applied without a savepoint, and a record's fault raises (the caller's transaction
+        is then lost: :meth:`commit` writes the batch again, isolating)."""
         await self.store.record_positions(conn, batch)
         first: dict[str, Record] = {}
         for record in batch.records:
@@ -216,7 +221,12 @@ class Pipeline:
         new = await self.store.first_seen(conn, list(first)) if first else set()
         fresh = [record for event_id, record in first.items() if event_id in new]
         changed: set[str] = set()
-        poison = await self._apply_isolating(conn, fresh, changed, pipeline)
+        if isolate:
+            poison = await self._apply_isolating(conn, fresh, changed, pipeline)
+        else:
+            poison = []
+            if fresh:
+                changed |= await self.apply(conn, [r.event for r in fresh]) or set()  # type: ignore[misc]
         if poison:
             await self.store.forget_seen(conn, [r.event.event_id for r, _ in poison if r.event is not None])
         failures = [(r, r.reason) for r in batch.records if r.reason is not None] + poison
@@ -231,14 +241,29 @@ class Pipeline:
     async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
         """:meth:`write` in a transaction of its own (committed on return); in pipeline mode when
         the store is ``pipelined``: a statement waits for the server only when its answer is read
-        (a batch of the thread mix went from ~25 round trips to 5)."""
+        (a batch of the thread mix went from ~25 round trips to 4).
+
+        In pipeline mode the batch is first written whole, without a savepoint: no SAVEPOINT and
+        RELEASE, and no round trip to close the savepoint before the batch's bookkeeping — what
+        a small batch (low latency, a steady stream) spends most of its time on. A record's fault
+        rolls that transaction back and the batch is written again, each event isolated (the
+        dead letters are sent only then: the first attempt fails before its failures are
+        recorded, since recording them reads the server's answers first)."""
         if not getattr(self.store, "pipelined", False):
             async with conn.transaction():
                 return await self.write(conn, batch)
+        try:
+            async with conn.pipeline() as pipeline:
+                async with conn.transaction():
+                    written = await self.write(conn, batch, pipeline=pipeline, isolate=False)
+            return written  # the COMMIT's answer read: committed
+        except Exception as exc:
+            if not record_fault(exc):
+                raise  # the world is down: rolled back, the batch is retried
         async with conn.pipeline() as pipeline:
             async with conn.transaction():
                 written = await self.write(conn, batch, pipeline=pipeline)
-        return written  # the COMMIT's answer read: committed
+        return written
 
     async def _apply_isolating(
         self,
@@ -251,9 +276,10 @@ class Pipeline:
             return []
         try:
             async with conn.transaction():  # a savepoint inside the caller's transaction
-                changed |= await self.apply(conn, [r.event for r in records]) or set()  # type: ignore[misc]
+                scopes = await self.apply(conn, [r.event for r in records]) or set()  # type: ignore[misc]
                 if pipeline is not None:
                     await pipeline.sync()  # the apply's last statements answer inside the savepoint
+            changed |= scopes  # only the scopes of what was applied
             return []
         except Exception as exc:
             if not record_fault(exc):

@@ -3,8 +3,11 @@ and position: one batch, run against the live tables (``LiveStore``) and a rebui
 (``ShadowStore``), must apply, remember and fail the same records.
 
 The batch: an event, a re-send of it (same ``event_id``, later offset), an event whose id was
-applied before, a fold that raises on one event, a tombstone, one more event, and a type the probe
-does not handle (skipped)."""
+applied before, a fold that raises on one event, a tombstone, one more event, a type the probe
+does not handle (skipped), and an event whose statement the server refuses (a division by zero:
+in pipeline mode it surfaces only at a later sync). The live store first writes a batch whole,
+without a savepoint, and isolates after a record's fault: its dead letters must still be sent
+once each."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from readside.readmodels.base import Projection
 from readside.schemas import Event
 from readside.shared.db import migrate
 from readside.shared.settings import Settings
-from tests.support import message, read
+from tests.support import high_watermarks, message, read
 
 DDL = "CREATE TABLE IF NOT EXISTS probe_rows (event_id text PRIMARY KEY)"
 
@@ -36,6 +39,8 @@ async def _apply(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> set[
     if any("poison" in e.payload.content for e in events):  # type: ignore[attr-defined]
         raise ValueError("the probe's fold refuses poison")
     await conn.execute("INSERT INTO probe_rows SELECT unnest(%s::text[])", ([e.event_id for e in events],))
+    if any("zero" in e.payload.content for e in events):  # type: ignore[attr-defined]
+        await conn.execute("SELECT 1 / 0")  # refused by the server, answer not read here
     return {f"probe:{e.event_id}" for e in events}
 
 
@@ -55,6 +60,8 @@ def _batch(prefix: str) -> tuple[Batch, dict[str, str]]:
     ] + [(b"t-1", None), (last.key.encode(), orjson.dumps(last.value))]
     skipped = read("t-1", "u-c", 0, 1)
     raw.append((skipped.key.encode(), orjson.dumps(skipped.value)))
+    zero = message("t-1", "m-zero", 7, content="zero")
+    raw.append((zero.key.encode(), orjson.dumps(zero.value)))
     batch = Batch(starts={(topic, 0): 0}, ends={(topic, 0): len(raw)}, read=len(raw))
     for offset, (key, value) in enumerate(raw):
         record = decode_record(PROBE, prefix, topic, 0, offset, key, value)
@@ -63,15 +70,17 @@ def _batch(prefix: str) -> tuple[Batch, dict[str, str]]:
         else:
             batch.records.append(record)
     ids = {"good": good.value["event_id"], "seen": seen.value["event_id"], "poison": poison.value["event_id"],
-           "last": last.value["event_id"]}
+           "last": last.value["event_id"], "zero": zero.value["event_id"]}
     return batch, ids
 
 
 def _check(written: Any, batch: Batch, ids: dict[str, str]) -> None:
     assert batch.skipped == 1 and len(batch.rejected) == 1
     assert written.fresh_ids == {ids["good"], ids["last"]}
-    assert written.poison_ids == {ids["poison"]}
-    assert written.poison[0][1].startswith("fold error (probe): ValueError(")
+    assert written.poison_ids == {ids["poison"], ids["zero"]}
+    reasons = sorted(reason for _, reason in written.poison)
+    assert reasons[0].startswith("fold error (probe): DivisionByZero(")
+    assert reasons[1].startswith("fold error (probe): ValueError(")
     assert written.changed == {f"probe:{ids['good']}", f"probe:{ids['last']}"}
 
 
@@ -115,8 +124,10 @@ def test_every_store_dedupes_isolates_and_records_alike(settings: Settings, kind
             # the poison's id is forgotten: a replay after a fix must apply it
             assert await _scalar_set(conn, f"SELECT event_id FROM {seen}") == {ids["good"], ids["last"], ids["seen"]}
             failures = await _scalar_set(conn, f'SELECT "offset", left(reason, 18) FROM {failed}')
-            assert failures == {(3, "fold error (probe)"), (4, "not JSON: empty re")}
-            assert await _scalar_set(conn, f"SELECT next_offset FROM {positions} WHERE topic = %s", topic) == {7}
+            assert failures == {(3, "fold error (probe)"), (4, "not JSON: empty re"), (7, "fold error (probe)")}
+            assert await _scalar_set(conn, f"SELECT next_offset FROM {positions} WHERE topic = %s", topic) == {8}
+            if kind == "live":  # each dead letter sent once: the attempt without isolation sent none
+                assert sum((await high_watermarks(settings.kafka_bootstrap, [topic + ".dlq"])).values()) == 3
         finally:
             await producer.stop()
             if kind == "shadow":
