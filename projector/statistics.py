@@ -7,7 +7,7 @@ replay, a projection growing by the million) outruns that: autovacuum looks once
 busy elsewhere, and is off on some servers. A table never analyzed is planned as if it were
 small and its keys few: a batch's ``thread_id = ANY(...)`` lookup became a sequential scan of the
 whole table, every batch, so the batch's cost grew with the table (measured: the thread mix fell
-from ~9k to ~3.5k events/s over 1M events, with autovacuum off; one ``ANALYZE`` brought it back).
+from ~8.7k to ~3.4k events/s over 1M events, with autovacuum off; one ``ANALYZE`` brought it back).
 
 So every ``READSIDE_ANALYZE_EVERY`` seconds (0: never) each runner asks ``pg_stat_user_tables``
 which of its tables changed by more than autovacuum's own threshold (the server's settings)

@@ -180,7 +180,7 @@ class Settings:
     api_pool_size: int = 10
     # each projector runner analyzes its tables that changed past autovacuum's threshold since their
     # last analyze, this often (readside.projector.statistics); 0 = never
-    analyze_every: float = 30.0
+    analyze_every: float = 5.0
     # a projection with lag whose checkpoints have not moved for this long is "stalled"
     stall_after: float = 60.0
     # the projector's own /healthz, /readyz, /metrics; 0 = not served
@@ -239,7 +239,7 @@ class Settings:
             batch_max=_int(env, "READSIDE_BATCH_MAX", 2000, 1, 100_000),
             fetch_wait_ms=_int(env, "READSIDE_FETCH_WAIT_MS", 10, 1, 10_000),
             api_pool_size=_int(env, "READSIDE_API_POOL_SIZE", 10, 1, 200),
-            analyze_every=_seconds(env, "READSIDE_ANALYZE_EVERY", 30.0, 0.0, 86400.0),
+            analyze_every=_seconds(env, "READSIDE_ANALYZE_EVERY", 5.0, 0.0, 86400.0),
             stall_after=_seconds(env, "READSIDE_STALL_AFTER", 60.0, 0.1, 7 * 86400),
             projector_port=_int(env, "READSIDE_PROJECTOR_PORT", 0, 0, 65535),
             projector_host=env.get("READSIDE_PROJECTOR_HOST") or cls.projector_host,
