@@ -179,8 +179,8 @@ class ProjectionRunner:
                     if fetched and sum(map(len, fetched.values())) < self.settings.batch_max:
                         # Caught up: no prefetch while this batch is processed (it would hold the
                         # few records that arrived meanwhile back a whole batch); the next fetch
-                        # goes out when the batch is done and brings everything since. Behind (a
-                        # full batch), the prefetch stays: it overlaps the fetch with the commit.
+                        # goes out when the batch is written, with its COMMIT (_resume_fetching),
+                        # and brings everything since. Behind (a full batch), the prefetch stays.
                         self.consumer.pause(*self.consumer.assignment())
                     committed = None
                     started = time.perf_counter()
@@ -309,12 +309,19 @@ class ProjectionRunner:
         if batch is None:
             return None
         async with self.pool.connection() as conn:
-            written = await self.pipeline.commit(conn, batch)
+            written = await self.pipeline.commit(conn, batch, before_commit=self._resume_fetching)
         for tp, end in batch.ends.items():
             self.positions[tp] = end
         self.batches += 1
         self.events += batch.read
         return batch, written
+
+    def _resume_fetching(self) -> None:
+        """The batch is written and its COMMIT about to go out: let the next fetch go out too,
+        so it overlaps the commit and the notification instead of following them. (A commit that
+        then fails is retried from the checkpoints: the seek drops what that fetch brought.)"""
+        assert self.consumer is not None
+        self.consumer.resume(*self.consumer.paused())
 
     def _poisoned(self, record: Record, exc: BaseException) -> None:
         log.error("%s: fold failed at %s[%d]@%d: %r", self.projection.name, record.topic, record.partition, record.offset, exc)

@@ -238,7 +238,9 @@ class Pipeline:
         failed = {id(r) for r, _ in poison}
         return Written([r for r in fresh if id(r) not in failed], poison, changed, outbox)
 
-    async def commit(self, conn: psycopg.AsyncConnection, batch: Batch) -> Written:
+    async def commit(
+        self, conn: psycopg.AsyncConnection, batch: Batch, *, before_commit: Callable[[], None] | None = None
+    ) -> Written:
         """:meth:`write` in a transaction of its own (committed on return); in pipeline mode when
         the store is ``pipelined``: a statement waits for the server only when its answer is read
         (a batch of the thread mix went from ~25 round trips to 4).
@@ -248,14 +250,22 @@ class Pipeline:
         a small batch (low latency, a steady stream) spends most of its time on. A record's fault
         rolls that transaction back and the batch is written again, each event isolated (the
         dead letters are sent only then: the first attempt fails before its failures are
-        recorded, since recording them reads the server's answers first)."""
+        recorded, since recording them reads the server's answers first).
+
+        ``before_commit`` is called once the batch is written, just before its COMMIT is sent
+        (the engine resumes fetching then, so the next fetch overlaps the commit)."""
         if not getattr(self.store, "pipelined", False):
             async with conn.transaction():
-                return await self.write(conn, batch)
+                written = await self.write(conn, batch)
+                if before_commit is not None:
+                    before_commit()
+            return written
         try:
             async with conn.pipeline() as pipeline:
                 async with conn.transaction():
                     written = await self.write(conn, batch, pipeline=pipeline, isolate=False)
+                    if before_commit is not None:
+                        before_commit()
             return written  # the COMMIT's answer read: committed
         except Exception as exc:
             if not record_fault(exc):
@@ -263,6 +273,8 @@ class Pipeline:
         async with conn.pipeline() as pipeline:
             async with conn.transaction():
                 written = await self.write(conn, batch, pipeline=pipeline)
+                if before_commit is not None:
+                    before_commit()
         return written
 
     async def _apply_isolating(
