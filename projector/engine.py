@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from readside.projector import bookkeeping, statistics
 from readside.projector.live import POINTER_HEADER, LiveStore, pointer
 from readside.projector.pipeline import Batch, Pipeline, Record, Written, decode_record
+from readside.projector.readahead import ReadAhead
 from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError, RecordFault, RetryableError, translate
 from readside.shared.settings import Settings
@@ -113,6 +114,8 @@ class ProjectionRunner:
         self.offsets: dict[TopicPartition, int] = {}  # committed in PostgreSQL, not yet in Kafka
         self.committing: asyncio.Task[None] | None = None
         self.commit_error: BaseException | None = None  # a bug met by the background offset commit
+        self.ahead = ReadAhead()  # the next batch, fetched and decoded while one commits (when behind)
+        self.decoded: dict = {}  # what the read-ahead decoded, for the batch being built
         self.batches = 0
         self.events = 0
         # Per committed batch, from its processing's start to its notification sent
@@ -174,8 +177,13 @@ class ProjectionRunner:
                 try:
                     self.consumer.resume(*self.consumer.paused())
                     await self._ensure_positions()
-                    epochs = dict(self.epochs)
-                    fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
+                    ahead = await self.ahead.take()
+                    self.decoded = {}
+                    if ahead is not None:
+                        epochs, fetched, self.decoded = ahead
+                    else:
+                        epochs = dict(self.epochs)
+                        fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
                     if fetched and sum(map(len, fetched.values())) < self.settings.batch_max:
                         # Caught up: no prefetch while this batch is processed (it would hold the
                         # few records that arrived meanwhile back a whole batch); the next fetch
@@ -193,6 +201,7 @@ class ProjectionRunner:
                                 self.consumer.seek(tp, self.positions[tp])
                         if fetched:
                             committed = await self._process(fetched)
+                        self.decoded = {}
                     if committed is not None:
                         await self._after_commit(*committed)
                         self.batch_seconds.observe(time.perf_counter() - started)
@@ -226,6 +235,7 @@ class ProjectionRunner:
             # Each step of the exit is bounded: a stop never hangs on the broker. A member that could
             # not leave is expired by the broker after its session timeout; PostgreSQL holds the truth.
             name = self.projection.name
+            await bounded(self.ahead.drop(self.consumer, self.positions), STOP_STEP_SECONDS, f"{name}: the read-ahead")
             await bounded(self._last_offsets(), STOP_STEP_SECONDS, f"{name}: the last Kafka offset commit")
             await bounded(self.consumer.stop(), STOP_STEP_SECONDS, f"{name}: leaving the consumer group")
 
@@ -289,7 +299,9 @@ class ProjectionRunner:
             batch.ends[tp] = records[-1].offset + 1
             batch.read += batch.ends[tp] - start
             for r in records:
-                record = decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
+                record = self.decoded.get((tp, r.offset), _UNDECODED)
+                if record is _UNDECODED:
+                    record = self._decode(tp, r)
                 if record is None:
                     log.debug("%s: skipped a type it does not handle at %s[%d]@%d", name, tp.topic, tp.partition, r.offset)
                     batch.skipped += 1
@@ -303,13 +315,29 @@ class ProjectionRunner:
                 batch.heads[tp] = head
         return batch
 
+    def _decode(self, tp: TopicPartition, r) -> Record | None:  # noqa: ANN001 - a ConsumerRecord
+        return decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
+
     async def _process(self, fetched: dict) -> tuple[Batch, Written] | None:
-        """Decode, dedupe, fold and commit one batch; returns what committed (None: nothing)."""
+        """Decode, dedupe, fold and commit one batch; returns what committed (None: nothing).
+        A full batch (behind): the next one is read ahead while this one's COMMIT runs."""
         batch = self._batch(fetched)
         if batch is None:
             return None
-        async with self.pool.connection() as conn:
-            written = await self.pipeline.commit(conn, batch, before_commit=self._resume_fetching)
+        assert self.consumer is not None
+        behind = sum(map(len, fetched.values())) >= self.settings.batch_max
+
+        def at_commit() -> None:
+            self._resume_fetching()
+            if behind:  # the wait for the COMMIT's answer decodes the next batch
+                self.ahead.start(self.consumer, self.epochs, self.settings.batch_max, 200, self._decode)
+
+        try:
+            async with self.pool.connection() as conn:
+                written = await self.pipeline.commit(conn, batch, before_commit=at_commit)
+        except BaseException:
+            await self.ahead.drop(self.consumer, self.positions)
+            raise
         for tp, end in batch.ends.items():
             self.positions[tp] = end
         self.batches += 1
@@ -366,6 +394,9 @@ class ProjectionRunner:
             await asyncio.gather(self.committing, return_exceptions=True)
         if self.offsets and self.commit_error is None:
             await self._commit_offsets()
+
+
+_UNDECODED = object()
 
 
 async def bounded(step: Awaitable[None], seconds: float, what: str) -> None:

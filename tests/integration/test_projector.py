@@ -124,3 +124,49 @@ def test_a_stop_never_hangs_on_the_broker_and_says_what_it_waits_on(settings, mo
     assert "threads: leaving the consumer group did not finish within 2 s; going on with the stop" in text
     assert "still stopping after" in text and "Stuck.stop (test_projector.py:" in text, text
     assert_tables_equal_fold(settings.database_url, records)
+
+
+def test_a_batch_that_fails_after_reading_ahead_skips_and_repeats_nothing(settings, monkeypatch):
+    """Behind (full batches), the engine fetches and decodes the next batch while it waits for a
+    batch's COMMIT. A COMMIT that fails then (the database gone for a moment: a fault PostgreSQL
+    does not produce on demand, so the commit raises it here) drops what was read ahead and seeks
+    back: every event is applied, once, and the tables equal the fold."""
+    from dataclasses import replace
+
+    from readside.projector import engine, pipeline
+
+    real = pipeline.Pipeline.commit
+    calls = {"commits": 0, "failed": 0, "ahead": 0}
+
+    async def failing(self, conn, batch, *, before_commit=None):
+        calls["commits"] += 1
+        if calls["commits"] % 4 != 2 or before_commit is None:
+            return await real(self, conn, batch, before_commit=before_commit)
+
+        def then_fail() -> None:
+            before_commit()
+            calls["failed"] += 1
+            raise psycopg.OperationalError("the server went away (test)")
+
+        return await real(self, conn, batch, before_commit=then_fail)
+
+    started = engine.ReadAhead.start
+
+    def counted(self, *args, **kwargs):
+        calls["ahead"] += self.task is None
+        return started(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Pipeline, "commit", failing)
+    monkeypatch.setattr(engine.ReadAhead, "start", counted)
+    records = thread_stream(threads=40, seed=9)
+    send(settings, records)  # all there before the projector starts: it is behind from the first batch
+    runner = InProcessProjector(replace(settings, batch_max=60), ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+    finally:
+        runner.stop()
+    assert calls["failed"] >= 3 and calls["ahead"] >= calls["failed"], calls
+    assert_tables_equal_fold(settings.database_url, records)
+    with psycopg.connect(settings.database_url) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'threads'").fetchone()
+    assert n == len({r.value["event_id"] for r in records})
