@@ -172,7 +172,7 @@ class Settings:
     topic_prefix: str = ""
     group_prefix: str = "readside"
     dedupe_days: int = 7
-    batch_max: int = 2000
+    batch_max: int = 5000
     # the longest a projector fetch may wait at the broker for new records (fetch_max_wait_ms):
     # a Kafka broker answers as soon as a record arrives, so this only paces idle polling; a
     # broker that holds every fetch for it (tansu, the embedded one) adds it to every event's latency
@@ -236,7 +236,7 @@ class Settings:
             topic_prefix=env.get("READSIDE_TOPIC_PREFIX", ""),
             group_prefix=env.get("READSIDE_GROUP_PREFIX") or "readside",
             dedupe_days=_int(env, "READSIDE_DEDUPE_DAYS", 7, 1, 3650),
-            batch_max=_int(env, "READSIDE_BATCH_MAX", 2000, 1, 100_000),
+            batch_max=_int(env, "READSIDE_BATCH_MAX", 5000, 1, 100_000),
             fetch_wait_ms=_int(env, "READSIDE_FETCH_WAIT_MS", 10, 1, 10_000),
             api_pool_size=_int(env, "READSIDE_API_POOL_SIZE", 10, 1, 200),
             analyze_every=_seconds(env, "READSIDE_ANALYZE_EVERY", 5.0, 0.0, 86400.0),
