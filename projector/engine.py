@@ -114,6 +114,7 @@ class ProjectionRunner:
         self.offsets: dict[TopicPartition, int] = {}  # committed in PostgreSQL, not yet in Kafka
         self.committing: asyncio.Task[None] | None = None
         self.commit_error: BaseException | None = None  # a bug met by the background offset commit
+        self.analyzing: asyncio.Task[None] | None = None  # readside.projector.statistics, beside the batches
         self.ahead = ReadAhead()  # the next batch, fetched and decoded while one commits (when behind)
         self.decoded: dict = {}  # what the read-ahead decoded, for the batch being built
         self.batches = 0
@@ -210,8 +211,10 @@ class ProjectionRunner:
                         async with self.pool.connection() as conn:
                             await bookkeeping.purge_seen(conn, self.projection.name, self.settings.dedupe_days)
                         last_cleanup = time.monotonic()
-                    if self.settings.analyze_every and time.monotonic() - last_analyze > self.settings.analyze_every:
-                        await self._analyze()
+                    if self.settings.analyze_every and time.monotonic() - last_analyze > self.settings.analyze_every \
+                            and (self.analyzing is None or self.analyzing.done()):
+                        # In the background: an ANALYZE of a large table takes a while, and blocks no write.
+                        self.analyzing = asyncio.create_task(self._analyze())
                         last_analyze = time.monotonic()
                     backoff = 0.2
                 except Exception as exc:
@@ -235,6 +238,9 @@ class ProjectionRunner:
             # Each step of the exit is bounded: a stop never hangs on the broker. A member that could
             # not leave is expired by the broker after its session timeout; PostgreSQL holds the truth.
             name = self.projection.name
+            if self.analyzing is not None:
+                self.analyzing.cancel()
+                await asyncio.gather(self.analyzing, return_exceptions=True)
             await bounded(self.ahead.drop(self.consumer, self.positions), STOP_STEP_SECONDS, f"{name}: the read-ahead")
             await bounded(self._last_offsets(), STOP_STEP_SECONDS, f"{name}: the last Kafka offset commit")
             await bounded(self.consumer.stop(), STOP_STEP_SECONDS, f"{name}: leaving the consumer group")
@@ -268,9 +274,15 @@ class ProjectionRunner:
                 await self.seek_to_checkpoints(missing)
 
     async def _analyze(self) -> None:
-        """Fresh planner statistics for the tables this runner fills (readside.projector.statistics)."""
-        async with self.pool.connection() as conn:
-            done = await statistics.analyze_grown(conn, (*self.projection.tables, bookkeeping.DEDUPE))
+        """Fresh planner statistics for the tables this runner fills (readside.projector.statistics),
+        in a task of its own beside the batches. A failure is logged, and tried again next time."""
+        try:
+            async with self.pool.connection() as conn:
+                done = await statistics.analyze_grown(conn, (*self.projection.tables, bookkeeping.DEDUPE))
+        except Exception as exc:  # noqa: BLE001 - statistics are an optimization: the batches go on
+            log.warning("%s: analyzing its tables failed: %s; trying again in %.0f s", self.projection.name, exc,
+                        self.settings.analyze_every)
+            return
         if done:
             log.info("%s: analyzed %s (changed past autovacuum's threshold since their last analyze)",
                      self.projection.name, ", ".join(done))
