@@ -80,12 +80,12 @@ class Observed(ProjectionRunner):
 
     log: list[tuple[int, float, float]] = []
 
-    async def _process(self, batch):
+    async def _process(self, fetched, *args):
         t0 = time.perf_counter()
         try:
-            return await super()._process(batch)
+            return await super()._process(fetched, *args)
         finally:
-            Observed.log.append((sum(len(r) for r in batch.values()), t0, time.perf_counter()))
+            Observed.log.append((sum(len(r) for r in fetched.values()), t0, time.perf_counter()))
 
 
 def checkpoints(url: str) -> dict[tuple[str, int], int]:

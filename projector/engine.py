@@ -43,7 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from readside.projector import bookkeeping, statistics
 from readside.projector.live import POINTER_HEADER, LiveStore, pointer
 from readside.projector.pipeline import Batch, Pipeline, Record, Written, decode_record
-from readside.projector.readahead import ReadAhead
+from readside.projector.readahead import Decoded, ReadAhead
 from readside.readmodels.base import Projection
 from readside.shared.errors import ReadsideError, RecordFault, RetryableError, translate
 from readside.shared.settings import Settings
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 # (None: no outbox) — readside.projector.outbox.Invalidator.
 OnCommit = Callable[[str, set[str], UUID | None], Awaitable[None]]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
+FETCH_TIMEOUT_MS = 200  # the longest a fetch (getmany) waits for records before the loop turns
 STOP_STEP_SECONDS = 10.0  # each step of a runner's exit (last offsets, leaving the group)
 BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 
@@ -116,7 +117,6 @@ class ProjectionRunner:
         self.commit_error: BaseException | None = None  # a bug met by the background offset commit
         self.analyzing: asyncio.Task[None] | None = None  # readside.projector.statistics, beside the batches
         self.ahead = ReadAhead()  # the next batch, fetched and decoded while one commits (when behind)
-        self.decoded: dict = {}  # what the read-ahead decoded, for the batch being built
         self.batches = 0
         self.events = 0
         # Per committed batch, from its processing's start to its notification sent
@@ -179,13 +179,14 @@ class ProjectionRunner:
                     self.consumer.resume(*self.consumer.paused())
                     await self._ensure_positions()
                     ahead = await self.ahead.take()
-                    self.decoded = {}
+                    decoded: Decoded = {}
                     if ahead is not None:
-                        epochs, fetched, self.decoded = ahead
+                        epochs, fetched, decoded = ahead
                     else:
                         epochs = dict(self.epochs)
-                        fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max)
-                    if fetched and sum(map(len, fetched.values())) < self.settings.batch_max:
+                        fetched = await self.consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self.settings.batch_max)
+                    behind = sum(map(len, fetched.values())) >= self.settings.batch_max
+                    if fetched and not behind:
                         # Caught up: no prefetch while this batch is processed (it would hold the
                         # few records that arrived meanwhile back a whole batch); the next fetch
                         # goes out when the batch is written, with its COMMIT (_resume_fetching),
@@ -201,8 +202,7 @@ class ProjectionRunner:
                             if tp in self.positions and tp in self.consumer.assignment():
                                 self.consumer.seek(tp, self.positions[tp])
                         if fetched:
-                            committed = await self._process(fetched)
-                        self.decoded = {}
+                            committed = await self._process(fetched, decoded, behind)
                     if committed is not None:
                         await self._after_commit(*committed)
                         self.batch_seconds.observe(time.perf_counter() - started)
@@ -288,8 +288,9 @@ class ProjectionRunner:
                      self.projection.name, ", ".join(done))
 
     # -- one batch ---------------------------------------------------------------------------
-    def _batch(self, fetched: dict) -> Batch | None:
-        """The records fetched from the checkpoints on, decoded; None: nothing to commit."""
+    def _batch(self, fetched: dict, decoded: Decoded) -> Batch | None:
+        """The records fetched from the checkpoints on, decoded (``decoded``: what the read-ahead
+        decoded already); None: nothing to commit."""
         name = self.projection.name
         batch = Batch()
         assert self.consumer is not None
@@ -311,9 +312,8 @@ class ProjectionRunner:
             batch.ends[tp] = records[-1].offset + 1
             batch.read += batch.ends[tp] - start
             for r in records:
-                record = self.decoded.get((tp, r.offset), _UNDECODED)
-                if record is _UNDECODED:
-                    record = self._decode(tp, r)
+                key = (tp, r.offset)
+                record = decoded[key] if key in decoded else self._decode(tp, r)
                 if record is None:
                     log.debug("%s: skipped a type it does not handle at %s[%d]@%d", name, tp.topic, tp.partition, r.offset)
                     batch.skipped += 1
@@ -330,19 +330,18 @@ class ProjectionRunner:
     def _decode(self, tp: TopicPartition, r) -> Record | None:  # noqa: ANN001 - a ConsumerRecord
         return decode_record(self.projection, self.prefix, tp.topic, tp.partition, r.offset, r.key, r.value)
 
-    async def _process(self, fetched: dict) -> tuple[Batch, Written] | None:
+    async def _process(self, fetched: dict, decoded: Decoded, behind: bool) -> tuple[Batch, Written] | None:
         """Decode, dedupe, fold and commit one batch; returns what committed (None: nothing).
-        A full batch (behind): the next one is read ahead while this one's COMMIT runs."""
-        batch = self._batch(fetched)
+        ``behind`` (a full batch): the next one is read ahead while this one's COMMIT runs."""
+        batch = self._batch(fetched, decoded)
         if batch is None:
             return None
         assert self.consumer is not None
-        behind = sum(map(len, fetched.values())) >= self.settings.batch_max
 
         def at_commit() -> None:
             self._resume_fetching()
             if behind:  # the wait for the COMMIT's answer decodes the next batch
-                self.ahead.start(self.consumer, self.epochs, self.settings.batch_max, 200, self._decode)
+                self.ahead.start(self.consumer, self.epochs, self.settings.batch_max, FETCH_TIMEOUT_MS, self._decode)
 
         try:
             async with self.pool.connection() as conn:
@@ -406,9 +405,6 @@ class ProjectionRunner:
             await asyncio.gather(self.committing, return_exceptions=True)
         if self.offsets and self.commit_error is None:
             await self._commit_offsets()
-
-
-_UNDECODED = object()
 
 
 async def bounded(step: Awaitable[None], seconds: float, what: str) -> None:

@@ -43,6 +43,7 @@ replay after each chunk; a rebuild publishes a new generation at its cutover ins
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -254,25 +255,23 @@ class Pipeline:
 
         ``before_commit`` is called once the batch is written, just before its COMMIT is sent
         (the engine resumes fetching then, so the next fetch overlaps the commit)."""
-        if not getattr(self.store, "pipelined", False):
+        pipelined = getattr(self.store, "pipelined", False)
+        if pipelined:
+            try:
+                return await self._attempt(conn, batch, before_commit, pipelined=True, isolate=False)
+            except Exception as exc:
+                if not record_fault(exc):
+                    raise  # the world is down: rolled back, the batch is retried
+        return await self._attempt(conn, batch, before_commit, pipelined=pipelined)
+
+    async def _attempt(
+        self, conn: psycopg.AsyncConnection, batch: Batch, before_commit: Callable[[], None] | None, *,
+        pipelined: bool, isolate: bool = True,
+    ) -> Written:
+        """One transaction of :meth:`commit`: committed on return (the COMMIT's answer read)."""
+        async with conn.pipeline() if pipelined else contextlib.nullcontext() as pipeline:
             async with conn.transaction():
-                written = await self.write(conn, batch)
-                if before_commit is not None:
-                    before_commit()
-            return written
-        try:
-            async with conn.pipeline() as pipeline:
-                async with conn.transaction():
-                    written = await self.write(conn, batch, pipeline=pipeline, isolate=False)
-                    if before_commit is not None:
-                        before_commit()
-            return written  # the COMMIT's answer read: committed
-        except Exception as exc:
-            if not record_fault(exc):
-                raise  # the world is down: rolled back, the batch is retried
-        async with conn.pipeline() as pipeline:
-            async with conn.transaction():
-                written = await self.write(conn, batch, pipeline=pipeline)
+                written = await self.write(conn, batch, pipeline=pipeline, isolate=isolate)
                 if before_commit is not None:
                     before_commit()
         return written

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from readside.projector.pipeline import Record
 
-__all__ = ["Ahead", "ReadAhead"]
+__all__ = ["Ahead", "Decoded", "ReadAhead"]
 
 CHUNK = 100  # records decoded between two yields to the event loop (~3 ms)
 
