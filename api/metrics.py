@@ -41,6 +41,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from readside.shared.processes import pid_alive
+
 __all__ = ["POOL_REFRESH", "ApiMetrics", "shared_directory"]
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -77,16 +79,6 @@ def _directory() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _forget_the_dead(path: str) -> None:
     """Drop the live gauges of workers that no longer exist (killed: they could not say so)."""
     pids: set[int] = set()
@@ -95,7 +87,7 @@ def _forget_the_dead(path: str) -> None:
         if digits.isdigit():
             pids.add(int(digits))
     for pid in pids:
-        if not _alive(pid):
+        if not pid_alive(pid):
             mark_process_dead(pid, path)
 
 

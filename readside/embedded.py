@@ -87,19 +87,6 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _pid_exists(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0: checked, not sent; one of another user's exists too)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -307,11 +294,13 @@ class EmbeddedPostgres:
             return
         import orjson
 
+        from readside.shared.processes import pid_alive
+
         try:
             pids = orjson.loads(handles.read_bytes())
         except orjson.JSONDecodeError:
             pids = []
-        alive = [pid for pid in pids if isinstance(pid, int) and _pid_exists(pid)]
+        alive = [pid for pid in pids if isinstance(pid, int) and pid_alive(pid)]
         if alive != pids:
             handles.write_bytes(orjson.dumps(alive))
 
