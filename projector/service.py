@@ -22,6 +22,7 @@ from readside.shared.cache import Cache
 from readside.shared.db import migrate, open_pool
 from readside.shared.errors import ConfigError, RetryableError
 from readside.shared.kafka import create_topics
+from readside.shared.processes import collect_for_batches
 from readside.shared.settings import Settings
 
 __all__ = ["run_projector", "select"]
@@ -48,7 +49,9 @@ async def run_projector(
     stop: asyncio.Event | None = None,
     on_commit: OnCommit | None = None,
 ) -> None:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given). Sets the process's
+    garbage collector for batches (``readside.shared.processes.collect_for_batches``)."""
+    collect_for_batches()
     projections = select(names)
     if not settings.projector_port:
         return await _run(settings, projections, stop, on_commit, None)

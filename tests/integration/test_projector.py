@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import orjson
 import psycopg
 
 from readside.load import thread_stream
+from readside.shared.processes import BATCH_GC_THRESHOLDS
 from tests.conftest import InProcessProjector
 from tests.support import (
     assert_tables_equal_fold,
@@ -18,6 +20,7 @@ from tests.support import (
     send_raw,
     started,
     wait_caught_up,
+    wait_until,
 )
 
 
@@ -170,3 +173,18 @@ def test_a_batch_that_fails_after_reading_ahead_skips_and_repeats_nothing(settin
     with psycopg.connect(settings.database_url) as conn:
         (n,) = conn.execute("SELECT count(*) FROM dedupe WHERE projection = 'threads'").fetchone()
     assert n == len({r.value["event_id"] for r in records})
+
+
+def test_the_projector_sets_its_collector_for_batches_and_still_projects(settings):
+    """``run_projector`` sets the process's garbage collector to ``BATCH_GC_THRESHOLDS`` (at
+    CPython's defaults it walked each batch's young objects over and over: bench/README.md)."""
+    gc.set_threshold(700, 10, 10)
+    runner = InProcessProjector(settings, ["threads"]).start()
+    try:
+        wait_until(lambda: gc.get_threshold() == BATCH_GC_THRESHOLDS, 30, "the projector's collector thresholds")
+        records = thread_stream(threads=20, seed=5)
+        send(settings, records)
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+        assert_tables_equal_fold(settings.database_url, records)
+    finally:
+        runner.stop()
