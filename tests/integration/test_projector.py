@@ -177,7 +177,7 @@ def test_a_batch_that_fails_after_reading_ahead_skips_and_repeats_nothing(settin
 
 def test_the_projector_sets_its_collector_for_batches_and_still_projects(settings):
     """``run_projector`` sets the process's garbage collector to ``BATCH_GC_THRESHOLDS`` (at
-    CPython's defaults it walked each batch's young objects over and over: bench/README.md)."""
+    CPython's defaults it walked each batch's young objects over and over: docs/decisions.md)."""
     gc.set_threshold(700, 10, 10)
     runner = InProcessProjector(settings, ["threads"]).start()
     try:
