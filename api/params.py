@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from readside.api.problems import bad_param
@@ -22,11 +23,28 @@ MAX_LENGTH = 200
 MAX_LENGTHS = {"cursor": 4096, "fields": 1000}
 
 
-# Query strings already checked, by (raw query string, names accepted): a page of a list is
-# asked for with the same few query strings over and over, and parsing one (Starlette's
-# QueryParams, then the checks) was ~6% of a cached answer's CPU. Bounded: emptied when full.
-_CHECKED: dict[tuple[bytes, frozenset[str]], dict[str, str]] = {}
-CHECKED_MAX = 2048
+CHECKED_MAX = 2048  # query strings whose verdicts are kept (_checked)
+
+
+# Kept by (raw query string, names accepted), the least recently used dropped past CHECKED_MAX: a
+# page of a list is asked for with the same few query strings over and over, and parsing one
+# (Starlette's QueryParams, then the checks) was ~6% of a cached answer's CPU. A rejected string
+# raises, and a raise is not kept: it is checked again.
+@functools.lru_cache(maxsize=CHECKED_MAX)
+def _checked(query_string: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in QueryParams(query_string).multi_items():
+        if name not in allowed:
+            raise bad_param(f"unknown parameter {name[:100]!r}; allowed: {', '.join(sorted(allowed))}")
+        cap = MAX_LENGTHS.get(name, MAX_LENGTH)
+        if len(value) > cap:
+            raise bad_param(f"parameter {name!r} is longer than {cap} characters")
+        if name in values:
+            raise bad_param(f"parameter {name!r} given more than once")
+        if "\x00" in value:
+            raise bad_param(f"parameter {name!r} contains a NUL character")
+        values[name] = value
+    return values
 
 
 class Query:
@@ -38,29 +56,7 @@ class Query:
     """
 
     def __init__(self, request: Request, allowed: frozenset[str]) -> None:
-        key = (request.scope.get("query_string", b""), allowed)
-        values = _CHECKED.get(key)
-        if values is None:
-            values = self._checked(request, allowed)
-            if len(_CHECKED) >= CHECKED_MAX:
-                _CHECKED.clear()
-            _CHECKED[key] = values
-        self.values = values
-
-    def _checked(self, request: Request, allowed: frozenset[str]) -> dict[str, str]:
-        self.values = {}
-        for name, value in request.query_params.multi_items():
-            if name not in allowed:
-                raise bad_param(f"unknown parameter {name[:100]!r}; allowed: {', '.join(sorted(allowed))}")
-            cap = MAX_LENGTHS.get(name, MAX_LENGTH)
-            if len(value) > cap:
-                raise bad_param(f"parameter {name!r} is longer than {cap} characters")
-            if name in self.values:
-                raise bad_param(f"parameter {name!r} given more than once")
-            if "\x00" in value:
-                raise bad_param(f"parameter {name!r} contains a NUL character")
-            self.values[name] = value
-        return self.values
+        self.values = _checked(request.scope.get("query_string", b""), allowed)
 
     def text(self, name: str) -> str | None:
         value = self.values.get(name, "")

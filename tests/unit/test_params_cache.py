@@ -29,27 +29,27 @@ def _verdict(query: bytes, allowed: frozenset[str]) -> dict[str, str] | str:
 @pytest.mark.parametrize("query", [b"limit=100", b"limit=100&role=client", b"role=x&role=y", b"nope=1", b"limit=1%00", b""])
 def test_a_kept_verdict_is_the_verdict_of_a_fresh_check(query):
     for allowed in (frozenset({"limit", "role"}), frozenset({"limit"})):
-        params._CHECKED.clear()
+        params._checked.cache_clear()
         fresh = _verdict(query, allowed)
         assert _verdict(query, allowed) == fresh  # kept (or, for a 400, checked again)
         assert _verdict(query, allowed) == fresh
     # the same string, other names: its own verdict, not the one kept for the first names
-    params._CHECKED.clear()
+    params._checked.cache_clear()
     assert _verdict(b"role=client", frozenset({"role"})) == {"role": "client"}
     assert "unknown parameter 'role'" in _verdict(b"role=client", frozenset({"limit"}))
 
 
 def test_the_kept_verdicts_are_bounded():
-    params._CHECKED.clear()
+    params._checked.cache_clear()
     for i in range(params.CHECKED_MAX + 10):
         _verdict(f"limit={i}".encode(), frozenset({"limit"}))
-    assert len(params._CHECKED) <= params.CHECKED_MAX
+    assert params._checked.cache_info().currsize <= params.CHECKED_MAX
 
 
 def test_a_kept_etag_is_the_hmac_of_its_key_and_bounded():
     a, b = Context.__new__(Context), Context.__new__(Context)
     a.etag_key, b.etag_key = b"a" * 32, b"b" * 32
-    serving._TAGS.clear()
+    serving._tag.cache_clear()
     for ctx in (a, b, a):
         for version in (1, 2):
             raw = f"p3.{version}\x1fviewer:u-1".encode()
@@ -58,4 +58,4 @@ def test_a_kept_etag_is_the_hmac_of_its_key_and_bounded():
     assert serving.etag(a, "p", 3, 1, "viewer:u-1") != serving.etag(b, "p", 3, 1, "viewer:u-1")
     for i in range(serving.TAGS_MAX + 10):
         serving.etag(a, "r", 1, i, "viewer:u-2")
-    assert len(serving._TAGS) <= serving.TAGS_MAX
+    assert serving._tag.cache_info().currsize <= serving.TAGS_MAX
