@@ -188,3 +188,40 @@ def test_the_projector_sets_its_collector_for_batches_and_still_projects(setting
         assert_tables_equal_fold(settings.database_url, records)
     finally:
         runner.stop()
+
+
+def test_behind_the_broker_gets_the_long_fetch_wait_and_caught_up_the_short_one(settings, monkeypatch):
+    """A runner whose uncommitted records (high watermark minus position) fill a batch lets the
+    broker wait ``CATCH_UP_WAIT_MS`` for each fetch; caught up, ``Settings.fetch_wait_ms`` (the
+    embedded broker fills a fetch only until the wait runs out: at 10 ms a 1M-event backlog came
+    ~100 records a fetch). Each fetch request the consumer sends carries the wait it was given."""
+    from dataclasses import replace
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    from readside.projector import engine
+
+    sent_waits: list[int] = []
+    building = Fetcher._get_actions_per_node
+
+    def recorded(self, *args, **kwargs):
+        actions = building(self, *args, **kwargs)
+        if self._client._client_id == "readside-threads":  # the runner's consumer, not the test's reads
+            sent_waits.extend(req._max_wait_ms for _, req in actions[0])
+        return actions
+
+    monkeypatch.setattr(Fetcher, "_get_actions_per_node", recorded)
+    records = thread_stream(threads=40, seed=11)
+    send(settings, records)  # all there before the projector starts: behind from the first batch
+    fast = replace(settings, batch_max=50, fetch_wait_ms=7)
+    runner = InProcessProjector(fast, ["threads"]).start()
+    try:
+        wait_caught_up(settings.database_url, settings.kafka_bootstrap, "threads", projection_topics(settings, "threads"))
+        count = len(sent_waits)
+        wait_until(lambda: len(sent_waits) > count + 3, 30, "fetches after catching up")
+        after = sent_waits[count + 1:]  # the first may have been built before the last batch's commit
+    finally:
+        runner.stop()
+    assert engine.CATCH_UP_WAIT_MS in sent_waits, sorted(set(sent_waits))
+    assert after and set(after) == {7}, after
+    assert_tables_equal_fold(settings.database_url, records)
