@@ -176,6 +176,7 @@ class Settings:
     # the longest a projector fetch may wait at the broker for new records (fetch_max_wait_ms):
     # a Kafka broker answers as soon as a record arrives, so this only paces idle polling; a
     # broker that holds every fetch for it (tansu, the embedded one) adds it to every event's latency
+    # (behind by a batch or more, the projector asks for engine.CATCH_UP_WAIT_MS instead)
     fetch_wait_ms: int = 10
     api_pool_size: int = 10
     # each projector runner analyzes its tables that changed past autovacuum's threshold since their
